@@ -1,0 +1,812 @@
+//! Configuration: the TOML file is parsed into `raw` types, then validated into [`Config`].
+//! Validation never stops at the first problem: an operator fixing a file wants the whole list.
+
+mod raw;
+mod secret;
+
+pub use secret::{Secret, SecretSource};
+
+use ipnet::IpNet;
+use raw::RawConfig;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_SCIM_BASE_PATH: &str = "/Thingworx/SCIMProvider/SCIM";
+/// hyper refuses HTTP/1 read buffers smaller than this.
+const MIN_HEADER_BYTES: i64 = 8192;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listeners: Vec<ListenerConfig>,
+    pub upstream: UpstreamConfig,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    pub admin_address: SocketAddr,
+    pub log: LogConfig,
+    pub drain_deadline: Duration,
+    pub scim_base_path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    pub tls: Option<TlsSource>,
+}
+
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned { dir: PathBuf, names: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub scheme: UpstreamScheme,
+    /// `host:port` as written, used for the Host header and for the reachability probe.
+    pub authority: http::uri::Authority,
+    pub ca_bundle: Option<PathBuf>,
+    pub client_identity: Option<ClientIdentity>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    pub pool_idle_timeout: Duration,
+    pub http2_prior_knowledge: bool,
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamScheme {
+    Http,
+    Https,
+}
+
+impl UpstreamScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamScheme::Http => "http",
+            UpstreamScheme::Https => "https",
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn port(&self) -> u16 {
+        self.authority.port_u16().unwrap_or(match self.scheme {
+            UpstreamScheme::Http => 80,
+            UpstreamScheme::Https => 443,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    /// PEM text of the key: inline, from `env:` or from `file:`.
+    pub key: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// One thing wrong with the configuration, phrased for the operator who has to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub setting: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} (fix: {})", self.setting, self.message, self.fix)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid scimgate configuration: {message}")]
+    Parse { path: String, message: String },
+    #[error("{} problem(s) in the configuration:\n{}", .0.len(), ProblemList(.0))]
+    Invalid(Vec<Problem>),
+}
+
+struct ProblemList<'a>(&'a [Problem]);
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Settings given on the command line (or their environment variables), applied over the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub upstream_url: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
+}
+
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, base_dir, overrides).map_err(|e| match e {
+        ConfigError::Parse { message, .. } => ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        },
+        other => other,
+    })
+}
+
+/// Relative paths in the file are taken relative to the file's directory, so a config works the
+/// same whatever directory scimgate is started from.
+pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let mut raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: "<config>".into(),
+        message: e.to_string(),
+    })?;
+    if let Some(url) = &overrides.upstream_url {
+        raw.upstream.get_or_insert_with(Default::default).url = Some(url.clone());
+    }
+    if let Some(format) = &overrides.log_format {
+        raw.log.format = Some(format.clone());
+    }
+    if let Some(level) = &overrides.log_level {
+        raw.log.level = Some(level.clone());
+    }
+    Validator {
+        problems: Vec::new(),
+        base_dir,
+    }
+    .validate(raw)
+}
+
+struct Validator<'a> {
+    problems: Vec<Problem>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, setting: impl Into<String>, message: impl Into<String>, fix: &str) {
+        self.problems.push(Problem {
+            setting: setting.into(),
+            message: message.into(),
+            fix: fix.to_string(),
+        });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn duration(&mut self, setting: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(value) = value else { return default };
+        match parse_duration(value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(
+                    setting,
+                    "must be longer than zero",
+                    "give a duration such as \"5s\"",
+                );
+                default
+            }
+            Err(msg) => {
+                self.problem(
+                    setting,
+                    msg,
+                    "write a number with a unit: \"250ms\", \"5s\", \"2m\" or \"1h\"",
+                );
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, setting: &str, value: Option<i64>, default: i64, range: (i64, i64)) -> i64 {
+        let Some(v) = value else { return default };
+        if v < range.0 || v > range.1 {
+            self.problem(
+                setting,
+                format!("{v} is out of range"),
+                &format!("use a value from {} to {}", range.0, range.1),
+            );
+            default
+        } else {
+            v
+        }
+    }
+
+    fn socket_addr(&mut self, setting: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    setting,
+                    format!("{value:?} is not an IP address with a port"),
+                    "write it as \"0.0.0.0:8443\" or \"[::]:8443\" (port 0 picks a free port)",
+                );
+                None
+            }
+        }
+    }
+
+    fn readable_file(&mut self, setting: &str, path: &Path) -> Option<Vec<u8>> {
+        match crate::pem::read_file(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                self.problem(
+                    setting,
+                    e.to_string(),
+                    "point it at an existing PEM file that scimgate's user can read",
+                );
+                None
+            }
+        }
+    }
+
+    fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listeners = self.listeners(raw.listeners);
+        let upstream = self.upstream(raw.upstream);
+
+        let mut trusted_proxies = Vec::new();
+        for (i, cidr) in raw.proxy.trusted_proxies.iter().enumerate() {
+            match parse_cidr(cidr) {
+                Some(net) => trusted_proxies.push(net),
+                None => self.problem(
+                    format!("proxy.trusted_proxies[{i}]"),
+                    format!("{cidr:?} is not a CIDR or IP address"),
+                    "write it as \"10.0.0.0/8\", \"192.168.1.7\" or \"fd00::/8\"",
+                ),
+            }
+        }
+
+        let l = raw.limits;
+        let limits = Limits {
+            max_header_bytes: self.count(
+                "limits.max_header_bytes",
+                l.max_header_bytes,
+                64 * 1024,
+                (MIN_HEADER_BYTES, 16 * 1024 * 1024),
+            ) as usize,
+            max_body_bytes: self.count(
+                "limits.max_body_bytes",
+                l.max_body_bytes,
+                1024 * 1024,
+                (1, 1024 * 1024 * 1024),
+            ) as u64,
+            max_connections: self.count(
+                "limits.max_connections",
+                l.max_connections,
+                10_000,
+                (1, 1_000_000),
+            ) as usize,
+            header_read_timeout: self.duration(
+                "limits.header_read_timeout",
+                l.header_read_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            idle_timeout: self.duration(
+                "limits.idle_timeout",
+                l.idle_timeout.as_deref(),
+                Duration::from_secs(120),
+            ),
+        };
+
+        let admin_address = match raw.admin.address.as_deref() {
+            Some(a) => self.socket_addr("admin.address", a),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        };
+        if let Some(admin) = admin_address {
+            if admin.port() != 0 && listeners.iter().any(|l| l.address == admin) {
+                self.problem(
+                    "admin.address",
+                    format!("{admin} is also a gateway listener"),
+                    "give the admin listener its own port",
+                );
+            }
+        }
+
+        let format = match raw.log.format.as_deref() {
+            None | Some("text") | Some("human") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "log.format",
+                    format!("{other:?} is not a log format"),
+                    "use \"json\" or \"text\"",
+                );
+                LogFormat::Text
+            }
+        };
+        let level = raw.log.level.unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.problem(
+                "log.level",
+                format!("{level:?} is not a log level or filter"),
+                "use error, warn, info, debug or trace (or a filter like \"info,scimgate=debug\")",
+            );
+        }
+
+        let drain_deadline = self.duration(
+            "shutdown.drain_deadline",
+            raw.shutdown.drain_deadline.as_deref(),
+            Duration::from_secs(30),
+        );
+
+        let scim_base_path = self.scim_base_path(raw.scim.base_path);
+
+        if !self.problems.is_empty() {
+            return Err(ConfigError::Invalid(self.problems));
+        }
+        match (admin_address, upstream) {
+            (Some(admin_address), Some(upstream)) => Ok(Config {
+                listeners,
+                upstream,
+                trusted_proxies,
+                limits,
+                admin_address,
+                log: LogConfig { format, level },
+                drain_deadline,
+                scim_base_path,
+            }),
+            // Every path that yields None records a problem, so this is unreachable in practice;
+            // answering with an error keeps it that way without a panic.
+            _ => Err(ConfigError::Invalid(vec![Problem {
+                setting: "upstream".into(),
+                message: "incomplete".into(),
+                fix: "see the example configuration".into(),
+            }])),
+        }
+    }
+
+    fn listeners(&mut self, raw: Vec<raw::RawListener>) -> Vec<ListenerConfig> {
+        if raw.is_empty() {
+            self.problem(
+                "listeners",
+                "no listener is configured",
+                "add a [[listeners]] table with an address, e.g. address = \"0.0.0.0:8443\"",
+            );
+        }
+        let mut out = Vec::new();
+        for (i, l) in raw.into_iter().enumerate() {
+            let name = format!("listeners[{i}]");
+            let address = match l.address.as_deref() {
+                Some(a) => self.socket_addr(&format!("{name}.address"), a),
+                None => {
+                    self.problem(
+                        format!("{name}.address"),
+                        "is missing",
+                        "add address = \"0.0.0.0:8443\"",
+                    );
+                    None
+                }
+            };
+            let tls = l.tls.and_then(|t| self.tls(&format!("{name}.tls"), t));
+            if let Some(address) = address {
+                if address.port() != 0 && out.iter().any(|o: &ListenerConfig| o.address == address)
+                {
+                    self.problem(
+                        format!("{name}.address"),
+                        format!("{address} is used by an earlier listener"),
+                        "give every listener its own address",
+                    );
+                }
+                out.push(ListenerConfig { address, tls });
+            }
+        }
+        out
+    }
+
+    fn tls(&mut self, name: &str, t: raw::RawTls) -> Option<TlsSource> {
+        if t.self_signed {
+            if t.cert.is_some() || t.key.is_some() {
+                self.problem(
+                    name,
+                    "both self_signed = true and cert/key are set",
+                    "remove cert and key to generate a certificate, or remove self_signed to use the files",
+                );
+                return None;
+            }
+            for (i, n) in t.names.iter().enumerate() {
+                if n.is_empty() || n.contains(char::is_whitespace) {
+                    self.problem(
+                        format!("{name}.names[{i}]"),
+                        format!("{n:?} is not a DNS name or IP address"),
+                        "write a host name such as \"gateway.example.com\"",
+                    );
+                }
+            }
+            let dir = match t.self_signed_dir {
+                Some(d) => self.path(&d),
+                None => std::env::temp_dir().join("scimgate-selfsigned"),
+            };
+            return Some(TlsSource::SelfSigned {
+                dir,
+                names: t.names,
+            });
+        }
+        if t.self_signed_dir.is_some() || !t.names.is_empty() {
+            self.problem(
+                name,
+                "self_signed_dir and names only apply to a generated certificate",
+                "set self_signed = true, or remove them",
+            );
+        }
+        match (t.cert, t.key) {
+            (Some(cert), Some(key)) => {
+                let cert = self.path(&cert);
+                let key = self.path(&key);
+                let cert_pem = self.readable_file(&format!("{name}.cert"), &cert);
+                let key_pem = self.readable_file(&format!("{name}.key"), &key);
+                if let (Some(c), Some(k)) = (cert_pem, key_pem) {
+                    if let Err(e) = crate::server::tls::certified_key_from_pem(&c, &k) {
+                        self.problem(
+                            format!("{name}.cert"),
+                            e.to_string(),
+                            "give a PEM certificate chain and the private key that matches it",
+                        );
+                    }
+                }
+                Some(TlsSource::Files { cert, key })
+            }
+            _ => {
+                self.problem(
+                    name,
+                    "needs both cert and key, or self_signed = true",
+                    "add cert = \"/path/tls.crt\" and key = \"/path/tls.key\", or self_signed = true",
+                );
+                None
+            }
+        }
+    }
+
+    fn upstream(&mut self, raw: Option<raw::RawUpstream>) -> Option<UpstreamConfig> {
+        let Some(u) = raw else {
+            self.problem(
+                "upstream",
+                "is missing",
+                "add an [upstream] table with url = \"http://platform:8080\" (or pass --upstream)",
+            );
+            return None;
+        };
+        let target = match u.url.as_deref() {
+            None => {
+                self.problem(
+                    "upstream.url",
+                    "is missing",
+                    "add url = \"http://platform:8080\" (or pass --upstream)",
+                );
+                None
+            }
+            Some(url) => self.upstream_url(url),
+        };
+
+        let ca_bundle = u.ca_bundle.map(|p| self.path(&p));
+        if let Some(ca) = &ca_bundle {
+            if let Some(pem) = self.readable_file("upstream.ca_bundle", ca) {
+                if let Err(e) = crate::pem::certificates(&pem, "upstream.ca_bundle") {
+                    self.problem(
+                        "upstream.ca_bundle",
+                        e.to_string(),
+                        "give a PEM file of the CA certificates that sign the platform's certificate",
+                    );
+                }
+            }
+        }
+        let client_identity = match (u.client_cert, u.client_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let cert = self.path(&cert);
+                let cert_pem = self.readable_file("upstream.client_cert", &cert);
+                match SecretSource::parse(&key).resolve() {
+                    Err(msg) => {
+                        self.problem(
+                            "upstream.client_key",
+                            msg,
+                            "give the key's PEM as file:/path, env:NAME or inline",
+                        );
+                        None
+                    }
+                    Ok(key) => {
+                        if let Some(c) = cert_pem {
+                            if let Err(e) = crate::server::tls::certified_key_from_pem(
+                                &c,
+                                key.expose().as_bytes(),
+                            ) {
+                                self.problem(
+                                    "upstream.client_cert",
+                                    e.to_string(),
+                                    "give a PEM certificate and the private key that matches it",
+                                );
+                            }
+                        }
+                        Some(ClientIdentity { cert, key })
+                    }
+                }
+            }
+            _ => {
+                self.problem(
+                    "upstream.client_cert",
+                    "client_cert and client_key must be given together",
+                    "set both, or neither",
+                );
+                None
+            }
+        };
+        if client_identity.is_some() && matches!(&target, Some((UpstreamScheme::Http, _))) {
+            self.problem(
+                "upstream.client_cert",
+                "a client certificate is only sent over https",
+                "use an https:// upstream url, or remove client_cert and client_key",
+            );
+        }
+        let connect_timeout = self.duration(
+            "upstream.connect_timeout",
+            u.connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        );
+        let request_timeout = self.duration(
+            "upstream.request_timeout",
+            u.request_timeout.as_deref(),
+            Duration::from_secs(60),
+        );
+        let pool_idle_timeout = self.duration(
+            "upstream.pool_idle_timeout",
+            u.pool_idle_timeout.as_deref(),
+            Duration::from_secs(90),
+        );
+        let pool_max_idle_per_host = self.count(
+            "upstream.pool_max_idle_per_host",
+            u.pool_max_idle_per_host,
+            32,
+            (0, 10_000),
+        ) as usize;
+        let (scheme, authority) = target?;
+        Some(UpstreamConfig {
+            scheme,
+            authority,
+            ca_bundle,
+            client_identity,
+            connect_timeout,
+            request_timeout,
+            pool_max_idle_per_host,
+            pool_idle_timeout,
+            http2_prior_knowledge: u.http2_prior_knowledge.unwrap_or(false),
+            preserve_host: u.preserve_host.unwrap_or(false),
+        })
+    }
+
+    fn upstream_url(&mut self, url: &str) -> Option<(UpstreamScheme, http::uri::Authority)> {
+        const FIX: &str = "write it as \"http://host:port\" or \"https://host:port\"";
+        let uri = match url.parse::<http::Uri>() {
+            Ok(u) => u,
+            Err(e) => {
+                self.problem("upstream.url", format!("{url:?} is not a URL: {e}"), FIX);
+                return None;
+            }
+        };
+        let scheme = match uri.scheme_str() {
+            Some("http") => UpstreamScheme::Http,
+            Some("https") => UpstreamScheme::Https,
+            Some(other) => {
+                self.problem(
+                    "upstream.url",
+                    format!("scheme {other:?} is not supported"),
+                    FIX,
+                );
+                return None;
+            }
+            None => {
+                self.problem("upstream.url", format!("{url:?} has no scheme"), FIX);
+                return None;
+            }
+        };
+        let Some(authority) = uri.authority().cloned() else {
+            self.problem("upstream.url", format!("{url:?} has no host"), FIX);
+            return None;
+        };
+        if authority.as_str().contains('@') {
+            self.problem(
+                "upstream.url",
+                "credentials in the URL are not supported",
+                "remove user:password@ from the URL",
+            );
+            return None;
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            self.problem(
+                "upstream.url",
+                format!("{url:?} has a path or query; requests keep their own path"),
+                FIX,
+            );
+            return None;
+        }
+        Some((scheme, authority))
+    }
+
+    fn scim_base_path(&mut self, raw: Option<String>) -> String {
+        let Some(p) = raw else {
+            return DEFAULT_SCIM_BASE_PATH.to_string();
+        };
+        let trimmed = p.trim_end_matches('/');
+        if !trimmed.starts_with('/') || trimmed.contains(['?', '#', ' ']) {
+            self.problem(
+                "scim.base_path",
+                format!("{p:?} is not an absolute URL path"),
+                "write a path such as \"/Thingworx/SCIMProvider/SCIM\"",
+            );
+            return DEFAULT_SCIM_BASE_PATH.to_string();
+        }
+        trimmed.to_string()
+    }
+}
+
+fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// Durations are written with a unit ("250ms", "5s", "2m", "1h") so nobody has to guess.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{s:?} has no unit"))?;
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} does not start with a whole number"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => return Err(format!("unit {other:?} in {s:?} is not one of ms, s, m, h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("/nonexistent"), &Overrides::default())
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse_str(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstream.scheme, UpstreamScheme::Http);
+        assert_eq!(c.upstream.port(), 8080);
+        assert_eq!(c.scim_base_path, DEFAULT_SCIM_BASE_PATH);
+        assert_eq!(c.limits.max_header_bytes, 64 * 1024);
+        assert_eq!(c.admin_address, "127.0.0.1:9090".parse().unwrap());
+        assert!(c.listeners[0].tls.is_none());
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse_str(
+            r#"
+[[listeners]]
+address = "nonsense"
+tls = { cert = "/missing.crt", key = "/missing.key" }
+[upstream]
+url = "ftp://x"
+connect_timeout = "5 parsecs"
+[proxy]
+trusted_proxies = ["10.0.0.0/33"]
+[limits]
+max_connections = 0
+[log]
+format = "xml"
+"#,
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err}")
+        };
+        let settings: Vec<&str> = problems.iter().map(|p| p.setting.as_str()).collect();
+        for expected in [
+            "listeners[0].address",
+            "listeners[0].tls.cert",
+            "listeners[0].tls.key",
+            "upstream.url",
+            "upstream.connect_timeout",
+            "proxy.trusted_proxies[0]",
+            "limits.max_connections",
+            "log.format",
+        ] {
+            assert!(
+                settings.contains(&expected),
+                "{expected} not in {settings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = parse_str(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://a\"\n[limits]\nbogus = 1\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn override_supplies_the_upstream() {
+        let c = parse(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+            Path::new("."),
+            &Overrides {
+                upstream_url: Some("https://platform:8443".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.upstream.scheme, UpstreamScheme::Https);
+        assert_eq!(c.upstream.authority.as_str(), "platform:8443");
+    }
+
+    #[test]
+    fn upstream_url_with_path_is_refused() {
+        let err = parse_str(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://a/Thingworx\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("upstream.url"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("x5s").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! scimgate: a TLS-terminating reverse proxy that serves SCIM for a ThingWorx-style platform
+//! and passes every other request through.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod logging;
+pub mod pem;
+pub mod proxy;
+pub mod router;
+pub mod server;
+
+/// One crypto provider for the whole process; `ring` is never linked.
+pub fn install_crypto_provider() {
+    // Already installed (by an embedding program or a test) is fine: it is the same provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,81 @@
+//! PEM decoding shared by the listener certificates, the upstream CA bundle and the upstream
+//! client identity, so each reports a malformed file the same way.
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{what} is not valid PEM: {detail}")]
+    Malformed { what: String, detail: String },
+    #[error("{what} holds no certificate (expected a -----BEGIN CERTIFICATE----- block)")]
+    NoCertificate { what: String },
+    #[error("{what} holds no private key (expected PKCS#8, PKCS#1 or SEC1 PEM)")]
+    NoKey { what: String },
+}
+
+pub fn read_file(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|source| PemError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+pub fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::Malformed {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(PemError::NoCertificate {
+            what: what.to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+pub fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, PemError> {
+    rustls_pemfile::private_key(&mut &pem[..])
+        .map_err(|e| PemError::Malformed {
+            what: what.to_string(),
+            detail: e.to_string(),
+        })?
+        .ok_or_else(|| PemError::NoKey {
+            what: what.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_reported_not_panicked_on() {
+        assert!(matches!(
+            certificates(b"not pem at all", "x"),
+            Err(PemError::NoCertificate { .. })
+        ));
+        assert!(matches!(
+            private_key(b"not pem at all", "x"),
+            Err(PemError::NoKey { .. })
+        ));
+    }
+
+    #[test]
+    fn generated_pair_round_trips() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(certificates(cert.pem().as_bytes(), "c").unwrap().len(), 1);
+        private_key(key.serialize_pem().as_bytes(), "k").unwrap();
+    }
+}

@@ -1,0 +1,221 @@
+//! Header rules for pass-through: what is hop-by-hop, and what the upstream is told about the
+//! client. Inbound `X-Forwarded-*`/`Forwarded` are believed only from trusted proxies; from
+//! anyone else they are replaced, because the platform may base decisions on them.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies conventionally drop.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+}
+
+/// Whether the request asks to switch protocols (WebSocket); returns the `Upgrade` value.
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    connection_tokens(headers)
+        .any(|t| t.eq_ignore_ascii_case("upgrade"))
+        .then(|| upgrade.clone())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers, including any the sender named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in fixed_hop_by_hop() {
+        headers.remove(name);
+    }
+}
+
+/// Restores the two headers an upgrade needs after [`strip_hop_by_hop`] removed them.
+pub fn set_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+}
+
+pub struct ClientFacts<'a> {
+    pub client_ip: IpAddr,
+    /// Scheme the client used to reach the gateway.
+    pub scheme: &'static str,
+    /// Host the client asked for (Host header or `:authority`).
+    pub host: Option<&'a str>,
+}
+
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+pub fn set_forwarded(headers: &mut HeaderMap, facts: &ClientFacts<'_>, trusted: bool) {
+    let joined = |headers: &HeaderMap, name: &HeaderName| -> Option<String> {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
+    };
+    let (prior_for, prior_forwarded, prior_proto, prior_host) = if trusted {
+        (
+            joined(headers, &X_FORWARDED_FOR),
+            joined(headers, &header::FORWARDED),
+            joined(headers, &X_FORWARDED_PROTO),
+            joined(headers, &X_FORWARDED_HOST),
+        )
+    } else {
+        (None, None, None, None)
+    };
+    for name in [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &header::FORWARDED,
+    ] {
+        headers.remove(name);
+    }
+
+    let ip = facts.client_ip.to_string();
+    let xff = match prior_for {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip.clone(),
+    };
+    insert(headers, &X_FORWARDED_FOR, &xff);
+    insert(
+        headers,
+        &X_FORWARDED_PROTO,
+        prior_proto.as_deref().unwrap_or(facts.scheme),
+    );
+    if let Some(host) = prior_host.as_deref().or(facts.host) {
+        insert(headers, &X_FORWARDED_HOST, host);
+    }
+
+    let node = match facts.client_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut element = format!("for={node};proto={}", facts.scheme);
+    if let Some(host) = facts.host.filter(|h| is_forwarded_safe(h)) {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let forwarded = match prior_forwarded {
+        Some(prior) => format!("{prior}, {element}"),
+        None => element,
+    };
+    insert(headers, &header::FORWARDED, &forwarded);
+}
+
+/// A host goes into a quoted-string; refuse anything that could break out of it.
+fn is_forwarded_safe(host: &str) -> bool {
+    host.bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ClientFacts<'static> {
+        ClientFacts {
+            client_ip: "10.1.2.3".parse().unwrap(),
+            scheme: "https",
+            host: Some("gw.example.com:8443"),
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-drop-me".parse().unwrap());
+        h.insert("x-drop-me", "1".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h.insert("te", "gzip".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn untrusted_client_cannot_spoof() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        h.insert("forwarded", "for=6.6.6.6".parse().unwrap());
+        set_forwarded(&mut h, &facts(), false);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw.example.com:8443");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.1.2.3;proto=https;host=\"gw.example.com:8443\""
+        );
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_extended() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        h.append("x-forwarded-for", "7.7.7.7".parse().unwrap());
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        set_forwarded(&mut h, &facts(), true);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn ipv6_is_quoted_in_forwarded() {
+        let mut h = HeaderMap::new();
+        let f = ClientFacts {
+            client_ip: "::1".parse().unwrap(),
+            scheme: "http",
+            host: None,
+        };
+        set_forwarded(&mut h, &f, false);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("upgrade", "websocket".parse().unwrap());
+        assert!(requested_upgrade(&h).is_none());
+        h.insert("connection", "keep-alive, Upgrade".parse().unwrap());
+        assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
+    }
+}

@@ -1,0 +1,341 @@
+//! Pass-through to the platform: a pooled upstream client, header rewriting, streamed bodies in
+//! both directions, and protocol upgrades (the platform's edge devices use WebSockets).
+
+mod headers;
+
+pub use headers::is_trusted;
+
+use crate::body::{text_response, Body, BoxError};
+use crate::config::{UpstreamConfig, UpstreamScheme};
+use crate::pem;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
+use rustls::crypto::aws_lc_rs;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::task::TaskTracker;
+
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyBuildError {
+    #[error("upstream TLS: {0}")]
+    Pem(#[from] pem::PemError),
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Why a request could not be passed through. Turned into a response only by
+/// [`ProxyError::into_response`].
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("upstream exchange failed: {0}")]
+    Failed(String),
+    #[error("request cannot be forwarded: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            ProxyError::Unreachable(_) => text_response(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: upstream unavailable",
+            ),
+            ProxyError::Failed(_) => text_response(
+                StatusCode::BAD_GATEWAY,
+                "502 Bad Gateway: upstream connection failed",
+            ),
+            ProxyError::Timeout(_) => text_response(
+                StatusCode::GATEWAY_TIMEOUT,
+                "504 Gateway Timeout: upstream did not answer in time",
+            ),
+            ProxyError::BadRequest(why) => {
+                text_response(StatusCode::BAD_REQUEST, &format!("400 Bad Request: {why}"))
+            }
+        }
+    }
+}
+
+/// What the proxy learnt about a forwarded request, for the access log.
+pub struct Forwarded {
+    pub response: Response<Body>,
+    pub upstream_time: Duration,
+}
+
+pub struct Proxy {
+    client: UpstreamClient,
+    /// Upgrades can only ride HTTP/1.1, so they never share the pool with HTTP/2 connections.
+    upgrade_client: UpstreamClient,
+    upstream: UpstreamConfig,
+    trusted: Vec<IpNet>,
+    tunnels: TaskTracker,
+    on_upstream_answer: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Proxy {
+    /// `tunnels` tracks upgraded connections so shutdown can wait for them.
+    pub fn new(
+        upstream: UpstreamConfig,
+        trusted: Vec<IpNet>,
+        tunnels: TaskTracker,
+        on_upstream_answer: Box<dyn Fn() + Send + Sync>,
+    ) -> Result<Self, ProxyBuildError> {
+        let tls = client_tls_config(&upstream)?;
+        let client = build_client(&upstream, tls.clone(), false);
+        let upgrade_client = build_client(&upstream, tls, true);
+        Ok(Self {
+            client,
+            upgrade_client,
+            upstream,
+            trusted,
+            tunnels,
+            on_upstream_answer,
+        })
+    }
+
+    /// The pooled client, for gateway components that call the platform themselves.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: &'static str,
+    ) -> Result<Forwarded, ProxyError> {
+        let upgrade = (req.version() == Version::HTTP_11)
+            .then(|| headers::requested_upgrade(req.headers()))
+            .flatten();
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        let client_host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        parts.uri = Uri::builder()
+            .scheme(self.upstream.scheme.as_str())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("the request target is not a valid path"))?;
+        parts.version = Version::HTTP_11;
+
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let client_ip = canonical_ip(peer.ip());
+        headers::set_forwarded(
+            &mut parts.headers,
+            &headers::ClientFacts {
+                client_ip,
+                scheme,
+                host: client_host.as_deref(),
+            },
+            is_trusted(client_ip, &self.trusted),
+        );
+        let host = if self.upstream.preserve_host {
+            client_host.unwrap_or_else(|| self.upstream.authority.to_string())
+        } else {
+            self.upstream.authority.to_string()
+        };
+        if let Ok(h) = HeaderValue::from_str(&host) {
+            parts.headers.insert(header::HOST, h);
+        }
+        if let Some(u) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, u.clone());
+        }
+
+        let upstream_req = Request::from_parts(parts, body.map_err(BoxError::from).boxed());
+        let client = if upgrade.is_some() {
+            &self.upgrade_client
+        } else {
+            &self.client
+        };
+        let started = Instant::now();
+        let mut response =
+            match tokio::time::timeout(self.upstream.request_timeout, client.request(upstream_req))
+                .await
+            {
+                Err(_) => return Err(ProxyError::Timeout(self.upstream.request_timeout)),
+                Ok(Err(e)) => return Err(classify_client_error(&e)),
+                Ok(Ok(r)) => r,
+            };
+        let upstream_time = started.elapsed();
+        (self.on_upstream_answer)();
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upgrade) else {
+                // A 101 nobody asked for cannot be relayed meaningfully.
+                return Err(ProxyError::Failed(
+                    "upstream switched protocols without an upgrade request".into(),
+                ));
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            self.tunnels.spawn(async move {
+                tunnel(client_upgrade, upstream_upgrade).await;
+            });
+            let (mut parts, _) = response.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers);
+            headers::set_upgrade(&mut parts.headers, protocol);
+            return Ok(Forwarded {
+                response: Response::from_parts(parts, crate::body::empty()),
+                upstream_time,
+            });
+        }
+
+        let (mut parts, body) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        Ok(Forwarded {
+            response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+            upstream_time,
+        })
+    }
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => {
+            tracing::debug!(
+                bytes_up = up,
+                bytes_down = down,
+                "upgraded connection closed"
+            )
+        }
+        Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
+    }
+}
+
+/// `::ffff:10.0.0.1` is an IPv4 client on a dual-stack socket; CIDR rules are written for IPv4.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    let mut detail = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_connect() {
+        ProxyError::Unreachable(detail)
+    } else {
+        ProxyError::Failed(detail)
+    }
+}
+
+fn client_tls_config(upstream: &UpstreamConfig) -> Result<rustls::ClientConfig, ProxyBuildError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &upstream.ca_bundle {
+        Some(path) => {
+            let pem_bytes = pem::read_file(path)?;
+            for cert in pem::certificates(&pem_bytes, "upstream.ca_bundle")? {
+                roots.add(cert)?;
+            }
+        }
+        None if upstream.scheme == UpstreamScheme::Https => {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "could not load some system CA certificates");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                tracing::warn!("no system CA certificates found; set upstream.ca_bundle");
+            }
+        }
+        None => {}
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+    let config = match &upstream.client_identity {
+        Some(identity) => {
+            let cert_pem = pem::read_file(&identity.cert)?;
+            let certs = pem::certificates(&cert_pem, "upstream.client_cert")?;
+            let key = pem::private_key(identity.key.expose().as_bytes(), "upstream.client_key")?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+fn build_client(
+    upstream: &UpstreamConfig,
+    tls: rustls::ClientConfig,
+    http1_only: bool,
+) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(upstream.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let connector = if http1_only {
+        builder.enable_http1().wrap_connector(http)
+    } else {
+        builder.enable_http1().enable_http2().wrap_connector(http)
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
+        .pool_idle_timeout(upstream.pool_idle_timeout)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(upstream.http2_prior_knowledge && !http1_only)
+        .build(connector)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_is_unwrapped() {
+        assert_eq!(
+            canonical_ip("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            canonical_ip("::1".parse().unwrap()),
+            "::1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -1,0 +1,370 @@
+//! Listeners, connections and the process lifecycle: bind, accept under a connection cap,
+//! terminate TLS, serve HTTP/1.1 and HTTP/2, and drain on SIGTERM/SIGINT.
+
+pub mod activity;
+pub mod tls;
+
+use crate::admin::{self, Health};
+use crate::config::{Config, Limits, UpstreamConfig};
+use crate::gateway::{Connection, Gateway};
+use crate::proxy::{Proxy, ProxyBuildError};
+use crate::router::Router;
+use activity::{Activity, TrackedIo};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("listener {address}: {source}")]
+    Tls {
+        address: SocketAddr,
+        source: tls::TlsError,
+    },
+    #[error(transparent)]
+    Upstream(#[from] ProxyBuildError),
+    #[error("cannot install a signal handler: {0}")]
+    Signal(std::io::Error),
+}
+
+struct Listener {
+    socket: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
+    let (reload_tx, _) = broadcast::channel::<()>(4);
+
+    let health = Arc::new(Health::default());
+    let connections = TaskTracker::new();
+    let tunnels = TaskTracker::new();
+
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let tls = match &l.tls {
+            Some(source) => Some(
+                tls::setup(source, &reload_tx)
+                    .map_err(|source| ServerError::Tls {
+                        address: l.address,
+                        source,
+                    })?
+                    .acceptor,
+            ),
+            None => None,
+        };
+        let socket = TcpListener::bind(l.address)
+            .await
+            .map_err(|source| ServerError::Bind {
+                address: l.address,
+                source,
+            })?;
+        listeners.push(Listener { socket, tls });
+    }
+    let admin_socket = TcpListener::bind(config.admin_address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: config.admin_address,
+            source,
+        })?;
+
+    let proxy = {
+        let health = health.clone();
+        Proxy::new(
+            config.upstream.clone(),
+            config.trusted_proxies.clone(),
+            tunnels.clone(),
+            Box::new(move || health.mark_upstream_seen()),
+        )?
+    };
+    let gateway = Arc::new(Gateway::new(
+        Router::new(&config.scim_base_path),
+        proxy,
+        config.limits.max_body_bytes,
+    ));
+
+    let stop_accepting = CancellationToken::new();
+    let drain = CancellationToken::new();
+    let stop_admin = CancellationToken::new();
+    let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
+    let limits = Arc::new(config.limits.clone());
+
+    let mut accept_loops = Vec::new();
+    for listener in listeners {
+        let address = listener
+            .socket
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                address: config.admin_address,
+                source,
+            })?;
+        tracing::info!(
+            listener = "gateway",
+            address = %address,
+            tls = listener.tls.is_some(),
+            "listening"
+        );
+        accept_loops.push(tokio::spawn(accept_loop(
+            listener,
+            AcceptContext {
+                gateway: gateway.clone(),
+                limits: limits.clone(),
+                slots: connection_slots.clone(),
+                connections: connections.clone(),
+                stop_accepting: stop_accepting.clone(),
+                drain: drain.clone(),
+            },
+        )));
+    }
+    if let Ok(address) = admin_socket.local_addr() {
+        tracing::info!(listener = "admin", address = %address, tls = false, "listening");
+    }
+    let admin_task = tokio::spawn(admin::serve(
+        admin_socket,
+        health.clone(),
+        stop_admin.clone(),
+    ));
+    health.mark_listeners_bound();
+    tokio::spawn(probe_upstream(
+        config.upstream.clone(),
+        health.clone(),
+        stop_accepting.clone(),
+    ));
+
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                tracing::info!("SIGHUP: reloading TLS certificates");
+                let _ = reload_tx.send(());
+            }
+        }
+    };
+
+    health.start_draining();
+    tracing::info!(
+        signal = signal_name,
+        deadline_s = config.drain_deadline.as_secs_f64(),
+        "draining: not ready, no new connections, finishing in-flight requests"
+    );
+    stop_accepting.cancel();
+    for task in accept_loops {
+        let _ = task.await;
+    }
+    drain.cancel();
+    connections.close();
+    tunnels.close();
+    let drained = tokio::time::timeout(config.drain_deadline, async {
+        connections.wait().await;
+        tunnels.wait().await;
+    })
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!(
+            open_connections = connections.len(),
+            open_tunnels = tunnels.len(),
+            "drain deadline reached; closing what is left"
+        ),
+    }
+    stop_admin.cancel();
+    let _ = admin_task.await;
+    Ok(())
+}
+
+struct AcceptContext {
+    gateway: Arc<Gateway>,
+    limits: Arc<Limits>,
+    slots: Arc<Semaphore>,
+    connections: TaskTracker,
+    stop_accepting: CancellationToken,
+    drain: CancellationToken,
+}
+
+async fn accept_loop(listener: Listener, ctx: AcceptContext) {
+    loop {
+        // At the cap, stop accepting: the kernel's backlog holds new clients instead of the
+        // gateway taking on work it cannot serve.
+        let permit = tokio::select! {
+            permit = ctx.slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = ctx.stop_accepting.cancelled() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.socket.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = ctx.stop_accepting.cancelled() => return,
+        };
+        let gateway = ctx.gateway.clone();
+        let limits = ctx.limits.clone();
+        let drain = ctx.drain.clone();
+        let tls = listener.tls.clone();
+        ctx.connections.spawn(async move {
+            let _permit = permit;
+            handle_stream(stream, peer, tls, gateway, limits, drain).await;
+        });
+    }
+}
+
+async fn handle_stream(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    limits: Arc<Limits>,
+    drain: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    match tls {
+        None => {
+            let io = TrackedIo::new(stream, activity.clone());
+            serve_http(io, peer, "http", activity, gateway, &limits, drain).await;
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls_stream)) => {
+                    let io = TrackedIo::new(tls_stream, activity.clone());
+                    serve_http(io, peer, "https", activity, gateway, &limits, drain).await;
+                }
+                Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    scheme: &'static str,
+    activity: Arc<Activity>,
+    gateway: Arc<Gateway>,
+    limits: &Limits,
+    drain: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = Connection {
+        peer,
+        scheme,
+        activity: activity.clone(),
+    };
+    let service = service_fn(move |req| {
+        let gateway = gateway.clone();
+        let connection = connection.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(req, &connection).await) }
+    });
+
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let idle_check = idle_check_delay(&activity, limits.idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(idle_check), if !closing => {
+                if activity.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
+                    tracing::debug!(client = %peer, "closing idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// When to look again: when the connection would reach the idle limit if nothing happens.
+fn idle_check_delay(activity: &Activity, idle_timeout: Duration) -> Duration {
+    match activity.idle_for() {
+        Some(idle) => idle_timeout
+            .saturating_sub(idle)
+            .max(Duration::from_millis(100)),
+        None => idle_timeout.max(Duration::from_millis(100)),
+    }
+}
+
+/// Readiness needs the upstream reached once; until a request does that, keep knocking.
+async fn probe_upstream(upstream: UpstreamConfig, health: Arc<Health>, stop: CancellationToken) {
+    let host = upstream
+        .authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = upstream.port();
+    let mut delay = Duration::from_millis(250);
+    while !health.upstream_seen() {
+        let attempt = tokio::time::timeout(
+            upstream.connect_timeout,
+            TcpStream::connect((host.as_str(), port)),
+        );
+        tokio::select! {
+            result = attempt => {
+                if let Ok(Ok(_)) = result {
+                    health.mark_upstream_seen();
+                    tracing::info!(upstream = %upstream.authority, "upstream reachable");
+                    return;
+                }
+            }
+            _ = stop.cancelled() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

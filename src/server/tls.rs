@@ -1,0 +1,345 @@
+//! TLS termination: certificates from files (reloaded on change and on SIGHUP) or generated
+//! for local development. The resolver swaps the certificate for new handshakes only, so
+//! established connections are untouched by a reload.
+
+use crate::config::TlsSource;
+use crate::pem::{self, PemError};
+use rustls::crypto::aws_lc_rs;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("the private key cannot be used: {0}")]
+    Key(rustls::Error),
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot build the TLS configuration: {0}")]
+    Config(rustls::Error),
+}
+
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    let certs = pem::certificates(cert_pem, "the certificate file")?;
+    let key = pem::private_key(key_pem, "the key file")?;
+    let signing_key = aws_lc_rs::sign::any_supported_type(&key).map_err(TlsError::Key)?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(Arc::new(certified)),
+        // Some key types can't report their public key; rustls then can't tell, and neither can we.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(Arc::new(certified))
+        }
+        Err(_) => Err(TlsError::KeyMismatch),
+    }
+}
+
+fn load_files(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let cert_pem = pem::read_file(cert)?;
+    let key_pem = pem::read_file(key)?;
+    certified_key_from_pem(&cert_pem, &key_pem)
+}
+
+#[derive(Debug)]
+pub struct ReloadingResolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadingResolver {
+    fn new(initial: Arc<CertifiedKey>) -> Self {
+        Self {
+            current: RwLock::new(initial),
+        }
+    }
+
+    fn current(&self) -> Arc<CertifiedKey> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, next: Arc<CertifiedKey>) {
+        match self.current.write() {
+            Ok(mut guard) => *guard = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+}
+
+impl ResolvesServerCert for ReloadingResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// A listener's TLS setup: the acceptor plus, for file-based certificates, the reload task.
+pub struct ListenerTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(TlsError::Config)?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Builds the listener's TLS. File-based certificates get a background reloader that watches the
+/// directories (which is what sees Kubernetes' `..data` symlink swap) and listens for SIGHUP.
+pub fn setup(source: &TlsSource, reload: &broadcast::Sender<()>) -> Result<ListenerTls, TlsError> {
+    let resolver = match source {
+        TlsSource::SelfSigned { dir, names } => {
+            let key = self_signed(dir, names)?;
+            Arc::new(ReloadingResolver::new(key))
+        }
+        TlsSource::Files { cert, key } => {
+            let initial = load_files(cert, key)?;
+            let resolver = Arc::new(ReloadingResolver::new(initial));
+            spawn_reloader(
+                cert.clone(),
+                key.clone(),
+                resolver.clone(),
+                reload.subscribe(),
+            );
+            resolver
+        }
+    };
+    let config = server_config(resolver)?;
+    Ok(ListenerTls {
+        acceptor: tokio_rustls::TlsAcceptor::from(config),
+    })
+}
+
+pub const SELF_SIGNED_CERT_FILE: &str = "cert.pem";
+pub const SELF_SIGNED_KEY_FILE: &str = "key.pem";
+
+fn self_signed(dir: &Path, extra_names: &[String]) -> Result<Arc<CertifiedKey>, TlsError> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    names.extend(extra_names.iter().cloned());
+    let key_pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "scimgate self-signed");
+    let cert = params
+        .self_signed(&key_pair)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let cert_pem = cert.pem();
+    let key_pem = key_pair.serialize_pem();
+
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let cert_path = dir.join(SELF_SIGNED_CERT_FILE);
+    let key_path = dir.join(SELF_SIGNED_KEY_FILE);
+    write_atomically(&key_path, key_pem.as_bytes(), true)?;
+    write_atomically(&cert_path, cert_pem.as_bytes(), false)?;
+    tracing::info!(
+        cert_path = %cert_path.display(),
+        key_path = %key_path.display(),
+        "wrote self-signed certificate"
+    );
+    tracing::info!(
+        "trust it for local calls with: curl --cacert {} https://localhost:<port>/",
+        cert_path.display()
+    );
+    certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+}
+
+fn write_atomically(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    let err = |source| TlsError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&tmp).map_err(err)?;
+    file.write_all(contents).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+/// Directories whose changes may mean a new certificate: the configured paths' parents and, when
+/// they are symlinks, the parents of what they point to.
+fn watched_dirs(paths: &[&Path]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let mut candidates = vec![p.to_path_buf()];
+        if let Ok(real) = std::fs::canonicalize(p) {
+            candidates.push(real);
+        }
+        for c in candidates {
+            if let Some(parent) = c.parent() {
+                let parent = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent.to_path_buf()
+                };
+                if !dirs.contains(&parent) {
+                    dirs.push(parent);
+                }
+            }
+        }
+    }
+    dirs
+}
+
+fn spawn_reloader(
+    cert: PathBuf,
+    key: PathBuf,
+    resolver: Arc<ReloadingResolver>,
+    mut sighup: broadcast::Receiver<()>,
+) {
+    use notify::Watcher;
+    let (tx, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok() {
+            // A full channel already means "reload pending"; dropping the extra signal is right.
+            let _ = tx.try_send(());
+        }
+    });
+    let watcher = match watcher {
+        Ok(mut w) => {
+            for dir in watched_dirs(&[&cert, &key]) {
+                if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e,
+                        "cannot watch the certificate directory; reload with SIGHUP instead");
+                }
+            }
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch certificate files; reload with SIGHUP instead");
+            None
+        }
+    };
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                changed = changes.recv() => {
+                    if changed.is_none() { break; }
+                    // Writers touch cert and key separately; let the burst settle before reading.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    while changes.try_recv().is_ok() {}
+                }
+                signal = sighup.recv() => {
+                    if matches!(signal, Err(broadcast::error::RecvError::Closed)) { break; }
+                }
+            }
+            reload(&cert, &key, &resolver);
+        }
+    });
+}
+
+fn reload(cert: &Path, key: &Path, resolver: &ReloadingResolver) {
+    match load_files(cert, key) {
+        Ok(next) => {
+            if next.cert == resolver.current().cert {
+                return;
+            }
+            resolver.replace(next);
+            tracing::info!(cert_path = %cert.display(), "reloaded TLS certificate");
+        }
+        Err(e) => {
+            tracing::warn!(
+                cert_path = %cert.display(),
+                error = %e,
+                "TLS certificate reload failed; keeping the current certificate"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn mismatched_key_is_refused() {
+        let (cert_a, _) = pair("a");
+        let (_, key_b) = pair("b");
+        assert!(matches!(
+            certified_key_from_pem(cert_a.as_bytes(), key_b.as_bytes()),
+            Err(TlsError::KeyMismatch)
+        ));
+    }
+
+    #[test]
+    fn bad_reload_keeps_the_old_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pair("a");
+        let (cp, kp) = (dir.path().join("c"), dir.path().join("k"));
+        std::fs::write(&cp, &cert).unwrap();
+        std::fs::write(&kp, &key).unwrap();
+        let resolver = ReloadingResolver::new(load_files(&cp, &kp).unwrap());
+        let before = resolver.current().cert.clone();
+        std::fs::write(&cp, "garbage").unwrap();
+        reload(&cp, &kp, &resolver);
+        assert_eq!(resolver.current().cert, before);
+        let (cert2, key2) = pair("b");
+        std::fs::write(&cp, &cert2).unwrap();
+        std::fs::write(&kp, &key2).unwrap();
+        reload(&cp, &kp, &resolver);
+        assert_ne!(resolver.current().cert, before);
+    }
+
+    #[test]
+    fn self_signed_writes_a_usable_pair() {
+        let _ = aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        self_signed(dir.path(), &["gw.test".into()]).unwrap();
+        load_files(
+            &dir.path().join(SELF_SIGNED_CERT_FILE),
+            &dir.path().join(SELF_SIGNED_KEY_FILE),
+        )
+        .unwrap();
+    }
+}
