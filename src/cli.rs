@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const AFTER_HELP: &str = "\
+See the product work on one machine (development platform + gateway):
+  scimgate dev
+
 Quick start (self-signed certificate in front of a platform on port 8080):
   scimgate serve --config config/scimgate.example.toml --upstream http://127.0.0.1:8080
   curl --cacert /tmp/scimgate-selfsigned/cert.pem https://localhost:8443/
@@ -33,6 +36,61 @@ enum Command {
     Serve(ConfigArgs),
     /// Validate the configuration, print every problem, and exit (0 = valid, 1 = invalid).
     Check(ConfigArgs),
+    /// Start a development platform and the gateway in front of it (self-signed TLS), for
+    /// trying scimgate on one machine. State is kept in --data-dir across restarts.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// Where the development platform keeps its state, certificate and keys.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_DATA_DIR",
+        default_value = "scimgate-dev",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// Gateway (TLS) listen address.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_LISTEN",
+        default_value = "127.0.0.1:8443",
+        value_name = "ADDR"
+    )]
+    listen: std::net::SocketAddr,
+    /// Development platform listen address (plain HTTP).
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_PLATFORM_LISTEN",
+        default_value = "127.0.0.1:8080",
+        value_name = "ADDR"
+    )]
+    platform_listen: std::net::SocketAddr,
+    /// Admin listener (/healthz, /readyz) address.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090",
+        value_name = "ADDR"
+    )]
+    admin_listen: std::net::SocketAddr,
+    /// Log format: json or text.
+    #[arg(
+        long,
+        env = "SCIMGATE_LOG_FORMAT",
+        default_value = "text",
+        value_name = "FORMAT"
+    )]
+    log_format: String,
+    /// Log level or filter.
+    #[arg(
+        long,
+        env = "SCIMGATE_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    log_level: String,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +131,38 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Dev(args) => {
+            crate::logging::init(&config::LogConfig {
+                format: if args.log_format == "json" {
+                    config::LogFormat::Json
+                } else {
+                    config::LogFormat::Text
+                },
+                level: args.log_level.clone(),
+            });
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
+            };
+            let options = crate::dev::DevOptions {
+                data_dir: args.data_dir,
+                listen: args.listen,
+                platform_listen: args.platform_listen,
+                admin_listen: args.admin_listen,
+                log_format: args.log_format,
+                log_level: args.log_level,
+            };
+            match runtime.block_on(crate::dev::run(options)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(crate::dev::DevError::Config(e)) => {
+                    report_config_error(&e);
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scimgate dev stopped");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Serve(args) => {
             let config = match config::load(&args.config, &args.overrides()) {
                 Ok(c) => c,
@@ -82,15 +172,8 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             crate::logging::init(&config.log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the async runtime");
-                    return ExitCode::from(2);
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::from(2);
             };
             match runtime.block_on(crate::server::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -99,6 +182,19 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            None
         }
     }
 }

@@ -27,6 +27,24 @@ pub struct Config {
     pub log: LogConfig,
     pub drain_deadline: Duration,
     pub scim_base_path: String,
+    /// How the gateway calls the platform's native services; absent, only pass-through runs.
+    pub platform: Option<PlatformConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    pub credentials: PlatformCredentials,
+    /// Calls in flight to the platform at once, so an identity provider's burst cannot
+    /// overload a legacy server.
+    pub max_concurrency: usize,
+    /// Extra attempts for calls that are safe to repeat, on connection failures only.
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum PlatformCredentials {
+    AppKey(Secret),
+    Basic { username: String, password: Secret },
 }
 
 #[derive(Debug, Clone)]
@@ -373,6 +391,7 @@ impl Validator<'_> {
         );
 
         let scim_base_path = self.scim_base_path(raw.scim.base_path);
+        let platform = raw.platform.and_then(|p| self.platform(p));
 
         if !self.problems.is_empty() {
             return Err(ConfigError::Invalid(self.problems));
@@ -387,6 +406,7 @@ impl Validator<'_> {
                 log: LogConfig { format, level },
                 drain_deadline,
                 scim_base_path,
+                platform,
             }),
             // Every path that yields None records a problem, so this is unreachable in practice;
             // answering with an error keeps it that way without a panic.
@@ -661,6 +681,67 @@ impl Validator<'_> {
             return None;
         }
         Some((scheme, authority))
+    }
+
+    fn platform(&mut self, p: raw::RawPlatform) -> Option<PlatformConfig> {
+        let max_concurrency =
+            self.count("platform.max_concurrency", p.max_concurrency, 8, (1, 1024)) as usize;
+        let retries = self.count("platform.retries", p.retries, 2, (0, 10)) as u32;
+        let secret = |v: &mut Self, setting: &str, spec: &str| -> Option<Secret> {
+            match SecretSource::parse(spec).resolve() {
+                Ok(s)
+                    if s.expose()
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() || b == b' ') =>
+                {
+                    Some(s)
+                }
+                Ok(_) => {
+                    v.problem(
+                        setting,
+                        "holds control or non-ASCII characters",
+                        "check the value; it is sent in an HTTP header",
+                    );
+                    None
+                }
+                Err(msg) => {
+                    v.problem(setting, msg, "give it as env:NAME, file:/path or inline");
+                    None
+                }
+            }
+        };
+        let credentials = match (p.app_key, p.username, p.password) {
+            (Some(key), None, None) => {
+                PlatformCredentials::AppKey(secret(self, "platform.app_key", &key)?)
+            }
+            (None, Some(username), Some(password)) => {
+                if username.contains(':') || username.is_empty() {
+                    self.problem(
+                        "platform.username",
+                        "a user name for Basic authentication cannot be empty or contain ':'",
+                        "use an app key (platform.app_key) instead",
+                    );
+                    return None;
+                }
+                PlatformCredentials::Basic {
+                    username,
+                    password: secret(self, "platform.password", &password)?,
+                }
+            }
+            _ => {
+                self.problem(
+                    "platform",
+                    "needs either app_key, or username and password",
+                    "set app_key = \"env:SCIMGATE_PLATFORM_APP_KEY\" (recommended) or username and password",
+                );
+                return None;
+            }
+        };
+        Some(PlatformConfig {
+            credentials,
+            max_concurrency,
+            retries,
+        })
     }
 
     fn scim_base_path(&mut self, raw: Option<String>) -> String {

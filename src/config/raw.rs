@@ -21,6 +21,7 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     #[serde(default)]
     pub scim: RawScim,
+    pub platform: Option<RawPlatform>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,4 +98,14 @@ pub struct RawShutdown {
 #[serde(deny_unknown_fields)]
 pub struct RawScim {
     pub base_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlatform {
+    pub app_key: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub max_concurrency: Option<i64>,
+    pub retries: Option<i64>,
 }

@@ -66,6 +66,11 @@ impl fmt::Debug for SecretSource {
 pub struct Secret(String);
 
 impl Secret {
+    /// For secrets made at run time (generated keys) rather than read from configuration.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

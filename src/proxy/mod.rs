@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// The pooled client to the platform, shared by pass-through and the native REST client.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyBuildError {
@@ -91,9 +92,8 @@ impl Proxy {
         tunnels: TaskTracker,
         on_upstream_answer: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, ProxyBuildError> {
-        let tls = client_tls_config(&upstream)?;
-        let client = build_client(&upstream, tls.clone(), false);
-        let upgrade_client = build_client(&upstream, tls, true);
+        let client = build_upstream_client(&upstream)?;
+        let upgrade_client = build_client(&upstream, client_tls_config(&upstream)?, true);
         Ok(Self {
             client,
             upgrade_client,
@@ -294,6 +294,11 @@ fn client_tls_config(upstream: &UpstreamConfig) -> Result<rustls::ClientConfig, 
         None => builder.with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// A pooled client to the configured upstream (HTTP/1.1 and, where offered, HTTP/2).
+pub fn build_upstream_client(upstream: &UpstreamConfig) -> Result<UpstreamClient, ProxyBuildError> {
+    Ok(build_client(upstream, client_tls_config(upstream)?, false))
 }
 
 fn build_client(

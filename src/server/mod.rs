@@ -48,147 +48,193 @@ struct Listener {
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 pub async fn run(config: Config) -> Result<(), ServerError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signal)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signal)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(ServerError::Signal)?;
-    let (reload_tx, _) = broadcast::channel::<()>(4);
+    Bound::bind(config).await?.serve().await
+}
 
-    let health = Arc::new(Health::default());
-    let connections = TaskTracker::new();
-    let tunnels = TaskTracker::new();
+/// A gateway whose sockets are open (so their addresses are known) but not yet serving.
+pub struct Bound {
+    config: Config,
+    listeners: Vec<(Listener, SocketAddr)>,
+    admin_socket: TcpListener,
+    admin_address: SocketAddr,
+    reload_tx: broadcast::Sender<()>,
+    signals: Signals,
+}
 
-    let mut listeners = Vec::new();
-    for l in &config.listeners {
-        let tls = match &l.tls {
-            Some(source) => Some(
-                tls::setup(source, &reload_tx)
-                    .map_err(|source| ServerError::Tls {
-                        address: l.address,
-                        source,
-                    })?
-                    .acceptor,
-            ),
-            None => None,
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Bound {
+    /// Sets up TLS and binds every listener. Signal handlers are installed first, so a SIGTERM
+    /// that arrives while starting is not lost.
+    pub async fn bind(config: Config) -> Result<Bound, ServerError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = Signals {
+            term: signal(SignalKind::terminate()).map_err(ServerError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(ServerError::Signal)?,
+            hup: signal(SignalKind::hangup()).map_err(ServerError::Signal)?,
         };
-        let socket = TcpListener::bind(l.address)
-            .await
-            .map_err(|source| ServerError::Bind {
+        let (reload_tx, _) = broadcast::channel::<()>(4);
+
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let tls = match &l.tls {
+                Some(source) => Some(
+                    tls::setup(source, &reload_tx)
+                        .map_err(|source| ServerError::Tls {
+                            address: l.address,
+                            source,
+                        })?
+                        .acceptor,
+                ),
+                None => None,
+            };
+            let bind_error = |source| ServerError::Bind {
                 address: l.address,
                 source,
-            })?;
-        listeners.push(Listener { socket, tls });
-    }
-    let admin_socket = TcpListener::bind(config.admin_address)
-        .await
-        .map_err(|source| ServerError::Bind {
+            };
+            let socket = TcpListener::bind(l.address).await.map_err(bind_error)?;
+            let address = socket.local_addr().map_err(bind_error)?;
+            listeners.push((Listener { socket, tls }, address));
+        }
+        let admin_bind_error = |source| ServerError::Bind {
             address: config.admin_address,
             source,
-        })?;
-
-    let proxy = {
-        let health = health.clone();
-        Proxy::new(
-            config.upstream.clone(),
-            config.trusted_proxies.clone(),
-            tunnels.clone(),
-            Box::new(move || health.mark_upstream_seen()),
-        )?
-    };
-    let gateway = Arc::new(Gateway::new(
-        Router::new(&config.scim_base_path),
-        proxy,
-        config.limits.max_body_bytes,
-    ));
-
-    let stop_accepting = CancellationToken::new();
-    let drain = CancellationToken::new();
-    let stop_admin = CancellationToken::new();
-    let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
-    let limits = Arc::new(config.limits.clone());
-
-    let mut accept_loops = Vec::new();
-    for listener in listeners {
-        let address = listener
-            .socket
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                address: config.admin_address,
-                source,
-            })?;
-        tracing::info!(
-            listener = "gateway",
-            address = %address,
-            tls = listener.tls.is_some(),
-            "listening"
-        );
-        accept_loops.push(tokio::spawn(accept_loop(
-            listener,
-            AcceptContext {
-                gateway: gateway.clone(),
-                limits: limits.clone(),
-                slots: connection_slots.clone(),
-                connections: connections.clone(),
-                stop_accepting: stop_accepting.clone(),
-                drain: drain.clone(),
-            },
-        )));
+        };
+        let admin_socket = TcpListener::bind(config.admin_address)
+            .await
+            .map_err(admin_bind_error)?;
+        let admin_address = admin_socket.local_addr().map_err(admin_bind_error)?;
+        Ok(Bound {
+            config,
+            listeners,
+            admin_socket,
+            admin_address,
+            reload_tx,
+            signals,
+        })
     }
-    if let Ok(address) = admin_socket.local_addr() {
-        tracing::info!(listener = "admin", address = %address, tls = false, "listening");
-    }
-    let admin_task = tokio::spawn(admin::serve(
-        admin_socket,
-        health.clone(),
-        stop_admin.clone(),
-    ));
-    health.mark_listeners_bound();
-    tokio::spawn(probe_upstream(
-        config.upstream.clone(),
-        health.clone(),
-        stop_accepting.clone(),
-    ));
 
-    let signal_name = loop {
-        tokio::select! {
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = sigint.recv() => break "SIGINT",
-            _ = sighup.recv() => {
-                tracing::info!("SIGHUP: reloading TLS certificates");
-                let _ = reload_tx.send(());
-            }
+    pub fn gateway_addresses(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|(_, a)| *a).collect()
+    }
+
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains and returns.
+    pub async fn serve(self) -> Result<(), ServerError> {
+        let Bound {
+            config,
+            listeners,
+            admin_socket,
+            admin_address,
+            reload_tx,
+            mut signals,
+        } = self;
+        let health = Arc::new(Health::default());
+        let connections = TaskTracker::new();
+        let tunnels = TaskTracker::new();
+
+        let proxy = {
+            let health = health.clone();
+            Proxy::new(
+                config.upstream.clone(),
+                config.trusted_proxies.clone(),
+                tunnels.clone(),
+                Box::new(move || health.mark_upstream_seen()),
+            )?
+        };
+        let gateway = Arc::new(Gateway::new(
+            Router::new(&config.scim_base_path),
+            proxy,
+            config.limits.max_body_bytes,
+        ));
+
+        let stop_accepting = CancellationToken::new();
+        let drain = CancellationToken::new();
+        let stop_admin = CancellationToken::new();
+        let connection_slots = Arc::new(Semaphore::new(config.limits.max_connections));
+        let limits = Arc::new(config.limits.clone());
+
+        let mut accept_loops = Vec::new();
+        for (listener, address) in listeners {
+            tracing::info!(
+                listener = "gateway",
+                address = %address,
+                tls = listener.tls.is_some(),
+                "listening"
+            );
+            accept_loops.push(tokio::spawn(accept_loop(
+                listener,
+                AcceptContext {
+                    gateway: gateway.clone(),
+                    limits: limits.clone(),
+                    slots: connection_slots.clone(),
+                    connections: connections.clone(),
+                    stop_accepting: stop_accepting.clone(),
+                    drain: drain.clone(),
+                },
+            )));
         }
-    };
+        tracing::info!(listener = "admin", address = %admin_address, tls = false, "listening");
+        let admin_task = tokio::spawn(admin::serve(
+            admin_socket,
+            health.clone(),
+            stop_admin.clone(),
+        ));
+        health.mark_listeners_bound();
+        tokio::spawn(probe_upstream(
+            config.upstream.clone(),
+            health.clone(),
+            stop_accepting.clone(),
+        ));
 
-    health.start_draining();
-    tracing::info!(
-        signal = signal_name,
-        deadline_s = config.drain_deadline.as_secs_f64(),
-        "draining: not ready, no new connections, finishing in-flight requests"
-    );
-    stop_accepting.cancel();
-    for task in accept_loops {
-        let _ = task.await;
+        let signal_name = loop {
+            tokio::select! {
+                _ = signals.term.recv() => break "SIGTERM",
+                _ = signals.int.recv() => break "SIGINT",
+                _ = signals.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    let _ = reload_tx.send(());
+                }
+            }
+        };
+
+        health.start_draining();
+        tracing::info!(
+            signal = signal_name,
+            deadline_s = config.drain_deadline.as_secs_f64(),
+            "draining: not ready, no new connections, finishing in-flight requests"
+        );
+        stop_accepting.cancel();
+        for task in accept_loops {
+            let _ = task.await;
+        }
+        drain.cancel();
+        connections.close();
+        tunnels.close();
+        let drained = tokio::time::timeout(config.drain_deadline, async {
+            connections.wait().await;
+            tunnels.wait().await;
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(
+                open_connections = connections.len(),
+                open_tunnels = tunnels.len(),
+                "drain deadline reached; closing what is left"
+            ),
+        }
+        stop_admin.cancel();
+        let _ = admin_task.await;
+        Ok(())
     }
-    drain.cancel();
-    connections.close();
-    tunnels.close();
-    let drained = tokio::time::timeout(config.drain_deadline, async {
-        connections.wait().await;
-        tunnels.wait().await;
-    })
-    .await;
-    match drained {
-        Ok(()) => tracing::info!("drained; exiting"),
-        Err(_) => tracing::warn!(
-            open_connections = connections.len(),
-            open_tunnels = tunnels.len(),
-            "drain deadline reached; closing what is left"
-        ),
-    }
-    stop_admin.cancel();
-    let _ = admin_task.await;
-    Ok(())
 }
 
 struct AcceptContext {

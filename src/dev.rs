@@ -1,0 +1,153 @@
+//! `scimgate dev`: the development platform and the gateway in front of it, in one process, so a
+//! newcomer sees the product work with one command.
+
+use crate::config::{self, ConfigError, Overrides};
+use crate::devplatform::{DevPlatform, DevPlatformError};
+use crate::server::{Bound, ServerError};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tokio_util::sync::CancellationToken;
+
+/// The application key the gateway uses to call the development platform.
+pub const GATEWAY_APP_KEY_NAME: &str = "scimgate-gateway";
+pub const GATEWAY_APP_KEY_FILE: &str = "gateway.appkey";
+
+pub struct DevOptions {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub platform_listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub log_format: String,
+    pub log_level: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("development platform: {0}")]
+    Platform(#[from] DevPlatformError),
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address} for the development platform: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+}
+
+pub async fn run(options: DevOptions) -> Result<(), DevError> {
+    let io_error = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| DevError::Io { path, source }
+    };
+    std::fs::create_dir_all(&options.data_dir).map_err(io_error(&options.data_dir))?;
+    let data_dir = std::fs::canonicalize(&options.data_dir).map_err(io_error(&options.data_dir))?;
+
+    let platform = DevPlatform::open(&data_dir)?;
+    let key = platform.ensure_app_key(GATEWAY_APP_KEY_NAME, "Administrator")?;
+    let key_file = data_dir.join(GATEWAY_APP_KEY_FILE);
+    write_private(&key_file, &key).map_err(io_error(&key_file))?;
+
+    let platform_socket = tokio::net::TcpListener::bind(options.platform_listen)
+        .await
+        .map_err(|source| DevError::Bind {
+            address: options.platform_listen,
+            source,
+        })?;
+    let platform_address = platform_socket
+        .local_addr()
+        .map_err(|source| DevError::Bind {
+            address: options.platform_listen,
+            source,
+        })?;
+    tracing::info!(listener = "platform", address = %platform_address, tls = false, "listening");
+
+    let tls_dir = data_dir.join("tls");
+    let config_text = format!(
+        "[[listeners]]\naddress = {listen}\ntls = {{ self_signed = true, self_signed_dir = {tls_dir} }}\n\n\
+         [upstream]\nurl = {upstream}\n\n\
+         [admin]\naddress = {admin}\n\n\
+         [log]\nformat = {format}\nlevel = {level}\n\n\
+         [platform]\napp_key = {key_ref}\n",
+        listen = toml_string(&options.listen.to_string()),
+        tls_dir = toml_string(&tls_dir.display().to_string()),
+        upstream = toml_string(&format!("http://{platform_address}")),
+        admin = toml_string(&options.admin_listen.to_string()),
+        format = toml_string(&options.log_format),
+        level = toml_string(&options.log_level),
+        key_ref = toml_string(&format!("file:{}", key_file.display())),
+    );
+    let config = config::parse(&config_text, &data_dir, &Overrides::default())?;
+    let bound = Bound::bind(config).await?;
+    let gateway_address = bound
+        .gateway_addresses()
+        .first()
+        .copied()
+        .unwrap_or(options.listen);
+    print_banner(
+        &data_dir,
+        gateway_address,
+        platform_address,
+        bound.admin_address(),
+    );
+
+    let stop_platform = CancellationToken::new();
+    let platform_task = tokio::spawn(platform.serve(platform_socket, stop_platform.clone()));
+    let served = bound.serve().await;
+    stop_platform.cancel();
+    let _ = platform_task.await;
+    served?;
+    Ok(())
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: SocketAddr) {
+    let host = if gateway.ip().is_loopback() || gateway.ip().is_unspecified() {
+        format!("localhost:{}", gateway.port())
+    } else {
+        gateway.to_string()
+    };
+    let cert = data
+        .join("tls")
+        .join(crate::server::tls::SELF_SIGNED_CERT_FILE);
+    let key = data.join(GATEWAY_APP_KEY_FILE);
+    println!(
+        "\nscimgate development environment is running (Ctrl-C to stop)\n\
+         \x20 gateway   https://{host}/   (self-signed certificate: {cert})\n\
+         \x20 platform  http://{platform}/Thingworx   (development platform; state in {data})\n\
+         \x20 admin     http://{admin}/readyz\n\
+         \x20 secrets   Administrator password in {data}/administrator.password, gateway app key in {key}\n\
+         \nNext, list the platform's users through the gateway:\n\
+         \x20 curl --cacert {cert} -H \"appKey: $(cat {key})\" -H 'Accept: application/json' \
+         -H 'Content-Type: application/json' -d '{{\"type\":\"User\"}}' \
+         https://{host}/Thingworx/Resources/EntityServices/Services/GetEntityList\n",
+        cert = cert.display(),
+        data = data.display(),
+        key = key.display(),
+    );
+}

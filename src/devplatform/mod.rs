@@ -1,0 +1,252 @@
+//! A development stand-in for the ThingWorx platform, in the same binary: the subset of the
+//! native REST API that user and group provisioning uses (EntityServices, the User and Group
+//! services, CurrentSessionInfo), with app-key, Basic and session authentication, persisted to
+//! a JSON file so the product runs end to end on a fresh machine and in tests.
+
+mod error;
+mod httpd;
+mod secret;
+mod services;
+mod session;
+mod store;
+
+pub use error::DevPlatformError;
+
+use error::Fault;
+use secret::{NoRandom, PasswordHash};
+use session::Sessions;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use store::State;
+use tokio_util::sync::CancellationToken;
+
+const STATE_FILE: &str = "state.json";
+const STATE_TMP_FILE: &str = "state.json.tmp";
+const PASSWORD_FILE: &str = "administrator.password";
+
+impl From<NoRandom> for DevPlatformError {
+    fn from(_: NoRandom) -> Self {
+        DevPlatformError::Random
+    }
+}
+
+pub struct DevPlatform {
+    dir: PathBuf,
+    state: Mutex<State>,
+    sessions: Mutex<Sessions>,
+    /// Checked when a Basic login names an unknown user or one without a password, so such a
+    /// request costs as much time as a wrong password and does not reveal which names exist.
+    decoy: PasswordHash,
+}
+
+impl std::fmt::Debug for DevPlatform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevPlatform")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevPlatform {
+    /// Opens the state in `data_dir` (creating the directory and a fresh state with only the
+    /// built-ins when empty). On first initialisation it generates a random Administrator
+    /// password and writes it to `data_dir/administrator.password` (mode 0600, no newline).
+    pub fn open(data_dir: &Path) -> Result<Arc<DevPlatform>, DevPlatformError> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join(STATE_FILE);
+        let state = match fs::read(&path) {
+            Ok(bytes) => State::from_json(&bytes)
+                .map_err(|reason| DevPlatformError::Corrupt { path, reason })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let password = secret::random_password()?;
+                let state = State::fresh(PasswordHash::new(&password)?);
+                // The password file goes first: a state file never exists without it, and a
+                // crash in between just means a new password on the next start.
+                let password_path = data_dir.join(PASSWORD_FILE);
+                write_private(
+                    &password_path,
+                    &data_dir.join("administrator.password.tmp"),
+                    password.as_bytes(),
+                )?;
+                save(data_dir, &state)?;
+                tracing::info!(
+                    dir = %data_dir.display(),
+                    password_file = %password_path.display(),
+                    "initialised a new development platform"
+                );
+                state
+            }
+            Err(source) => return Err(DevPlatformError::Io { path, source }),
+        };
+        Ok(Arc::new(DevPlatform {
+            dir: data_dir.to_path_buf(),
+            state: Mutex::new(state),
+            sessions: Mutex::new(Sessions::default()),
+            decoy: PasswordHash::new("decoy")?,
+        }))
+    }
+
+    /// Serves HTTP/1.1 (and h2c) on `listener` until `stop` is cancelled, then returns once the
+    /// in-flight requests have finished.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        stop: CancellationToken,
+    ) {
+        httpd::serve(self, listener, stop).await;
+    }
+
+    /// The key id of the application key named `name` bound to `user`, created and persisted
+    /// when absent (stable across restarts).
+    pub fn ensure_app_key(&self, name: &str, user: &str) -> Result<String, DevPlatformError> {
+        let fresh_id = secret::random_token()?;
+        let mut state = self.lock_state();
+        let mut next = state.clone();
+        let id = next.ensure_app_key(name, user, fresh_id)?;
+        if next != *state {
+            save(&self.dir, &next)?;
+            *state = next;
+        }
+        Ok(id)
+    }
+
+    /// A poisoned lock is still consistent: changes are made on a copy and swapped in whole.
+    fn lock_state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.lock_state())
+    }
+
+    /// Applies a change to a copy of the state and keeps it only once it is saved, so a refused
+    /// or unsaveable request leaves nothing half done.
+    fn commit<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Fault>) -> Result<T, Fault> {
+        let mut state = self.lock_state();
+        let mut next = state.clone();
+        let out = f(&mut next)?;
+        if next != *state {
+            save(&self.dir, &next).map_err(|e| {
+                tracing::error!(error = %e, "the development platform cannot save its state");
+                Fault::internal("The development platform could not save its state")
+            })?;
+            *state = next;
+        }
+        Ok(out)
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), DevPlatformError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(DevPlatformError::io(dir))
+}
+
+/// Writes `contents` to `tmp` (owner-only), syncs it and renames it over `path`.
+fn write_private(path: &Path, tmp: &Path, contents: &[u8]) -> Result<(), DevPlatformError> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(tmp).map_err(DevPlatformError::io(tmp))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(DevPlatformError::io(tmp))?;
+    drop(file);
+    fs::rename(tmp, path).map_err(DevPlatformError::io(path))
+}
+
+/// Atomically replaces `state.json`; the directory is synced so the rename itself survives a
+/// crash. The file holds password hashes and app key ids, hence owner-only.
+fn save(dir: &Path, state: &State) -> Result<(), DevPlatformError> {
+    let bytes = state.to_json().map_err(DevPlatformError::Encode)?;
+    write_private(&dir.join(STATE_FILE), &dir.join(STATE_TMP_FILE), &bytes)?;
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(DevPlatformError::io(dir))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_open_initialises_and_later_opens_keep_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("platform");
+        let p = DevPlatform::open(&data).unwrap();
+        let password = fs::read_to_string(data.join(PASSWORD_FILE)).unwrap();
+        assert!(password.len() >= 32 && !password.ends_with('\n'));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for file in [PASSWORD_FILE, STATE_FILE] {
+                let mode = fs::metadata(data.join(file)).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{file}");
+            }
+        }
+        let key = p.ensure_app_key("gw", "Administrator").unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("jdoe")))
+            .unwrap();
+        drop(p);
+
+        let p = DevPlatform::open(&data).unwrap();
+        assert_eq!(p.ensure_app_key("gw", "Administrator").unwrap(), key);
+        assert!(p.read(|s| s.user("JDOE").is_ok()));
+        let admin_ok = p.read(|s| {
+            s.user("Administrator")
+                .unwrap()
+                .password
+                .as_ref()
+                .unwrap()
+                .verify(&password)
+        });
+        assert!(admin_ok);
+        assert_eq!(
+            fs::read_to_string(data.join(PASSWORD_FILE)).unwrap(),
+            password
+        );
+        assert!(!data.join(STATE_TMP_FILE).exists());
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(STATE_FILE), b"{\"version\":1,").unwrap();
+        let err = DevPlatform::open(dir.path()).unwrap_err();
+        assert!(matches!(err, DevPlatformError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_change_leaves_state_and_file_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let before = fs::read(dir.path().join(STATE_FILE)).unwrap();
+        let fault = p
+            .commit(|s| {
+                s.create_user(store::NewUser::named("x"))?;
+                s.delete_user("System")
+            })
+            .unwrap_err();
+        assert_eq!(fault.status, http::StatusCode::FORBIDDEN);
+        assert!(p.read(|s| s.user("x").is_err()));
+        assert_eq!(fs::read(dir.path().join(STATE_FILE)).unwrap(), before);
+    }
+}

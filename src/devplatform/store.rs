@@ -1,0 +1,957 @@
+//! The platform's persistent entities and the rules that govern them. No I/O and no locking
+//! here, so every change can be applied to a copy of the state and only kept once it is saved.
+
+use super::error::{DevPlatformError, Fault};
+use super::secret::PasswordHash;
+use crate::platform::names::{fold, invalid_reason, same};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+/// The property set of the `UserExtensions` thing shape, in the platform's order.
+pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 15] = [
+    "firstName",
+    "middleName",
+    "lastName",
+    "fullName",
+    "title",
+    "emailAddress",
+    "altEmailAddresses",
+    "workPhone",
+    "homePhone",
+    "mobilePhone",
+    "smsAddress",
+    "mailingAddress",
+    "city",
+    "state",
+    "zipCode",
+];
+
+pub(crate) const ADMINISTRATOR: &str = "Administrator";
+/// The "all users" group: every user is implicitly a member.
+pub(crate) const ALL_USERS: &str = "Users";
+const BUILTIN_USERS: [(&str, &str); 3] = [
+    (ADMINISTRATOR, "Platform administrator"),
+    ("SuperUser", "Built-in super user"),
+    ("System", "Built-in system user"),
+];
+const BUILTIN_GROUPS: [(&str, &str); 8] = [
+    ("Administrators", "Platform administrators"),
+    ("ComposerUsers", "Users allowed to use Composer"),
+    ("Designers", "Mashup designers"),
+    ("Developers", "Application developers"),
+    ("SecurityAdministrators", "Security administrators"),
+    ("SolutionCentralDevelopers", "Solution Central developers"),
+    (
+        "SolutionCentralSiteAdministrators",
+        "Solution Central site administrators",
+    ),
+    (ALL_USERS, "All users"),
+];
+/// Membership in either (direct or nested) grants the management services.
+const ADMIN_GROUPS: [&str; 2] = ["Administrators", "SecurityAdministrators"];
+
+const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Tag {
+    pub vocabulary: String,
+    #[serde(rename = "vocabularyTerm")]
+    pub term: String,
+}
+
+/// The TAGS text form `Vocab:Term;Vocab2:Term2`; empty text is no tags.
+pub(crate) fn parse_tags(text: &str) -> Result<Vec<Tag>, Fault> {
+    let mut tags: Vec<Tag> = Vec::new();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let parsed = entry.split_once(':').and_then(|(v, t)| {
+            let (v, t) = (v.trim(), t.trim());
+            (!v.is_empty() && !t.is_empty()).then(|| Tag {
+                vocabulary: v.to_string(),
+                term: t.to_string(),
+            })
+        });
+        let Some(tag) = parsed else {
+            return Err(Fault::bad_request(format!(
+                "Invalid tag [{entry}]: tags are written Vocabulary:Term"
+            )));
+        };
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        match text {
+            "User" => Some(Kind::User),
+            "Group" => Some(Kind::Group),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct User {
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub password: Option<PasswordHash>,
+    pub project_name: String,
+    pub home_mashup: String,
+    pub mobile_mashup: String,
+    pub language: String,
+    pub tags: Vec<Tag>,
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl User {
+    fn new(name: &str, description: &str) -> Self {
+        User {
+            name: name.to_string(),
+            description: description.to_string(),
+            enabled: true,
+            password: None,
+            project_name: String::new(),
+            home_mashup: String::new(),
+            mobile_mashup: String::new(),
+            language: String::new(),
+            tags: Vec::new(),
+            extensions: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Member {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Group {
+    pub name: String,
+    pub description: String,
+    pub project_name: String,
+    pub home_mashup: String,
+    pub tags: Vec<Tag>,
+    pub members: Vec<Member>,
+}
+
+impl Group {
+    fn new(name: &str, description: &str) -> Self {
+        Group {
+            name: name.to_string(),
+            description: description.to_string(),
+            project_name: String::new(),
+            home_mashup: String::new(),
+            tags: Vec::new(),
+            members: Vec::new(),
+        }
+    }
+
+    fn has(&self, kind: Kind, name: &str) -> bool {
+        self.members
+            .iter()
+            .any(|m| m.kind == kind && same(&m.name, name))
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AppKey {
+    pub name: String,
+    pub key_id: String,
+    pub user: String,
+}
+
+impl fmt::Debug for AppKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppKey")
+            .field("name", &self.name)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct NewUser {
+    pub name: String,
+    pub password: Option<PasswordHash>,
+    pub description: String,
+    pub project_name: String,
+    pub home_mashup: String,
+    pub mobile_mashup: String,
+    pub language: String,
+    pub tags: Vec<Tag>,
+    pub groups: Vec<String>,
+}
+
+impl NewUser {
+    pub fn named(name: &str) -> Self {
+        NewUser {
+            name: name.to_string(),
+            password: None,
+            description: String::new(),
+            project_name: String::new(),
+            home_mashup: String::new(),
+            mobile_mashup: String::new(),
+            language: String::new(),
+            tags: Vec::new(),
+            groups: Vec::new(),
+        }
+    }
+}
+
+pub(crate) struct NewGroup {
+    pub name: String,
+    pub description: String,
+    pub project_name: String,
+    pub tags: Vec<Tag>,
+}
+
+/// Users and groups keyed by their folded names, so lookups ignore case and iteration is in
+/// the order listings are sorted in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct State {
+    users: BTreeMap<String, User>,
+    groups: BTreeMap<String, Group>,
+    app_keys: Vec<AppKey>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredRef<'a> {
+    version: u32,
+    users: Vec<&'a User>,
+    groups: Vec<&'a Group>,
+    application_keys: &'a [AppKey],
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    version: u32,
+    users: Vec<User>,
+    groups: Vec<Group>,
+    application_keys: Vec<AppKey>,
+}
+
+pub(crate) fn user_missing(name: &str) -> Fault {
+    Fault::not_found(format!("User [{name}] does not exist"))
+}
+
+pub(crate) fn group_missing(name: &str) -> Fault {
+    Fault::not_found(format!("Group [{name}] does not exist"))
+}
+
+fn check_name(kind: Kind, name: &str) -> Result<(), Fault> {
+    match invalid_reason(name) {
+        Some(reason) => Err(Fault::bad_request(format!(
+            "Invalid {} name [{name}]: {reason}",
+            kind.as_str().to_lowercase()
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(crate) fn is_system_object(kind: Kind, name: &str) -> bool {
+    match kind {
+        Kind::User => BUILTIN_USERS.iter().any(|(n, _)| same(n, name)),
+        Kind::Group => BUILTIN_GROUPS.iter().any(|(n, _)| same(n, name)),
+    }
+}
+
+impl State {
+    /// The built-ins only, as a new platform starts.
+    pub fn fresh(administrator_password: PasswordHash) -> State {
+        let mut state = State::default();
+        for (name, description) in BUILTIN_USERS {
+            let mut user = User::new(name, description);
+            if name == ADMINISTRATOR {
+                user.password = Some(administrator_password.clone());
+            }
+            state.users.insert(fold(name), user);
+        }
+        for (name, description) in BUILTIN_GROUPS {
+            state
+                .groups
+                .insert(fold(name), Group::new(name, description));
+        }
+        if let Some(admins) = state.groups.get_mut(&fold("Administrators")) {
+            admins.members.push(Member {
+                name: ADMINISTRATOR.to_string(),
+                kind: Kind::User,
+            });
+        }
+        state
+    }
+
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec_pretty(&StoredRef {
+            version: STATE_VERSION,
+            users: self.users.values().collect(),
+            groups: self.groups.values().collect(),
+            application_keys: &self.app_keys,
+        })
+    }
+
+    /// Parses and checks a saved state; the error says what is wrong with it.
+    pub fn from_json(bytes: &[u8]) -> Result<State, String> {
+        let stored: Stored = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if stored.version != STATE_VERSION {
+            return Err(format!(
+                "state version {} is not supported (expected {STATE_VERSION})",
+                stored.version
+            ));
+        }
+        let mut state = State::default();
+        for user in stored.users {
+            if let Some(reason) = invalid_reason(&user.name) {
+                return Err(format!("user name {:?}: {reason}", user.name));
+            }
+            if let Some(hash) = &user.password {
+                hash.check_form()
+                    .map_err(|e| format!("user {:?}: {e}", user.name))?;
+            }
+            if let Some(unknown) = user
+                .extensions
+                .keys()
+                .find(|k| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
+            {
+                return Err(format!(
+                    "user {:?} has an unknown extension property {unknown:?}",
+                    user.name
+                ));
+            }
+            let key = fold(&user.name);
+            if state.users.insert(key, user).is_some() {
+                return Err("two users share a name".to_string());
+            }
+        }
+        for group in stored.groups {
+            if let Some(reason) = invalid_reason(&group.name) {
+                return Err(format!("group name {:?}: {reason}", group.name));
+            }
+            let key = fold(&group.name);
+            if state.groups.insert(key, group).is_some() {
+                return Err("two groups share a name".to_string());
+            }
+        }
+        for group in state.groups.values() {
+            for member in &group.members {
+                let known = match member.kind {
+                    Kind::User => state.users.contains_key(&fold(&member.name)),
+                    Kind::Group => state.groups.contains_key(&fold(&member.name)),
+                };
+                if !known {
+                    return Err(format!(
+                        "group {:?} lists a member that does not exist: {} {:?}",
+                        group.name,
+                        member.kind.as_str(),
+                        member.name
+                    ));
+                }
+            }
+        }
+        for (i, key) in stored.application_keys.iter().enumerate() {
+            if !state.users.contains_key(&fold(&key.user)) {
+                return Err(format!(
+                    "application key {:?} belongs to a user that does not exist",
+                    key.name
+                ));
+            }
+            if key.key_id.len() < 32 {
+                return Err(format!("application key {:?} has a short id", key.name));
+            }
+            let clash = stored.application_keys[..i]
+                .iter()
+                .any(|k| same(&k.name, &key.name) || k.key_id == key.key_id);
+            if clash {
+                return Err(format!(
+                    "application key {:?} is listed twice or shares its id",
+                    key.name
+                ));
+            }
+        }
+        state.app_keys = stored.application_keys;
+        Ok(state)
+    }
+
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn user(&self, name: &str) -> Result<&User, Fault> {
+        self.users
+            .get(&fold(name))
+            .ok_or_else(|| user_missing(name))
+    }
+
+    pub fn user_mut(&mut self, name: &str) -> Result<&mut User, Fault> {
+        self.users
+            .get_mut(&fold(name))
+            .ok_or_else(|| user_missing(name))
+    }
+
+    pub fn group(&self, name: &str) -> Result<&Group, Fault> {
+        self.groups
+            .get(&fold(name))
+            .ok_or_else(|| group_missing(name))
+    }
+
+    pub fn group_mut(&mut self, name: &str) -> Result<&mut Group, Fault> {
+        self.groups
+            .get_mut(&fold(name))
+            .ok_or_else(|| group_missing(name))
+    }
+
+    /// The user by its folded name, as sessions remember it.
+    pub fn user_by_key(&self, key: &str) -> Option<&User> {
+        self.users.get(key)
+    }
+
+    /// Creates the user and joins it to `groups`; nothing changes if any group is missing.
+    pub fn create_user(&mut self, new: NewUser) -> Result<(), Fault> {
+        check_name(Kind::User, &new.name)?;
+        let key = fold(&new.name);
+        if self.users.contains_key(&key) {
+            return Err(Fault::forbidden(format!(
+                "User [{}] already exists",
+                new.name
+            )));
+        }
+        for group in &new.groups {
+            self.group(group)?;
+        }
+        let user = User {
+            name: new.name.clone(),
+            description: new.description,
+            enabled: true,
+            password: new.password,
+            project_name: new.project_name,
+            home_mashup: new.home_mashup,
+            mobile_mashup: new.mobile_mashup,
+            language: new.language,
+            tags: new.tags,
+            extensions: BTreeMap::new(),
+        };
+        self.users.insert(key, user);
+        for group in &new.groups {
+            self.add_member(group, &new.name, Kind::User)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the user, its memberships and its application keys (so a later user of the same
+    /// name does not inherit them). Returns the folded name, for ending its sessions.
+    pub fn delete_user(&mut self, name: &str) -> Result<String, Fault> {
+        let key = fold(name);
+        if !self.users.contains_key(&key) {
+            return Err(user_missing(name));
+        }
+        if is_system_object(Kind::User, name) {
+            return Err(Fault::forbidden("Cannot delete system object"));
+        }
+        self.users.remove(&key);
+        for group in self.groups.values_mut() {
+            group
+                .members
+                .retain(|m| !(m.kind == Kind::User && same(&m.name, name)));
+        }
+        self.app_keys.retain(|k| !same(&k.user, name));
+        Ok(key)
+    }
+
+    pub fn create_group(&mut self, new: NewGroup) -> Result<(), Fault> {
+        check_name(Kind::Group, &new.name)?;
+        let key = fold(&new.name);
+        if self.groups.contains_key(&key) {
+            return Err(Fault::forbidden(format!(
+                "Group [{}] already exists",
+                new.name
+            )));
+        }
+        let mut group = Group::new(&new.name, &new.description);
+        group.project_name = new.project_name;
+        group.tags = new.tags;
+        self.groups.insert(key, group);
+        Ok(())
+    }
+
+    pub fn delete_group(&mut self, name: &str) -> Result<(), Fault> {
+        let key = fold(name);
+        if !self.groups.contains_key(&key) {
+            return Err(group_missing(name));
+        }
+        if is_system_object(Kind::Group, name) {
+            return Err(Fault::forbidden("Cannot delete system object"));
+        }
+        self.groups.remove(&key);
+        for group in self.groups.values_mut() {
+            group
+                .members
+                .retain(|m| !(m.kind == Kind::Group && same(&m.name, name)));
+        }
+        Ok(())
+    }
+
+    pub fn add_member(&mut self, group: &str, member: &str, kind: Kind) -> Result<(), Fault> {
+        let group_key = fold(group);
+        if !self.groups.contains_key(&group_key) {
+            return Err(group_missing(group));
+        }
+        let display = match kind {
+            Kind::User => self.user(member)?.name.clone(),
+            Kind::Group => self.group(member)?.name.clone(),
+        };
+        if kind == Kind::User && group_key == fold(ALL_USERS) {
+            return Ok(());
+        }
+        if kind == Kind::Group
+            && (fold(member) == group_key
+                || self.group_contains_group(&fold(member), &group_key, &mut HashSet::new()))
+        {
+            return Err(Fault::bad_request(format!(
+                "Group [{member}] cannot be a member of [{group}]: a group cannot contain itself or a group that contains it"
+            )));
+        }
+        let target = self.group_mut(group)?;
+        if !target.has(kind, member) {
+            target.members.push(Member {
+                name: display,
+                kind,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn remove_member(&mut self, group: &str, member: &str, kind: Kind) -> Result<(), Fault> {
+        self.group_mut(group)?
+            .members
+            .retain(|m| !(m.kind == kind && same(&m.name, member)));
+        Ok(())
+    }
+
+    /// Members as listed: name, description, type. For the all-users group that is every user
+    /// plus its explicit (group) members.
+    pub fn members(&self, group: &str) -> Result<Vec<(&str, &str, Kind)>, Fault> {
+        let g = self.group(group)?;
+        let mut out = Vec::new();
+        let all_users = same(&g.name, ALL_USERS);
+        if all_users {
+            out.extend(
+                self.users
+                    .values()
+                    .map(|u| (u.name.as_str(), u.description.as_str(), Kind::User)),
+            );
+        }
+        for m in &g.members {
+            let found = match m.kind {
+                Kind::User if all_users => None,
+                Kind::User => self
+                    .users
+                    .get(&fold(&m.name))
+                    .map(|u| (u.name.as_str(), u.description.as_str())),
+                Kind::Group => self
+                    .groups
+                    .get(&fold(&m.name))
+                    .map(|g| (g.name.as_str(), g.description.as_str())),
+            };
+            if let Some((name, description)) = found {
+                out.push((name, description, m.kind));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Groups whose explicit members include the principal (the implicit all-users
+    /// membership is not listed).
+    pub fn groups_containing(&self, kind: Kind, name: &str) -> Vec<&Group> {
+        self.groups.values().filter(|g| g.has(kind, name)).collect()
+    }
+
+    fn group_contains_user(
+        &self,
+        group_key: &str,
+        user_key: &str,
+        seen: &mut HashSet<String>,
+    ) -> bool {
+        if !seen.insert(group_key.to_string()) {
+            return false;
+        }
+        let Some(group) = self.groups.get(group_key) else {
+            return false;
+        };
+        if group_key == fold(ALL_USERS) && self.users.contains_key(user_key) {
+            return true;
+        }
+        group.members.iter().any(|m| match m.kind {
+            Kind::User => fold(&m.name) == user_key,
+            Kind::Group => self.group_contains_user(&fold(&m.name), user_key, seen),
+        })
+    }
+
+    fn group_contains_group(
+        &self,
+        outer_key: &str,
+        inner_key: &str,
+        seen: &mut HashSet<String>,
+    ) -> bool {
+        if !seen.insert(outer_key.to_string()) {
+            return false;
+        }
+        let Some(outer) = self.groups.get(outer_key) else {
+            return false;
+        };
+        outer
+            .members
+            .iter()
+            .filter(|m| m.kind == Kind::Group)
+            .any(|m| {
+                let key = fold(&m.name);
+                key == inner_key || self.group_contains_group(&key, inner_key, seen)
+            })
+    }
+
+    /// Whether the user may use the management services.
+    pub fn is_admin(&self, user_key: &str) -> bool {
+        user_key == fold(ADMINISTRATOR)
+            || ADMIN_GROUPS
+                .iter()
+                .any(|g| self.group_contains_user(&fold(g), user_key, &mut HashSet::new()))
+    }
+
+    /// Every `UserExtensions` property with its value ("" when unset).
+    pub fn extensions(&self, user: &str) -> Result<Vec<(&'static str, String)>, Fault> {
+        let user = self.user(user)?;
+        Ok(USER_EXTENSION_PROPERTIES
+            .iter()
+            .map(|p| (*p, user.extensions.get(*p).cloned().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Sets the given properties; an unknown one refuses the whole change.
+    pub fn set_extensions(
+        &mut self,
+        user: &str,
+        values: Vec<(String, String)>,
+    ) -> Result<(), Fault> {
+        if let Some((unknown, _)) = values
+            .iter()
+            .find(|(k, _)| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
+        {
+            return Err(Fault::not_found(format!(
+                "Property [{unknown}] does not exist"
+            )));
+        }
+        let user = self.user_mut(user)?;
+        for (k, v) in values {
+            if v.is_empty() {
+                user.extensions.remove(&k);
+            } else {
+                user.extensions.insert(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// The enabled user an application key acts for. Every key is compared, in constant time,
+    /// so neither timing nor an early exit tells how close a guess was.
+    pub fn app_key_user(&self, presented: &[u8]) -> Option<&User> {
+        let mut found = None;
+        for key in &self.app_keys {
+            if aws_lc_rs::constant_time::verify_slices_are_equal(key.key_id.as_bytes(), presented)
+                .is_ok()
+            {
+                found = Some(key);
+            }
+        }
+        let user = self.users.get(&fold(&found?.user))?;
+        user.enabled.then_some(user)
+    }
+
+    /// The id of key `name` bound to `user`, adding it with `fresh_id` when there is none.
+    pub fn ensure_app_key(
+        &mut self,
+        name: &str,
+        user: &str,
+        fresh_id: String,
+    ) -> Result<String, DevPlatformError> {
+        if let Some(reason) = invalid_reason(name) {
+            return Err(DevPlatformError::InvalidName {
+                name: name.to_string(),
+                reason,
+            });
+        }
+        let Some(owner) = self.users.get(&fold(user)) else {
+            return Err(DevPlatformError::UnknownUser(user.to_string()));
+        };
+        if let Some(existing) = self.app_keys.iter().find(|k| same(&k.name, name)) {
+            if !same(&existing.user, user) {
+                return Err(DevPlatformError::AppKeyBoundElsewhere {
+                    name: existing.name.clone(),
+                    bound: existing.user.clone(),
+                    requested: user.to_string(),
+                });
+            }
+            return Ok(existing.key_id.clone());
+        }
+        let key = AppKey {
+            name: name.to_string(),
+            key_id: fresh_id.clone(),
+            user: owner.name.clone(),
+        };
+        self.app_keys.push(key);
+        Ok(fresh_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> State {
+        State::fresh(PasswordHash::new("administrator-password").unwrap())
+    }
+
+    fn user(state: &mut State, name: &str) {
+        state.create_user(NewUser::named(name)).unwrap();
+    }
+
+    fn group(state: &mut State, name: &str) {
+        state
+            .create_group(NewGroup {
+                name: name.into(),
+                description: String::new(),
+                project_name: String::new(),
+                tags: Vec::new(),
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn built_ins_exist_and_cannot_be_deleted() {
+        let mut s = fresh();
+        assert!(s.user("administrator").unwrap().password.is_some());
+        assert!(s.user("System").unwrap().password.is_none());
+        assert_eq!(s.groups().count(), 8);
+        let admins = s.members("Administrators").unwrap();
+        assert_eq!(
+            admins,
+            vec![("Administrator", "Platform administrator", Kind::User)]
+        );
+        for fault in [
+            s.delete_user("SuperUser"),
+            s.delete_group("users").map(|_| String::new()),
+        ] {
+            assert_eq!(fault.unwrap_err().message, "Cannot delete system object");
+        }
+        assert!(is_system_object(Kind::Group, "DESIGNERS"));
+        assert!(!is_system_object(Kind::User, "jdoe"));
+    }
+
+    #[test]
+    fn names_are_unique_ignoring_case_and_keep_their_display_form() {
+        let mut s = fresh();
+        user(&mut s, "Jörg@Example.com");
+        let dup = s
+            .create_user(NewUser::named("jörg@example.COM"))
+            .unwrap_err();
+        assert_eq!(dup.status, http::StatusCode::FORBIDDEN);
+        assert!(dup.message.contains("already exists"));
+        assert_eq!(s.user("JÖRG@example.com").unwrap().name, "Jörg@Example.com");
+        let bad = s.create_user(NewUser::named("a/b")).unwrap_err();
+        assert_eq!(bad.status, http::StatusCode::BAD_REQUEST);
+        let missing = s.user("nobody").unwrap_err();
+        assert_eq!(missing.message, "User [nobody] does not exist");
+    }
+
+    #[test]
+    fn creating_into_a_missing_group_changes_nothing() {
+        let mut s = fresh();
+        group(&mut s, "Eng");
+        let mut new = NewUser::named("jdoe");
+        new.groups = vec!["Eng".into(), "Nope".into()];
+        let before = s.clone();
+        assert_eq!(
+            s.create_user(new).unwrap_err().message,
+            "Group [Nope] does not exist"
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn membership_nesting_and_cycles() {
+        let mut s = fresh();
+        user(&mut s, "alice");
+        group(&mut s, "Outer");
+        group(&mut s, "Inner");
+        s.add_member("outer", "INNER", Kind::Group).unwrap();
+        s.add_member("Inner", "Alice", Kind::User).unwrap();
+        s.add_member("Inner", "alice", Kind::User).unwrap();
+        assert_eq!(s.members("Inner").unwrap(), vec![("alice", "", Kind::User)]);
+        for (g, m) in [("Inner", "Outer"), ("Inner", "inner")] {
+            let err = s.add_member(g, m, Kind::Group).unwrap_err();
+            assert_eq!(err.status, http::StatusCode::BAD_REQUEST, "{g} {m}");
+        }
+        assert!(!s.is_admin("alice"));
+        s.add_member("SecurityAdministrators", "Outer", Kind::Group)
+            .unwrap();
+        assert!(s.is_admin("alice"));
+        assert!(s.is_admin(&fold("Administrator")));
+
+        let names: Vec<&str> = s
+            .groups_containing(Kind::User, "ALICE")
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["Inner"]);
+
+        s.delete_group("Inner").unwrap();
+        assert!(s.members("Outer").unwrap().is_empty());
+        assert!(!s.is_admin("alice"));
+    }
+
+    #[test]
+    fn the_all_users_group_is_implicit() {
+        let mut s = fresh();
+        user(&mut s, "bob");
+        s.add_member("Users", "bob", Kind::User).unwrap();
+        assert!(s.group("Users").unwrap().members.is_empty());
+        let listed: Vec<&str> = s.members("users").unwrap().iter().map(|m| m.0).collect();
+        assert_eq!(listed, vec!["Administrator", "bob", "SuperUser", "System"]);
+        assert!(s.add_member("Users", "ghost", Kind::User).is_err());
+        // Nesting the all-users group makes everyone a member of the outer group.
+        s.add_member("Administrators", "Users", Kind::Group)
+            .unwrap();
+        assert!(s.is_admin("bob"));
+    }
+
+    #[test]
+    fn deleting_a_user_cleans_up_memberships_and_keys() {
+        let mut s = fresh();
+        user(&mut s, "carol");
+        group(&mut s, "G");
+        s.add_member("G", "carol", Kind::User).unwrap();
+        let id = s.ensure_app_key("k", "CAROL", "x".repeat(43)).unwrap();
+        assert!(s.app_key_user(id.as_bytes()).is_some());
+        assert_eq!(s.delete_user("Carol").unwrap(), "carol");
+        assert!(s.members("G").unwrap().is_empty());
+        user(&mut s, "carol");
+        assert!(s.app_key_user(id.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn app_keys_are_stable_and_checked() {
+        let mut s = fresh();
+        let id = s
+            .ensure_app_key("gw", "Administrator", "a".repeat(43))
+            .unwrap();
+        assert_eq!(
+            s.ensure_app_key("GW", "administrator", "b".repeat(43))
+                .unwrap(),
+            id
+        );
+        assert!(matches!(
+            s.ensure_app_key("gw", "SuperUser", "c".repeat(43)),
+            Err(DevPlatformError::AppKeyBoundElsewhere { .. })
+        ));
+        assert!(matches!(
+            s.ensure_app_key("other", "nobody", "d".repeat(43)),
+            Err(DevPlatformError::UnknownUser(_))
+        ));
+        assert_eq!(s.app_key_user(id.as_bytes()).unwrap().name, "Administrator");
+        assert!(s.app_key_user(b"aaaa").is_none());
+        s.user_mut("Administrator").unwrap().enabled = false;
+        assert!(s.app_key_user(id.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn extensions_accept_only_known_properties() {
+        let mut s = fresh();
+        user(&mut s, "dave");
+        s.set_extensions("dave", vec![("firstName".into(), "Dave".into())])
+            .unwrap();
+        let err = s
+            .set_extensions(
+                "dave",
+                vec![
+                    ("lastName".into(), "X".into()),
+                    ("shoeSize".into(), "9".into()),
+                ],
+            )
+            .unwrap_err();
+        assert_eq!(err.message, "Property [shoeSize] does not exist");
+        let ext = s.extensions("dave").unwrap();
+        assert_eq!(ext.len(), 15);
+        assert!(ext.contains(&("firstName", "Dave".to_string())));
+        assert!(ext.contains(&("lastName", String::new())));
+    }
+
+    #[test]
+    fn tags_parse_strictly() {
+        assert!(parse_tags("").unwrap().is_empty());
+        let tags = parse_tags("A:B; C : D ;A:B;").unwrap();
+        assert_eq!(
+            tags,
+            vec![
+                Tag {
+                    vocabulary: "A".into(),
+                    term: "B".into()
+                },
+                Tag {
+                    vocabulary: "C".into(),
+                    term: "D".into()
+                }
+            ]
+        );
+        assert_eq!(
+            parse_tags("A:B;nope").unwrap_err().status,
+            http::StatusCode::BAD_REQUEST
+        );
+        assert!(parse_tags(":x").is_err());
+    }
+
+    #[test]
+    fn state_round_trips_and_damage_is_reported() {
+        let mut s = fresh();
+        user(&mut s, "erin");
+        group(&mut s, "Team");
+        s.add_member("Team", "erin", Kind::User).unwrap();
+        s.set_extensions("erin", vec![("city".into(), "Zürich".into())])
+            .unwrap();
+        s.ensure_app_key("k", "erin", "e".repeat(43)).unwrap();
+        let bytes = s.to_json().unwrap();
+        assert_eq!(State::from_json(&bytes).unwrap(), s);
+
+        assert!(State::from_json(b"{").is_err());
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        value["groups"][0]["members"] = serde_json::json!([{"name": "ghost", "type": "User"}]);
+        let err = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(err.contains("ghost"), "{err}");
+        value["version"] = serde_json::json!(99);
+        assert!(State::from_json(&serde_json::to_vec(&value).unwrap()).is_err());
+    }
+}

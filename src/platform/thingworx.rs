@@ -1,0 +1,802 @@
+//! The ThingWorx implementation of [`Platform`]: services invoked with
+//! `POST /Thingworx/<Collection>/<Entity>/Services/<Name>` and JSON bodies over the gateway's
+//! pooled upstream client.
+
+use super::infotable::{text, InfoTable};
+use super::names;
+use super::{
+    ActiveUser, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup, NewUser, Platform,
+    PlatformError, Tag, User,
+};
+use crate::body::{empty, full};
+use crate::config::{PlatformConfig, PlatformCredentials, Secret, UpstreamConfig};
+use crate::proxy::UpstreamClient;
+use async_trait::async_trait;
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// Everything but RFC 3986 unreserved characters is escaped, so `@`, spaces, `%` and non-ASCII
+/// names survive the trip into a path segment.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// Lists are requested whole; the platform's default page is far smaller than real directories.
+const LIST_MAX_ITEMS: u64 = 100_000;
+/// A platform answer larger than this is refused rather than held in memory.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// How much of a platform error text is kept.
+const MAX_ERROR_TEXT: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+#[error("platform.{0} cannot be sent in an HTTP header (it holds control or non-ASCII characters)")]
+pub struct BadCredentials(&'static str);
+
+/// Whether a call may be sent again after the connection to the platform failed. Creates and
+/// deletes are not: the platform may have acted before the connection broke.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    Once,
+}
+
+pub struct ThingWorx {
+    client: UpstreamClient,
+    base: String,
+    /// `appKey` or `Authorization`, marked sensitive so it never shows in debug output.
+    credential: (header::HeaderName, HeaderValue),
+    limiter: Arc<Semaphore>,
+    retries: u32,
+    timeout: Duration,
+}
+
+impl ThingWorx {
+    pub fn new(
+        client: UpstreamClient,
+        upstream: &UpstreamConfig,
+        platform: &PlatformConfig,
+    ) -> Result<Self, BadCredentials> {
+        let credential = match &platform.credentials {
+            PlatformCredentials::AppKey(key) => (
+                header::HeaderName::from_static("appkey"),
+                sensitive(key.expose()).ok_or(BadCredentials("app_key"))?,
+            ),
+            PlatformCredentials::Basic { username, password } => {
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{}", password.expose()));
+                (
+                    header::AUTHORIZATION,
+                    sensitive(&format!("Basic {encoded}")).ok_or(BadCredentials("password"))?,
+                )
+            }
+        };
+        Ok(Self {
+            client,
+            base: format!("{}://{}", upstream.scheme.as_str(), upstream.authority),
+            credential,
+            limiter: Arc::new(Semaphore::new(platform.max_concurrency)),
+            retries: platform.retries,
+            timeout: upstream.request_timeout,
+        })
+    }
+
+    fn entity_path(collection: &str, entity: &str) -> String {
+        format!(
+            "/Thingworx/{collection}/{}",
+            utf8_percent_encode(entity, SEGMENT)
+        )
+    }
+
+    fn service_path(collection: &str, entity: &str, service: &str) -> String {
+        format!(
+            "{}/Services/{service}",
+            Self::entity_path(collection, entity)
+        )
+    }
+
+    async fn entity_services(
+        &self,
+        service: &str,
+        body: Value,
+        repeat: Repeat,
+    ) -> Result<Bytes, PlatformError> {
+        let path = Self::service_path("Resources", "EntityServices", service);
+        self.send(Method::POST, &path, Some(body), repeat).await
+    }
+
+    async fn user_service(
+        &self,
+        user: &str,
+        service: &str,
+        body: Value,
+    ) -> Result<Bytes, PlatformError> {
+        let path = Self::service_path("Users", user, service);
+        self.send(Method::POST, &path, Some(body), Repeat::Safe)
+            .await
+    }
+
+    async fn group_service(
+        &self,
+        group: &str,
+        service: &str,
+        body: Value,
+    ) -> Result<Bytes, PlatformError> {
+        let path = Self::service_path("Groups", group, service);
+        self.send(Method::POST, &path, Some(body), Repeat::Safe)
+            .await
+    }
+
+    async fn session_service(&self, service: &str, body: Value) -> Result<Bytes, PlatformError> {
+        let path = Self::service_path("Resources", "CurrentSessionInfo", service);
+        self.send(Method::POST, &path, Some(body), Repeat::Safe)
+            .await
+    }
+
+    /// One logical call: waits for a slot under the concurrency bound, and repeats only
+    /// `Repeat::Safe` calls, only when the connection could not be made.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        repeat: Repeat,
+    ) -> Result<Bytes, PlatformError> {
+        let body = match body {
+            Some(v) => Some(Bytes::from(serde_json::to_vec(&v).map_err(|e| {
+                PlatformError::Unexpected {
+                    status: None,
+                    message: format!("cannot encode the request: {e}"),
+                }
+            })?)),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            let outcome = {
+                let _slot = self.limiter.acquire().await.map_err(|_| {
+                    PlatformError::Unavailable("the platform client is shut down".into())
+                })?;
+                self.exchange(&method, path, body.clone()).await
+            };
+            match outcome {
+                Err(Failure::Connect(message)) => {
+                    if repeat == Repeat::Safe && attempt < self.retries {
+                        let backoff = Duration::from_millis(100u64 << attempt.min(6));
+                        tracing::debug!(%path, attempt, error = %message,
+                            "platform connection failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(PlatformError::Unavailable(message));
+                }
+                Err(Failure::Other(e)) => return Err(e),
+                Ok((status, bytes)) => return classify(status, bytes),
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<(StatusCode, Bytes), Failure> {
+        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|_| {
+            Failure::Other(PlatformError::Rejected(format!(
+                "{path} is not a valid request path"
+            )))
+        })?;
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(self.credential.0.clone(), self.credential.1.clone())
+            .header(header::ACCEPT, "application/json")
+            .header("x-xsrf-token", "TWX-XSRF-TOKEN-VALUE");
+        let request_body = match body {
+            Some(bytes) => {
+                builder = builder.header(header::CONTENT_TYPE, "application/json");
+                full(bytes)
+            }
+            None => empty(),
+        };
+        let request = builder.body(request_body).map_err(|e| {
+            Failure::Other(PlatformError::Unexpected {
+                status: None,
+                message: format!("cannot build the request: {e}"),
+            })
+        })?;
+
+        let started = Instant::now();
+        let exchange = async {
+            let response = self.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Connect(error_chain(&e))
+                } else {
+                    Failure::Other(PlatformError::Unavailable(error_chain(&e)))
+                }
+            })?;
+            let status = response.status();
+            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| {
+                    Failure::Other(PlatformError::Unavailable(format!(
+                        "reading the platform's answer failed: {e}"
+                    )))
+                })?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        let result = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| Failure::Other(PlatformError::Timeout(self.timeout)))?;
+        if let Ok((status, _)) = &result {
+            tracing::debug!(%method, %path, status = status.as_u16(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "platform call");
+        }
+        result
+    }
+}
+
+enum Failure {
+    /// No connection was made, so nothing reached the platform.
+    Connect(String),
+    Other(PlatformError),
+}
+
+fn sensitive(value: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Turns the platform's status and plain-text message into a typed error. Versions differ in
+/// the status they use for duplicates and missing entities, so the message decides where the
+/// status alone is ambiguous.
+fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, PlatformError> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    let message = platform_text(&body);
+    let lower = message.to_lowercase();
+    let says_exists = lower.contains("already exists");
+    let says_missing = lower.contains("does not exist") || lower.contains("not found");
+    Err(match status.as_u16() {
+        401 => PlatformError::Unauthorized {
+            status: 401,
+            message,
+        },
+        403 | 409 | 500 if says_exists => PlatformError::AlreadyExists(message),
+        403 => PlatformError::Unauthorized {
+            status: 403,
+            message,
+        },
+        404 => PlatformError::NotFound(message),
+        500 if says_missing => PlatformError::NotFound(message),
+        409 => PlatformError::AlreadyExists(message),
+        400 => PlatformError::Rejected(message),
+        502..=504 => PlatformError::Unavailable(format!("HTTP {}: {message}", status.as_u16())),
+        other => PlatformError::Unexpected {
+            status: Some(other),
+            message,
+        },
+    })
+}
+
+fn platform_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text = text.trim();
+    if text.chars().count() > MAX_ERROR_TEXT {
+        let cut: String = text.chars().take(MAX_ERROR_TEXT).collect();
+        format!("{cut}…")
+    } else if text.is_empty() {
+        "(no message)".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn unexpected(what: &str, detail: impl std::fmt::Display) -> PlatformError {
+    PlatformError::Unexpected {
+        status: None,
+        message: format!("{what}: {detail}"),
+    }
+}
+
+/// Service results are infotables; services that return nothing may answer with no body at all.
+fn table(bytes: &Bytes) -> Result<InfoTable, PlatformError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(InfoTable::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| unexpected("the answer is not an infotable", e))
+}
+
+fn summaries(bytes: &Bytes) -> Result<Vec<EntitySummary>, PlatformError> {
+    Ok(table(bytes)?
+        .rows
+        .iter()
+        .map(|r| EntitySummary {
+            name: text(r, "name"),
+            description: text(r, "description"),
+        })
+        .filter(|s| !s.name.is_empty())
+        .collect())
+}
+
+fn bool_result(bytes: &Bytes) -> Result<bool, PlatformError> {
+    match table(bytes)?.result() {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        other => Err(unexpected(
+            "expected a boolean result",
+            format!("{other:?}"),
+        )),
+    }
+}
+
+/// TAGS come back either as text (`V:T;V:T2`) or as `{vocabulary, vocabularyTerm}` objects.
+fn parse_tags(value: Option<&Value>) -> Vec<Tag> {
+    match value {
+        Some(Value::String(s)) => s.split(';').filter_map(Tag::parse).collect(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(|item| match item {
+                Value::String(s) => Tag::parse(s),
+                Value::Object(o) => {
+                    let vocabulary = o.get("vocabulary")?.as_str()?.to_string();
+                    let term = o.get("vocabularyTerm")?.as_str()?.to_string();
+                    Some(Tag { vocabulary, term })
+                }
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An entity read answers with the entity object, or on some versions a one-row infotable.
+fn entity_object(bytes: &Bytes, requested: &str) -> Result<Map<String, Value>, PlatformError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| unexpected("the entity is not JSON", e))?;
+    let object = match value {
+        Value::Object(mut o) if o.contains_key("rows") => match o.remove("rows") {
+            Some(Value::Array(rows)) => match rows.into_iter().next() {
+                Some(Value::Object(row)) => row,
+                _ => return Err(PlatformError::NotFound(requested.to_string())),
+            },
+            _ => return Err(unexpected("malformed entity", requested)),
+        },
+        Value::Object(o) => o,
+        _ => return Err(unexpected("malformed entity", requested)),
+    };
+    let name = text(&object, "name");
+    if !names::same(&name, requested) {
+        return Err(unexpected(
+            "the platform answered for another entity",
+            format!("asked for {requested:?}, got {name:?}"),
+        ));
+    }
+    Ok(object)
+}
+
+fn random_password() -> Result<String, PlatformError> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| unexpected("cannot generate a password", "no randomness"))?;
+    // The suffix satisfies complexity policies that demand every character class.
+    Ok(format!(
+        "{}aA1!",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    ))
+}
+
+fn refuse_invalid_name(name: &str) -> Result<(), PlatformError> {
+    match names::invalid_reason(name) {
+        Some(reason) => Err(PlatformError::Rejected(format!("{name:?}: {reason}"))),
+        None => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Platform for ThingWorx {
+    async fn current_user(&self) -> Result<String, PlatformError> {
+        let bytes = self.session_service("GetCurrentUser", json!({})).await?;
+        match table(&bytes)?.result() {
+            Some(Value::String(s)) => Ok(s.clone()),
+            other => Err(unexpected("expected a user name", format!("{other:?}"))),
+        }
+    }
+
+    async fn list_users(&self) -> Result<Vec<EntitySummary>, PlatformError> {
+        let body = json!({"type": "User", "maxItems": LIST_MAX_ITEMS, "nameMask": "*"});
+        summaries(
+            &self
+                .entity_services("GetEntityList", body, Repeat::Safe)
+                .await?,
+        )
+    }
+
+    async fn get_user(&self, name: &str) -> Result<User, PlatformError> {
+        let path = Self::entity_path("Users", name);
+        let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
+        let o = entity_object(&bytes, name)?;
+        Ok(User {
+            name: text(&o, "name"),
+            description: text(&o, "description"),
+            project: text(&o, "projectName"),
+            home_mashup: text(&o, "homeMashup"),
+            mobile_mashup: text(&o, "mobileMashup"),
+            tags: parse_tags(o.get("tags")),
+        })
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<(), PlatformError> {
+        refuse_invalid_name(&user.name)?;
+        let password = match &user.password {
+            Some(p) => p.expose().to_string(),
+            None => random_password()?,
+        };
+        let mut fields = vec![
+            ("userName", "USERNAME", json!(user.name)),
+            ("password", "PASSWORD", json!(password)),
+            ("description", "STRING", json!(user.description)),
+            ("tags", "TAGS", json!(Tag::join(&user.tags))),
+        ];
+        if let Some(m) = &user.home_mashup {
+            fields.push(("homeMashupName", "MASHUPNAME", json!(m)));
+        }
+        if let Some(m) = &user.mobile_mashup {
+            fields.push(("mobileMashupName", "MASHUPNAME", json!(m)));
+        }
+        if !user.groups.is_empty() {
+            let groups = InfoTable {
+                rows: user
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let mut row = Map::new();
+                        row.insert("name".into(), json!(g));
+                        row
+                    })
+                    .collect(),
+                ..InfoTable::single_row(&[("name", "GROUPNAME", Value::Null)])
+            };
+            let groups = serde_json::to_value(groups).map_err(|e| unexpected("groups", e))?;
+            fields.push(("groups", "INFOTABLE", groups));
+        }
+        let options = InfoTable::single_row(&fields);
+        self.entity_services(
+            "CreateUserWithOptions",
+            json!({ "userOptions": options }),
+            Repeat::Once,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_user(&self, name: &str) -> Result<(), PlatformError> {
+        self.entity_services("DeleteUser", json!({ "name": name }), Repeat::Once)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_user_enabled(&self, name: &str, enabled: bool) -> Result<(), PlatformError> {
+        let service = if enabled { "EnableUser" } else { "DisableUser" };
+        self.user_service(name, service, json!({})).await?;
+        Ok(())
+    }
+
+    async fn is_user_enabled(&self, name: &str) -> Result<bool, PlatformError> {
+        bool_result(&self.user_service(name, "IsEnabled", json!({})).await?)
+    }
+
+    async fn set_user_description(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<(), PlatformError> {
+        self.user_service(
+            name,
+            "SetDescription",
+            json!({ "description": description }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_user_tags(&self, name: &str, tags: &[Tag]) -> Result<(), PlatformError> {
+        self.user_service(name, "SetTags", json!({ "tags": Tag::join(tags) }))
+            .await?;
+        Ok(())
+    }
+
+    async fn set_user_project(&self, name: &str, project: &str) -> Result<(), PlatformError> {
+        self.user_service(name, "SetProjectName", json!({ "projectName": project }))
+            .await?;
+        Ok(())
+    }
+
+    async fn set_user_home_mashup(&self, name: &str, mashup: &str) -> Result<(), PlatformError> {
+        self.user_service(name, "SetHomeMashup", json!({ "name": mashup }))
+            .await?;
+        Ok(())
+    }
+
+    async fn set_user_mobile_mashup(&self, name: &str, mashup: &str) -> Result<(), PlatformError> {
+        self.user_service(name, "SetMobileMashup", json!({ "name": mashup }))
+            .await?;
+        Ok(())
+    }
+
+    async fn user_extensions(&self, name: &str) -> Result<Extensions, PlatformError> {
+        let bytes = self
+            .user_service(name, "GetPropertyValues", json!({}))
+            .await?;
+        let table = table(&bytes)?;
+        let Some(row) = table.rows.first() else {
+            return Ok(Extensions::new());
+        };
+        Ok(row.keys().map(|k| (k.clone(), text(row, k))).collect())
+    }
+
+    async fn set_user_extensions(
+        &self,
+        name: &str,
+        values: &Extensions,
+    ) -> Result<(), PlatformError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let fields: Vec<(&str, &str, Value)> = values
+            .iter()
+            .map(|(k, v)| (k.as_str(), "STRING", json!(v)))
+            .collect();
+        let table = InfoTable::single_row(&fields);
+        self.user_service(name, "SetPropertyValues", json!({ "values": table }))
+            .await?;
+        Ok(())
+    }
+
+    async fn user_groups(&self, name: &str) -> Result<Vec<EntitySummary>, PlatformError> {
+        summaries(&self.user_service(name, "GetGroups", json!({})).await?)
+    }
+
+    async fn assign_password(&self, name: &str, password: &Secret) -> Result<(), PlatformError> {
+        let body = json!({
+            "newPassword": password.expose(),
+            "newPasswordConfirm": password.expose(),
+        });
+        self.user_service(name, "AssignNewPassword", body).await?;
+        Ok(())
+    }
+
+    async fn list_groups(&self) -> Result<Vec<EntitySummary>, PlatformError> {
+        let body = json!({"type": "Group", "maxItems": LIST_MAX_ITEMS, "nameMask": "*"});
+        summaries(
+            &self
+                .entity_services("GetEntityList", body, Repeat::Safe)
+                .await?,
+        )
+    }
+
+    async fn get_group(&self, name: &str) -> Result<Group, PlatformError> {
+        let path = Self::entity_path("Groups", name);
+        let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
+        let o = entity_object(&bytes, name)?;
+        Ok(Group {
+            name: text(&o, "name"),
+            description: text(&o, "description"),
+            project: text(&o, "projectName"),
+            home_mashup: text(&o, "homeMashup"),
+            tags: parse_tags(o.get("tags")),
+        })
+    }
+
+    async fn create_group(&self, group: &NewGroup) -> Result<(), PlatformError> {
+        refuse_invalid_name(&group.name)?;
+        let mut body = json!({
+            "name": group.name,
+            "description": group.description,
+            "tags": Tag::join(&group.tags),
+        });
+        if let Some(project) = &group.project {
+            body["projectName"] = json!(project);
+        }
+        self.entity_services("CreateGroup", body, Repeat::Once)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<(), PlatformError> {
+        self.entity_services("DeleteGroup", json!({ "name": name }), Repeat::Once)
+            .await?;
+        Ok(())
+    }
+
+    async fn group_members(&self, name: &str) -> Result<Vec<Member>, PlatformError> {
+        let bytes = self
+            .group_service(name, "GetGroupMembers", json!({}))
+            .await?;
+        Ok(table(&bytes)?
+            .rows
+            .iter()
+            .filter_map(|r| {
+                let kind = match text(r, "type").as_str() {
+                    "User" => MemberKind::User,
+                    "Group" => MemberKind::Group,
+                    _ => return None,
+                };
+                Some(Member {
+                    name: text(r, "name"),
+                    kind,
+                })
+            })
+            .collect())
+    }
+
+    async fn add_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
+        let body = json!({ "member": member.name, "type": member.kind.as_str() });
+        self.group_service(group, "AddMember", body).await?;
+        Ok(())
+    }
+
+    async fn remove_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
+        let body = json!({ "member": member.name, "type": member.kind.as_str() });
+        self.group_service(group, "DeleteMember", body).await?;
+        Ok(())
+    }
+
+    async fn set_group_description(
+        &self,
+        name: &str,
+        description: &str,
+    ) -> Result<(), PlatformError> {
+        self.group_service(
+            name,
+            "SetDescription",
+            json!({ "description": description }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_group_tags(&self, name: &str, tags: &[Tag]) -> Result<(), PlatformError> {
+        self.group_service(name, "SetTags", json!({ "tags": Tag::join(tags) }))
+            .await?;
+        Ok(())
+    }
+
+    async fn set_group_project(&self, name: &str, project: &str) -> Result<(), PlatformError> {
+        self.group_service(name, "SetProjectName", json!({ "projectName": project }))
+            .await?;
+        Ok(())
+    }
+
+    async fn active_users(&self) -> Result<Vec<ActiveUser>, PlatformError> {
+        let bytes = self
+            .session_service("GetActiveUsers", json!({ "maxItems": LIST_MAX_ITEMS }))
+            .await?;
+        Ok(table(&bytes)?
+            .rows
+            .iter()
+            .map(|r| ActiveUser {
+                name: text(r, "name"),
+                last_connection: r.get("lastConnection").and_then(Value::as_i64),
+            })
+            .filter(|u| !u.name.is_empty())
+            .collect())
+    }
+
+    async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError> {
+        self.session_service("TerminateUserSessions", json!({ "userName": user }))
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_escaped_into_one_segment() {
+        assert_eq!(
+            ThingWorx::service_path("Users", "jane doe@corp.com", "IsEnabled"),
+            "/Thingworx/Users/jane%20doe%40corp.com/Services/IsEnabled"
+        );
+        assert_eq!(
+            ThingWorx::entity_path("Users", "Jörg/100%"),
+            "/Thingworx/Users/J%C3%B6rg%2F100%25"
+        );
+    }
+
+    #[test]
+    fn statuses_and_messages_become_typed_errors() {
+        let b = |s: &str| Bytes::from(s.to_string());
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, b("User [x] already exists")),
+            Err(PlatformError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            classify(StatusCode::FORBIDDEN, b("Not authorized")),
+            Err(PlatformError::Unauthorized { status: 403, .. })
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, b("User [x] does not exist")),
+            Err(PlatformError::NotFound(_))
+        ));
+        assert!(matches!(
+            classify(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                b("Thing [x] does not exist")
+            ),
+            Err(PlatformError::NotFound(_))
+        ));
+        assert!(matches!(
+            classify(StatusCode::SERVICE_UNAVAILABLE, b("")),
+            Err(PlatformError::Unavailable(_))
+        ));
+        match classify(StatusCode::IM_A_TEAPOT, b("odd")) {
+            Err(PlatformError::Unexpected { status, message }) => {
+                assert_eq!(status, Some(418));
+                assert_eq!(message, "odd");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(classify(StatusCode::OK, b("")).is_ok());
+    }
+
+    #[test]
+    fn tags_parse_in_both_shapes() {
+        let from_text = parse_tags(Some(&json!("A:B;C:D")));
+        let from_objects = parse_tags(Some(&json!([
+            {"vocabulary": "A", "vocabularyTerm": "B"},
+            {"vocabulary": "C", "vocabularyTerm": "D"}
+        ])));
+        assert_eq!(from_text, from_objects);
+        assert_eq!(from_text.len(), 2);
+    }
+
+    #[test]
+    fn entity_reads_accept_objects_and_tables_and_check_the_name() {
+        let obj = Bytes::from(r#"{"name":"JDoe","description":"d"}"#);
+        assert_eq!(
+            text(&entity_object(&obj, "jdoe").unwrap(), "description"),
+            "d"
+        );
+        let tbl = Bytes::from(r#"{"rows":[{"name":"jdoe"}]}"#);
+        assert!(entity_object(&tbl, "JDOE").is_ok());
+        assert!(entity_object(&obj, "someone-else").is_err());
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_distinct() {
+        let a = random_password().unwrap();
+        let b = random_password().unwrap();
+        assert!(a.len() >= 40);
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,218 @@
+//! `scimgate dev`: one process with the development platform and the gateway in front of it.
+//! A native call goes through the gateway's TLS pass-through, the process stops cleanly on
+//! SIGTERM, and a second start on the same data directory finds everything it left.
+
+mod common;
+
+use common::*;
+use http::Method;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Dev {
+    child: Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let sink = Arc::new(Mutex::new(Vec::new()));
+    let writer = sink.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            writer.lock().unwrap().push(line);
+        }
+    });
+    sink
+}
+
+impl Dev {
+    fn start(data_dir: &Path) -> Dev {
+        let mut child = Command::new(bin())
+            .args(["dev", "--data-dir"])
+            .arg(data_dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--platform-listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = collect_lines(child.stderr.take().unwrap());
+        let stdout = collect_lines(child.stdout.take().unwrap());
+        Dev {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// The address a `listening` log line gives for `listener`, waiting up to 60 s.
+    async fn address(&mut self, listener: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let found = self.stderr.lock().unwrap().iter().find_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "listening" && v["listener"] == listener)
+                    .then(|| v["address"].as_str()?.parse().ok())
+                    .flatten()
+            });
+            if let Some(a) = found {
+                return a;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "scimgate dev exited with {status}: {:?}",
+                    self.stderr.lock().unwrap()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {listener} listener announced"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "scimgate dev did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn native_call(host: &str, path: &str, app_key: &str, body: &str) -> http::Request<Body> {
+    let mut req = request(Method::POST, host, path, full(body.to_string()));
+    let h = req.headers_mut();
+    h.insert("appKey", app_key.parse().unwrap());
+    h.insert("accept", "application/json".parse().unwrap());
+    h.insert("content-type", "application/json".parse().unwrap());
+    req
+}
+
+#[tokio::test]
+async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
+    let data = tempfile::tempdir().unwrap();
+    let mut dev = Dev::start(data.path());
+    let gateway = dev.address("gateway").await;
+    let platform = dev.address("platform").await;
+    let admin = dev.address("admin").await;
+
+    let cert = std::fs::read(data.path().join("tls/cert.pem")).unwrap();
+    let key = std::fs::read_to_string(data.path().join("gateway.appkey")).unwrap();
+    let tls = client_config(&cert, &[b"http/1.1"]);
+    let host = format!("localhost:{}", gateway.port());
+
+    let list = send_tls(
+        gateway,
+        "localhost",
+        tls.clone(),
+        native_call(
+            &host,
+            "/Thingworx/Resources/EntityServices/Services/GetEntityList",
+            &key,
+            r#"{"type":"User"}"#,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(list.status, 200, "{}", list.text());
+    assert!(list.text().contains("Administrator"), "{}", list.text());
+
+    let created = send_tls(
+        gateway,
+        "localhost",
+        tls.clone(),
+        native_call(
+            &host,
+            "/Thingworx/Resources/EntityServices/Services/CreateUser",
+            &key,
+            r#"{"name":"made-through-dev","password":"a-long-password-1"}"#,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status, 200, "{}", created.text());
+
+    // A plain web page passes through too, and the SCIM paths are the gateway's.
+    let home = send_tls(gateway, "localhost", tls.clone(), get(&host, "/Thingworx"))
+        .await
+        .unwrap();
+    assert_eq!(home.status, 200);
+    let scim = send_tls(
+        gateway,
+        "localhost",
+        tls.clone(),
+        get(&host, "/Thingworx/SCIMProvider/SCIM/Users"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(scim.status, 501);
+
+    assert_eq!(http_get(admin, "/readyz").await.unwrap().status, 200);
+    let banner = dev.stdout.lock().unwrap().join("\n");
+    assert!(banner.contains("curl --cacert"), "{banner}");
+    assert!(banner.contains(&platform.port().to_string()), "{banner}");
+    assert!(
+        !banner.contains(key.trim()),
+        "the banner printed the app key"
+    );
+    assert!(
+        !dev.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(key.trim())),
+        "a log line holds the app key"
+    );
+    assert!(dev.stop().success());
+
+    // Same data directory: same key, and the user created above is still there.
+    let mut dev = Dev::start(data.path());
+    let gateway = dev.address("gateway").await;
+    let again = std::fs::read_to_string(data.path().join("gateway.appkey")).unwrap();
+    assert_eq!(again, key);
+    let cert = std::fs::read(data.path().join("tls/cert.pem")).unwrap();
+    let host = format!("localhost:{}", gateway.port());
+    let list = send_tls(
+        gateway,
+        "localhost",
+        client_config(&cert, &[b"http/1.1"]),
+        native_call(
+            &host,
+            "/Thingworx/Resources/EntityServices/Services/GetEntityList",
+            &key,
+            r#"{"type":"User"}"#,
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(list.text().contains("made-through-dev"), "{}", list.text());
+    assert!(dev.stop().success());
+}
