@@ -3,6 +3,7 @@
 
 use crate::config::{self, ConfigError, Overrides};
 use crate::devplatform::{DevPlatform, DevPlatformError};
+use crate::fsutil::{write_atomically, Access};
 use crate::server::{Bound, ServerError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,7 +53,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let platform = DevPlatform::open(&data_dir)?;
     let key = platform.ensure_app_key(GATEWAY_APP_KEY_NAME, "Administrator")?;
     let key_file = data_dir.join(GATEWAY_APP_KEY_FILE);
-    write_private(&key_file, &key).map_err(io_error(&key_file))?;
+    write_atomically(&key_file, key.as_bytes(), Access::OwnerOnly).map_err(io_error(&key_file))?;
 
     let platform_socket = tokio::net::TcpListener::bind(options.platform_listen)
         .await
@@ -108,22 +109,6 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
 
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
-}
-
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: SocketAddr) {

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod devplatform;
+pub mod fsutil;
 pub mod gateway;
 pub mod logging;
 pub mod pem;

@@ -12,18 +12,17 @@ mod store;
 
 pub use error::DevPlatformError;
 
+use crate::fsutil::{write_atomically, Access};
 use error::Fault;
 use secret::{NoRandom, PasswordHash};
 use session::Sessions;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use store::State;
 use tokio_util::sync::CancellationToken;
 
 const STATE_FILE: &str = "state.json";
-const STATE_TMP_FILE: &str = "state.json.tmp";
 const PASSWORD_FILE: &str = "administrator.password";
 
 impl From<NoRandom> for DevPlatformError {
@@ -65,11 +64,7 @@ impl DevPlatform {
                 // The password file goes first: a state file never exists without it, and a
                 // crash in between just means a new password on the next start.
                 let password_path = data_dir.join(PASSWORD_FILE);
-                write_private(
-                    &password_path,
-                    &data_dir.join("administrator.password.tmp"),
-                    password.as_bytes(),
-                )?;
+                write_private(&password_path, password.as_bytes())?;
                 save(data_dir, &state)?;
                 tracing::info!(
                     dir = %data_dir.display(),
@@ -153,33 +148,15 @@ fn create_private_dir(dir: &Path) -> Result<(), DevPlatformError> {
     builder.create(dir).map_err(DevPlatformError::io(dir))
 }
 
-/// Writes `contents` to `tmp` (owner-only), syncs it and renames it over `path`.
-fn write_private(path: &Path, tmp: &Path, contents: &[u8]) -> Result<(), DevPlatformError> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(tmp).map_err(DevPlatformError::io(tmp))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(DevPlatformError::io(tmp))?;
-    drop(file);
-    fs::rename(tmp, path).map_err(DevPlatformError::io(path))
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), DevPlatformError> {
+    write_atomically(path, contents, Access::OwnerOnly).map_err(DevPlatformError::io(path))
 }
 
-/// Atomically replaces `state.json`; the directory is synced so the rename itself survives a
-/// crash. The file holds password hashes and app key ids, hence owner-only.
+/// Atomically replaces `state.json`. The file holds password hashes and app key ids, hence
+/// owner-only.
 fn save(dir: &Path, state: &State) -> Result<(), DevPlatformError> {
     let bytes = state.to_json().map_err(DevPlatformError::Encode)?;
-    write_private(&dir.join(STATE_FILE), &dir.join(STATE_TMP_FILE), &bytes)?;
-    #[cfg(unix)]
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(DevPlatformError::io(dir))?;
-    Ok(())
+    write_private(&dir.join(STATE_FILE), &bytes)
 }
 
 #[cfg(test)]
@@ -222,7 +199,7 @@ mod tests {
             fs::read_to_string(data.join(PASSWORD_FILE)).unwrap(),
             password
         );
-        assert!(!data.join(STATE_TMP_FILE).exists());
+        assert!(!crate::fsutil::temporary_path(&data.join(STATE_FILE)).exists());
     }
 
     #[test]

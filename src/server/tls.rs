@@ -3,6 +3,7 @@
 //! established connections are untouched by a reload.
 
 use crate::config::TlsSource;
+use crate::fsutil::{write_atomically, Access};
 use crate::pem::{self, PemError};
 use rustls::crypto::aws_lc_rs;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -161,8 +162,8 @@ fn self_signed(dir: &Path, extra_names: &[String]) -> Result<Arc<CertifiedKey>, 
     })?;
     let cert_path = dir.join(SELF_SIGNED_CERT_FILE);
     let key_path = dir.join(SELF_SIGNED_KEY_FILE);
-    write_atomically(&key_path, key_pem.as_bytes(), true)?;
-    write_atomically(&cert_path, cert_pem.as_bytes(), false)?;
+    write_file(&key_path, key_pem.as_bytes(), Access::OwnerOnly)?;
+    write_file(&cert_path, cert_pem.as_bytes(), Access::Public)?;
     tracing::info!(
         cert_path = %cert_path.display(),
         key_path = %key_path.display(),
@@ -175,26 +176,11 @@ fn self_signed(dir: &Path, extra_names: &[String]) -> Result<Arc<CertifiedKey>, 
     certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
 }
 
-fn write_atomically(path: &Path, contents: &[u8], private: bool) -> Result<(), TlsError> {
-    use std::io::Write;
-    let err = |source| TlsError::Write {
+fn write_file(path: &Path, contents: &[u8], access: Access) -> Result<(), TlsError> {
+    write_atomically(path, contents, access).map_err(|source| TlsError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options.open(&tmp).map_err(err)?;
-    file.write_all(contents).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+    })
 }
 
 /// Directories whose changes may mean a new certificate: the configured paths' parents and, when
