@@ -2,6 +2,7 @@
 //! listeners so a probe never competes with (or is mistaken for) platform traffic.
 
 use crate::body::{full, Body};
+use crate::scim::ScimState;
 use http::{header, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -56,7 +57,12 @@ impl Health {
     }
 }
 
-pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    scim: Arc<ScimState>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -70,11 +76,13 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
             _ = stop.cancelled() => return,
         };
         let health = health.clone();
+        let scim = scim.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let health = health.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &health)) }
+                let scim = scim.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &health, &scim)) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -87,7 +95,10 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, stop: Cancellatio
     }
 }
 
-fn answer(req: &Request<Incoming>, health: &Health) -> Response<Body> {
+fn answer(req: &Request<Incoming>, health: &Health, scim: &ScimState) -> Response<Body> {
+    if req.uri().path().starts_with("/scim/") {
+        return scim_control(req, scim);
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -117,6 +128,43 @@ fn answer(req: &Request<Incoming>, health: &Health) -> Response<Body> {
             "text/plain",
             "not found: try /healthz or /readyz\n".into(),
         ),
+    }
+}
+
+/// The SCIM subsystem's start/stop switch, like the platform's Composer button: stopping
+/// answers 503 to identity providers without touching the configuration.
+fn scim_control(req: &Request<Incoming>, scim: &ScimState) -> Response<Body> {
+    let status_body = |scim: &ScimState| {
+        format!(
+            "{{\"enabled\":{},\"started\":{}}}\n",
+            scim.enabled(),
+            scim.started()
+        )
+    };
+    match (req.method().as_str(), req.uri().path()) {
+        ("GET", "/scim/status") => respond(StatusCode::OK, "application/json", status_body(scim)),
+        ("POST", path @ ("/scim/start" | "/scim/stop")) => {
+            let start = path == "/scim/start";
+            if scim.set_started(start) {
+                tracing::info!(
+                    started = start,
+                    "SCIM subsystem switched by the admin listener"
+                );
+                respond(StatusCode::OK, "application/json", status_body(scim))
+            } else {
+                respond(
+                    StatusCode::CONFLICT,
+                    "text/plain",
+                    "SCIM is disabled in the configuration (scim.enabled = false)\n".into(),
+                )
+            }
+        }
+        (_, "/scim/status" | "/scim/start" | "/scim/stop") => respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "use GET /scim/status, POST /scim/start or POST /scim/stop\n".into(),
+        ),
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
 

@@ -175,7 +175,16 @@ pub fn run(cli: Cli) -> ExitCode {
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };
-            match runtime.block_on(crate::server::run(config)) {
+            let path = args.config.clone();
+            let overrides = args.overrides();
+            let serve = async move {
+                crate::server::Bound::bind(config)
+                    .await?
+                    .with_reload(Box::new(move || config::load(&path, &overrides)))
+                    .serve()
+                    .await
+            };
+            match runtime.block_on(serve) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %e, "scimgate stopped");

@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 /// The application key the gateway uses to call the development platform.
 pub const GATEWAY_APP_KEY_NAME: &str = "scimgate-gateway";
 pub const GATEWAY_APP_KEY_FILE: &str = "gateway.appkey";
+/// The bearer token identity providers (and the newcomer's curl) present to SCIM.
+pub const SCIM_TOKEN_FILE: &str = "scim.token";
+pub const AUDIT_LOG_FILE: &str = "audit.jsonl";
 
 pub struct DevOptions {
     pub data_dir: PathBuf,
@@ -55,6 +58,16 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let key_file = data_dir.join(GATEWAY_APP_KEY_FILE);
     write_atomically(&key_file, key.as_bytes(), Access::OwnerOnly).map_err(io_error(&key_file))?;
 
+    let token_file = data_dir.join(SCIM_TOKEN_FILE);
+    if !token_file.exists() {
+        let token = random_token().ok_or_else(|| DevError::Io {
+            path: token_file.display().to_string(),
+            source: std::io::Error::other("no randomness for a token"),
+        })?;
+        write_atomically(&token_file, token.as_bytes(), Access::OwnerOnly)
+            .map_err(io_error(&token_file))?;
+    }
+
     let platform_socket = tokio::net::TcpListener::bind(options.platform_listen)
         .await
         .map_err(|source| DevError::Bind {
@@ -75,7 +88,9 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
          [upstream]\nurl = {upstream}\n\n\
          [admin]\naddress = {admin}\n\n\
          [log]\nformat = {format}\nlevel = {level}\n\n\
-         [platform]\napp_key = {key_ref}\n",
+         [platform]\napp_key = {key_ref}\n\n\
+         [scim]\nbearer_token = {token_ref}\n\n\
+         [provisioning]\naudit_log = {audit}\n",
         listen = toml_string(&options.listen.to_string()),
         tls_dir = toml_string(&tls_dir.display().to_string()),
         upstream = toml_string(&format!("http://{platform_address}")),
@@ -83,6 +98,8 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         format = toml_string(&options.log_format),
         level = toml_string(&options.log_level),
         key_ref = toml_string(&format!("file:{}", key_file.display())),
+        token_ref = toml_string(&format!("file:{}", token_file.display())),
+        audit = toml_string(&data_dir.join(AUDIT_LOG_FILE).display().to_string()),
     );
     let config = config::parse(&config_text, &data_dir, &Overrides::default())?;
     let bound = Bound::bind(config).await?;
@@ -107,6 +124,14 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     Ok(())
 }
 
+fn random_token() -> Option<String> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
 fn toml_string(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
@@ -126,13 +151,21 @@ fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: S
          \x20 gateway   https://{host}/   (self-signed certificate: {cert})\n\
          \x20 platform  http://{platform}/Thingworx   (development platform; state in {data})\n\
          \x20 admin     http://{admin}/readyz\n\
-         \x20 secrets   Administrator password in {data}/administrator.password, gateway app key in {key}\n\
-         \nNext, list the platform's users through the gateway:\n\
+         \x20 secrets   Administrator password in {data}/administrator.password, gateway app key in {key},\n\
+         \x20           SCIM bearer token in {token}; audit log in {data}/{audit}\n\
+         \nNext, provision a user through SCIM 1.1 and list users:\n\
+         \x20 curl --cacert {cert} -H \"Authorization: Bearer $(cat {token})\" -H 'Content-Type: application/json' \
+         -d '{{\"userName\":\"jdoe@example.com\",\"name\":{{\"givenName\":\"Jane\",\"familyName\":\"Doe\"}}}}' \
+         https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
+         \x20 curl --cacert {cert} -H \"Authorization: Bearer $(cat {token})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
+         \nOr call the platform's native API through the gateway:\n\
          \x20 curl --cacert {cert} -H \"appKey: $(cat {key})\" -H 'Accept: application/json' \
          -H 'Content-Type: application/json' -d '{{\"type\":\"User\"}}' \
          https://{host}/Thingworx/Resources/EntityServices/Services/GetEntityList\n",
         cert = cert.display(),
         data = data.display(),
         key = key.display(),
+        token = data.join(SCIM_TOKEN_FILE).display(),
+        audit = AUDIT_LOG_FILE,
     );
 }

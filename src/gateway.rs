@@ -1,12 +1,13 @@
 //! Handling of one request on a gateway listener: classify it, hand it to whoever answers, and
 //! write its access-log line when the response body is finished (so bytes and duration are true).
 
-use crate::body::{text_response, Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::proxy::Proxy;
 use crate::router::{Route, Router};
+use crate::scim::{RequestInfo, ScimService};
 use crate::server::activity::{Activity, InFlight};
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -19,7 +20,8 @@ use std::time::{Duration, Instant};
 pub struct Gateway {
     router: Router,
     proxy: Proxy,
-    max_body_bytes: u64,
+    scim: ScimService,
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -31,11 +33,17 @@ pub struct Connection {
 }
 
 impl Gateway {
-    pub fn new(router: Router, proxy: Proxy, max_body_bytes: u64) -> Self {
+    pub fn new(
+        router: Router,
+        proxy: Proxy,
+        scim: ScimService,
+        trusted_proxies: Vec<ipnet::IpNet>,
+    ) -> Self {
         Self {
             router,
             proxy,
-            max_body_bytes,
+            scim,
+            trusted_proxies,
         }
     }
 
@@ -67,7 +75,13 @@ impl Gateway {
                     e.into_response()
                 }
             },
-            Route::Scim => self.scim(req).await,
+            Route::Scim => {
+                let info = RequestInfo {
+                    client: conn.peer.ip(),
+                    origin: self.origin(&req, conn),
+                };
+                self.scim.handle(req, info).await
+            }
         };
         line.status = response.status().as_u16();
         let (parts, body) = response.into_parts();
@@ -77,78 +91,36 @@ impl Gateway {
         Response::from_parts(parts, body)
     }
 
-    /// The SCIM service plugs in here; until then the paths are claimed (never passed through
-    /// to the platform's own SCIM servlet) and answered plainly, after the body limit that the
-    /// SCIM service will rely on.
-    async fn scim(&self, req: Request<Incoming>) -> Response<Body> {
-        if let Err(too_large) = read_limited(req.into_body(), self.max_body_bytes).await {
-            return too_large;
-        }
-        text_response(
-            StatusCode::NOT_IMPLEMENTED,
-            "501 Not Implemented: SCIM is not served by this gateway version yet",
-        )
+    /// The origin (`scheme://host`) the client used, for SCIM `Location` headers. Forwarded
+    /// headers are believed only from trusted proxies, like everywhere else.
+    fn origin(&self, req: &Request<Incoming>, conn: &Connection) -> String {
+        let trusted = crate::proxy::is_trusted(conn.peer.ip(), &self.trusted_proxies);
+        let first = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let scheme = trusted
+            .then(|| first("x-forwarded-proto"))
+            .flatten()
+            .filter(|s| s == "http" || s == "https")
+            .unwrap_or_else(|| conn.scheme.to_string());
+        let host = trusted
+            .then(|| first("x-forwarded-host"))
+            .flatten()
+            .or_else(|| first("host"))
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+            .unwrap_or_else(|| "localhost".to_string());
+        format!("{scheme}://{host}")
     }
 
     pub fn proxy(&self) -> &Proxy {
         &self.proxy
     }
-}
-
-/// How much of an oversized body is still read (and discarded) before answering 413, so a client
-/// that is busy sending gets the answer instead of a reset connection.
-const OVERSIZE_DRAIN_BYTES: u64 = 8 * 1024 * 1024;
-const OVERSIZE_DRAIN_TIME: Duration = Duration::from_secs(2);
-
-/// Reads a gateway-handled request body, refusing it with 413 once it passes `limit` bytes,
-/// whether the size was declared up front or only found while reading a chunked body.
-async fn read_limited(body: Incoming, limit: u64) -> Result<Bytes, Response<Body>> {
-    let too_large = || {
-        let mut response = text_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "413 Payload Too Large: the request body exceeds limits.max_body_bytes",
-        );
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-        response
-    };
-    let mut body = body;
-    if body.size_hint().lower() > limit {
-        drain(body).await;
-        return Err(too_large());
-    }
-    let mut collected = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            // The client went away mid-body; nobody is left to read an answer.
-            return Err(text_response(
-                StatusCode::BAD_REQUEST,
-                "400 Bad Request: incomplete body",
-            ));
-        };
-        if let Some(data) = frame.data_ref() {
-            if collected.len() as u64 + data.len() as u64 > limit {
-                drain(body).await;
-                return Err(too_large());
-            }
-            collected.extend_from_slice(data);
-        }
-    }
-    Ok(collected.freeze())
-}
-
-async fn drain(mut body: Incoming) {
-    let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, async {
-        let mut discarded = 0u64;
-        while let Some(Ok(frame)) = body.frame().await {
-            discarded += frame.data_ref().map_or(0, |d| d.len() as u64);
-            if discarded > OVERSIZE_DRAIN_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
 }
 
 /// The path with the value of every query parameter that might carry a credential masked:

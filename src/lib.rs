@@ -2,6 +2,7 @@
 //! and passes every other request through.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
@@ -12,8 +13,10 @@ pub mod gateway;
 pub mod logging;
 pub mod pem;
 pub mod platform;
+pub mod provisioning;
 pub mod proxy;
 pub mod router;
+pub mod scim;
 pub mod server;
 
 /// One crypto provider for the whole process; `ring` is never linked.

@@ -52,7 +52,7 @@ impl Router {
 
 /// Percent-decodes, drops `;parameters` from segments, collapses empty segments and resolves
 /// `.`/`..` the way a servlet container does before it maps a request.
-fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let decoded = percent_decode(path);
     let mut segments: Vec<&str> = Vec::new();
     for raw in decoded.split('/') {

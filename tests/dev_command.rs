@@ -165,6 +165,7 @@ async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
         .await
         .unwrap();
     assert_eq!(home.status, 200);
+    // SCIM is the gateway's: refused without the token, served with it.
     let scim = send_tls(
         gateway,
         "localhost",
@@ -173,7 +174,18 @@ async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
     )
     .await
     .unwrap();
-    assert_eq!(scim.status, 501);
+    assert_eq!(scim.status, 401);
+    let token = std::fs::read_to_string(data.path().join("scim.token")).unwrap();
+    let mut authed = get(&host, "/Thingworx/SCIMProvider/SCIM/Users");
+    authed.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    let scim = send_tls(gateway, "localhost", tls.clone(), authed)
+        .await
+        .unwrap();
+    assert_eq!(scim.status, 200, "{}", scim.text());
+    assert!(scim.text().contains("made-through-dev"), "{}", scim.text());
 
     assert_eq!(http_get(admin, "/readyz").await.unwrap().status, 200);
     let banner = dev.stdout.lock().unwrap().join("\n");

@@ -1090,7 +1090,9 @@ async fn extension_properties_and_passwords() {
     let rows = r.rows();
     assert_eq!(rows.len(), 1);
     let row = rows[0].as_object().unwrap();
-    assert_eq!(row.len(), 15);
+    // The fifteen UserExtensions properties plus the administrator-added scimExternalId.
+    assert_eq!(row.len(), 16);
+    assert!(row.contains_key("scimExternalId"));
     assert!(row.values().all(|v| v == ""));
 
     let values = |row: Value| {

@@ -81,7 +81,9 @@ async fn scim_paths_are_answered_by_the_gateway_and_never_forwarded() {
     )
     .await
     .unwrap();
-    assert_eq!(r.status, 501, "body: {}", r.text());
+    // Answered by the gateway's SCIM service (401: no credentials), in the SCIM error shape.
+    assert_eq!(r.status, 401, "body: {}", r.text());
+    assert!(r.text().contains("\"Errors\""), "body: {}", r.text());
     assert!(!r.came_from_upstream());
 
     let r = send_plain(gw.gateway_addr, get(&host, "/Thingworx/Things/X"))
@@ -139,7 +141,7 @@ async fn scim_body_limit_gives_413_but_pass_through_bodies_are_not_limited() {
         &plain_listener(),
         &upstream.url(),
         "",
-        "[limits]\nmax_body_bytes = 1048576\n",
+        &format!("[limits]\nmax_body_bytes = 1048576\n{SCIM_AUTH}"),
     );
     let gw = Gateway::start(&toml).await;
     let host = gw.host_header();
@@ -148,12 +150,12 @@ async fn scim_body_limit_gives_413_but_pass_through_bodies_are_not_limited() {
     // With a Content-Length.
     let r = send_plain(
         gw.gateway_addr,
-        request(
+        with_token(request(
             http::Method::POST,
             &host,
             "/Thingworx/SCIMProvider/SCIM/Users",
             full(big.clone()),
-        ),
+        )),
     )
     .await
     .unwrap();
@@ -177,13 +179,18 @@ async fn scim_body_limit_applies_to_chunked_bodies_too() {
         &plain_listener(),
         &upstream.url(),
         "",
-        "[limits]\nmax_body_bytes = 1048576\n",
+        &format!("[limits]\nmax_body_bytes = 1048576\n{SCIM_AUTH}"),
     );
     let gw = Gateway::start(&toml).await;
     // Chunked, no length announced: the limit must hold all the same.
     let r = send_plain(
         gw.gateway_addr,
-        request(http::Method::POST, &gw.host_header(), "/Thingworx/SCIMProvider/SCIM/Users", data_body(2 * MIB)),
+        with_token(request(
+            http::Method::POST,
+            &gw.host_header(),
+            "/Thingworx/SCIMProvider/SCIM/Users",
+            data_body(2 * MIB),
+        )),
     )
     .await
     .unwrap_or_else(|e| {
@@ -273,4 +280,15 @@ async fn stalled_clients_are_disconnected_after_header_read_timeout() {
         "a silent TLS client kept the connection open for 20 s (header_read_timeout = 1s)"
     );
     assert_eq!(upstream.requests(), 0);
+}
+
+/// SCIM credentials and a platform, so SCIM requests get as far as reading their body.
+const SCIM_AUTH: &str = "[scim]\nbearer_token = \"0123456789abcdef0123456789abcdef\"\n[platform]\napp_key = \"unused\"\n";
+
+fn with_token(mut req: http::Request<Body>) -> http::Request<Body> {
+    req.headers_mut().insert(
+        "authorization",
+        "Bearer 0123456789abcdef0123456789abcdef".parse().unwrap(),
+    );
+    req
 }

@@ -29,6 +29,65 @@ pub struct Config {
     pub scim_base_path: String,
     /// How the gateway calls the platform's native services; absent, only pass-through runs.
     pub platform: Option<PlatformConfig>,
+    pub scim: ScimSettings,
+    pub provisioning: ProvisioningConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScimSettings {
+    /// Like the platform's `enableSCIM`: when false the SCIM paths answer 404.
+    pub enabled: bool,
+    /// Like `autoStart`: when false SCIM answers 503 until started on the admin listener.
+    pub auto_start: bool,
+    /// Most resources in one list response.
+    pub max_results: usize,
+    /// Most users whose attributes a filter may need read before it is refused as too broad.
+    pub max_filter_candidates: usize,
+    /// A static bearer token identity providers present (until OAuth is configured).
+    pub bearer_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeprovisionMode {
+    Delete,
+    Disable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserDefaults {
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub home_mashup: Option<String>,
+    pub mobile_mashup: Option<String>,
+    pub tags: Option<Vec<crate::platform::Tag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupDefaults {
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub tags: Option<Vec<crate::platform::Tag>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisioningConfig {
+    /// Configured additions; the platform's built-in users are always excluded as well.
+    pub user_exclusions: Vec<String>,
+    /// Configured additions; the platform's built-in groups are always excluded as well.
+    pub group_exclusions: Vec<String>,
+    pub deprovision: DeprovisionMode,
+    pub max_users: Option<usize>,
+    pub terminate_sessions_on_config_change: bool,
+    /// User extension property that keeps `externalId`; `None` drops it.
+    pub external_id_property: Option<String>,
+    /// JSON-lines audit file; without it audit records go to the log.
+    pub audit_log: Option<PathBuf>,
+    pub user_defaults: UserDefaults,
+    pub group_defaults: GroupDefaults,
+    /// Identity-provider group name → platform group name.
+    pub group_mappings: Vec<(String, String)>,
+    /// SCIM attribute → user extension property (defaults merged with overrides).
+    pub user_attributes: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -390,8 +449,10 @@ impl Validator<'_> {
             Duration::from_secs(30),
         );
 
-        let scim_base_path = self.scim_base_path(raw.scim.base_path);
+        let scim_base_path = self.scim_base_path(raw.scim.base_path.clone());
         let platform = raw.platform.and_then(|p| self.platform(p));
+        let scim = self.scim_settings(&raw.scim);
+        let provisioning = self.provisioning(raw.provisioning);
 
         if !self.problems.is_empty() {
             return Err(ConfigError::Invalid(self.problems));
@@ -407,6 +468,8 @@ impl Validator<'_> {
                 drain_deadline,
                 scim_base_path,
                 platform,
+                scim,
+                provisioning,
             }),
             // Every path that yields None records a problem, so this is unreachable in practice;
             // answering with an error keeps it that way without a panic.
@@ -742,6 +805,156 @@ impl Validator<'_> {
             max_concurrency,
             retries,
         })
+    }
+
+    fn scim_settings(&mut self, raw: &raw::RawScim) -> ScimSettings {
+        let bearer_token = raw
+            .bearer_token
+            .as_deref()
+            .and_then(|spec| match SecretSource::parse(spec).resolve() {
+                Ok(token) if token.expose().len() >= 16 => Some(token),
+                Ok(_) => {
+                    self.problem(
+                        "scim.bearer_token",
+                        "is shorter than 16 characters",
+                        "use a long random token, e.g. `openssl rand -base64 32`",
+                    );
+                    None
+                }
+                Err(msg) => {
+                    self.problem(
+                        "scim.bearer_token",
+                        msg,
+                        "give it as env:NAME, file:/path or inline",
+                    );
+                    None
+                }
+            });
+        ScimSettings {
+            enabled: raw.enabled.unwrap_or(true),
+            auto_start: raw.auto_start.unwrap_or(true),
+            max_results: self.count("scim.max_results", raw.max_results, 1000, (1, 100_000))
+                as usize,
+            max_filter_candidates: self.count(
+                "scim.max_filter_candidates",
+                raw.max_filter_candidates,
+                2000,
+                (1, 1_000_000),
+            ) as usize,
+            bearer_token,
+        }
+    }
+
+    fn tags(
+        &mut self,
+        setting: &str,
+        raw: Option<Vec<String>>,
+    ) -> Option<Vec<crate::platform::Tag>> {
+        let raw = raw?;
+        let mut tags = Vec::new();
+        for (i, t) in raw.iter().enumerate() {
+            match crate::platform::Tag::parse(t) {
+                Some(tag) => tags.push(tag),
+                None => self.problem(
+                    format!("{setting}[{i}]"),
+                    format!("{t:?} is not a tag"),
+                    "write tags as \"Vocabulary:Term\"",
+                ),
+            }
+        }
+        Some(tags)
+    }
+
+    fn provisioning(&mut self, p: raw::RawProvisioning) -> ProvisioningConfig {
+        let deprovision = match p.deprovision.as_deref() {
+            None | Some("delete") => DeprovisionMode::Delete,
+            Some("disable") => DeprovisionMode::Disable,
+            Some(other) => {
+                self.problem(
+                    "provisioning.deprovision",
+                    format!("{other:?} is not a deprovisioning mode"),
+                    "use \"delete\" or \"disable\"",
+                );
+                DeprovisionMode::Delete
+            }
+        };
+        let max_users = p
+            .max_users
+            .map(|n| self.count("provisioning.max_users", Some(n), 0, (0, 10_000_000)) as usize);
+        let external_id_property = match p.external_id_property {
+            None => Some("scimExternalId".to_string()),
+            Some(s) if s.is_empty() => None,
+            Some(s) => Some(s),
+        };
+        let mut user_attributes = crate::provisioning::default_user_attributes();
+        for (slot, property) in p.user_attributes {
+            if !crate::provisioning::is_known_slot(&slot) {
+                self.problem(
+                    format!("provisioning.user_attributes.{slot:?}"),
+                    "is not a SCIM attribute scimgate can map",
+                    &format!(
+                        "use one of: {}",
+                        crate::provisioning::known_slots().join(", ")
+                    ),
+                );
+                continue;
+            }
+            if property.is_empty() {
+                user_attributes.remove(&slot);
+            } else {
+                user_attributes.insert(slot, property);
+            }
+        }
+        let mut seen_targets: Vec<&String> = Vec::new();
+        for property in user_attributes.values() {
+            if seen_targets.contains(&property) || Some(property) == external_id_property.as_ref() {
+                self.problem(
+                    "provisioning.user_attributes",
+                    format!("property {property:?} receives two SCIM attributes"),
+                    "map every extension property from one SCIM attribute at most",
+                );
+            }
+            seen_targets.push(property);
+        }
+        let mut group_mappings = Vec::new();
+        for (idp, platform) in p.group_mappings {
+            if idp.trim().is_empty() || platform.trim().is_empty() {
+                self.problem(
+                    "provisioning.group_mappings",
+                    "a mapping has an empty group name",
+                    "write \"IdP group\" = \"Platform group\"",
+                );
+                continue;
+            }
+            group_mappings.push((idp, platform));
+        }
+        let user_defaults = UserDefaults {
+            description: p.user_defaults.description,
+            project: p.user_defaults.project,
+            home_mashup: p.user_defaults.home_mashup,
+            mobile_mashup: p.user_defaults.mobile_mashup,
+            tags: self.tags("provisioning.user_defaults.tags", p.user_defaults.tags),
+        };
+        let group_defaults = GroupDefaults {
+            description: p.group_defaults.description,
+            project: p.group_defaults.project,
+            tags: self.tags("provisioning.group_defaults.tags", p.group_defaults.tags),
+        };
+        ProvisioningConfig {
+            user_exclusions: p.user_exclusions,
+            group_exclusions: p.group_exclusions.unwrap_or_default(),
+            deprovision,
+            max_users,
+            terminate_sessions_on_config_change: p
+                .terminate_sessions_on_config_change
+                .unwrap_or(false),
+            external_id_property,
+            audit_log: p.audit_log.map(|a| self.path(&a)),
+            user_defaults,
+            group_defaults,
+            group_mappings,
+            user_attributes,
+        }
     }
 
     fn scim_base_path(&mut self, raw: Option<String>) -> String {

@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub scim: RawScim,
     pub platform: Option<RawPlatform>,
+    #[serde(default)]
+    pub provisioning: RawProvisioning,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +100,11 @@ pub struct RawShutdown {
 #[serde(deny_unknown_fields)]
 pub struct RawScim {
     pub base_path: Option<String>,
+    pub enabled: Option<bool>,
+    pub auto_start: Option<bool>,
+    pub max_results: Option<i64>,
+    pub max_filter_candidates: Option<i64>,
+    pub bearer_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -108,4 +115,43 @@ pub struct RawPlatform {
     pub password: Option<String>,
     pub max_concurrency: Option<i64>,
     pub retries: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvisioning {
+    #[serde(default)]
+    pub user_exclusions: Vec<String>,
+    pub group_exclusions: Option<Vec<String>>,
+    pub deprovision: Option<String>,
+    pub max_users: Option<i64>,
+    pub terminate_sessions_on_config_change: Option<bool>,
+    pub external_id_property: Option<String>,
+    pub audit_log: Option<String>,
+    #[serde(default)]
+    pub user_defaults: RawUserDefaults,
+    #[serde(default)]
+    pub group_defaults: RawGroupDefaults,
+    #[serde(default)]
+    pub group_mappings: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub user_attributes: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUserDefaults {
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub home_mashup: Option<String>,
+    pub mobile_mashup: Option<String>,
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGroupDefaults {
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub tags: Option<Vec<String>>,
 }

@@ -8,8 +8,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-/// The property set of the `UserExtensions` thing shape, in the platform's order.
-pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 15] = [
+/// The property set of the `UserExtensions` thing shape, in the platform's order, plus
+/// `scimExternalId`: the property an administrator adds to the shape so the gateway can keep
+/// SCIM `externalId` (the platform has no writable field for it).
+pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 16] = [
     "firstName",
     "middleName",
     "lastName",
@@ -25,6 +27,7 @@ pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 15] = [
     "city",
     "state",
     "zipCode",
+    "scimExternalId",
 ];
 
 pub(crate) const ADMINISTRATOR: &str = "Administrator";
@@ -905,7 +908,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.message, "Property [shoeSize] does not exist");
         let ext = s.extensions("dave").unwrap();
-        assert_eq!(ext.len(), 15);
+        assert_eq!(ext.len(), USER_EXTENSION_PROPERTIES.len());
         assert!(ext.contains(&("firstName", "Dave".to_string())));
         assert!(ext.contains(&("lastName", String::new())));
     }

@@ -5,7 +5,7 @@ pub mod infotable;
 pub mod names;
 mod thingworx;
 
-pub use thingworx::ThingWorx;
+pub use thingworx::{BadCredentials, ThingWorx};
 
 use crate::config::Secret;
 use async_trait::async_trait;

@@ -7,8 +7,13 @@ pub mod tls;
 use crate::admin::{self, Health};
 use crate::config::{Config, Limits, UpstreamConfig};
 use crate::gateway::{Connection, Gateway};
+use crate::platform::ThingWorx;
+use crate::provisioning::audit::Audit;
+use crate::provisioning::policy::Policy;
+use crate::provisioning::Provisioner;
 use crate::proxy::{Proxy, ProxyBuildError};
 use crate::router::Router;
+use crate::scim::{ScimService, ScimState};
 use activity::{Activity, TrackedIo};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,6 +42,13 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Upstream(#[from] ProxyBuildError),
+    #[error(transparent)]
+    Platform(crate::platform::BadCredentials),
+    #[error("cannot open the audit log {path}: {source}")]
+    Audit {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot install a signal handler: {0}")]
     Signal(std::io::Error),
 }
@@ -59,6 +71,33 @@ pub struct Bound {
     admin_address: SocketAddr,
     reload_tx: broadcast::Sender<()>,
     signals: Signals,
+    reload_config: Option<ConfigLoader>,
+}
+
+/// Reads the configuration again (from the file it came from) for a reload.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
+
+/// Swaps the provisioning policy for the one in the re-read configuration; a configuration with
+/// problems changes nothing and every problem is logged.
+async fn reload_provisioning(
+    load: &(dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync),
+    provisioner: &Provisioner,
+) {
+    match load() {
+        Ok(next) => match provisioner
+            .replace_policy(Policy::new(next.provisioning))
+            .await
+        {
+            Ok(ended) => tracing::info!(
+                sessions_ended_for_users = ended,
+                "reloaded the provisioning configuration"
+            ),
+            Err(e) => tracing::warn!(error = %e,
+                "reloaded the provisioning configuration, but ending sessions failed"),
+        },
+        Err(e) => tracing::warn!(error = %e,
+            "configuration reload failed; keeping the running configuration"),
+    }
 }
 
 struct Signals {
@@ -115,6 +154,7 @@ impl Bound {
             admin_address,
             reload_tx,
             signals,
+            reload_config: None,
         })
     }
 
@@ -126,6 +166,12 @@ impl Bound {
         self.admin_address
     }
 
+    /// Lets SIGHUP re-read the configuration (today: the provisioning policy).
+    pub fn with_reload(mut self, load: ConfigLoader) -> Self {
+        self.reload_config = Some(load);
+        self
+    }
+
     /// Serves until SIGTERM or SIGINT, then drains and returns.
     pub async fn serve(self) -> Result<(), ServerError> {
         let Bound {
@@ -135,6 +181,7 @@ impl Bound {
             admin_address,
             reload_tx,
             mut signals,
+            reload_config,
         } = self;
         let health = Arc::new(Health::default());
         let connections = TaskTracker::new();
@@ -149,10 +196,44 @@ impl Bound {
                 Box::new(move || health.mark_upstream_seen()),
             )?
         };
+        let scim_state = ScimState::new(config.scim.enabled, config.scim.auto_start);
+        let provisioner = match &config.platform {
+            Some(platform) => {
+                let client = ThingWorx::new(proxy.client().clone(), &config.upstream, platform)
+                    .map_err(ServerError::Platform)?;
+                let audit =
+                    Audit::open(config.provisioning.audit_log.as_deref()).map_err(|source| {
+                        ServerError::Audit {
+                            path: config
+                                .provisioning
+                                .audit_log
+                                .as_ref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default(),
+                            source,
+                        }
+                    })?;
+                Some(Arc::new(Provisioner::new(
+                    Arc::new(client),
+                    Policy::new(config.provisioning.clone()),
+                    audit,
+                )))
+            }
+            None => None,
+        };
+        let provisioner_handle = provisioner.clone();
+        let scim = ScimService::new(
+            &config.scim_base_path,
+            config.scim.clone(),
+            scim_state.clone(),
+            provisioner,
+            config.limits.max_body_bytes,
+        );
         let gateway = Arc::new(Gateway::new(
             Router::new(&config.scim_base_path),
             proxy,
-            config.limits.max_body_bytes,
+            scim,
+            config.trusted_proxies.clone(),
         ));
 
         let stop_accepting = CancellationToken::new();
@@ -185,6 +266,7 @@ impl Bound {
         let admin_task = tokio::spawn(admin::serve(
             admin_socket,
             health.clone(),
+            scim_state,
             stop_admin.clone(),
         ));
         health.mark_listeners_bound();
@@ -199,8 +281,11 @@ impl Bound {
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
                 _ = signals.hup.recv() => {
-                    tracing::info!("SIGHUP: reloading TLS certificates");
+                    tracing::info!("SIGHUP: reloading TLS certificates and the provisioning configuration");
                     let _ = reload_tx.send(());
+                    if let (Some(load), Some(p)) = (&reload_config, &provisioner_handle) {
+                        reload_provisioning(load.as_ref(), p).await;
+                    }
                 }
             }
         };
