@@ -14,11 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// What readiness is made of. Each flag only ever moves one way, so plain atomics suffice.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Health {
     listeners_bound: AtomicBool,
     upstream_seen: AtomicBool,
     draining: AtomicBool,
+    /// Whether every JWT provider has its signing keys; set once at start.
+    keys_loaded: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl Health {
@@ -34,11 +36,15 @@ impl Health {
         self.upstream_seen.load(Ordering::SeqCst)
     }
 
+    pub fn set_keys_check(&self, check: Box<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.keys_loaded.set(check);
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
-    fn checks(&self) -> [(&'static str, bool); 3] {
+    fn checks(&self) -> [(&'static str, bool); 4] {
         [
             (
                 "listeners_bound",
@@ -49,6 +55,10 @@ impl Health {
                 self.upstream_seen.load(Ordering::SeqCst),
             ),
             ("not_draining", !self.draining.load(Ordering::SeqCst)),
+            (
+                "keys_loaded",
+                self.keys_loaded.get().is_none_or(|check| check()),
+            ),
         ]
     }
 

@@ -39,6 +39,36 @@ enum Command {
     /// Start a development platform and the gateway in front of it (self-signed TLS), for
     /// trying scimgate on one machine. State is kept in --data-dir across restarts.
     Dev(DevArgs),
+    /// Print a SCIM access token (a JWT) from the development issuer of `scimgate dev`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The data directory `scimgate dev` uses.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_DATA_DIR",
+        default_value = "scimgate-dev",
+        value_name = "DIR"
+    )]
+    data_dir: PathBuf,
+    /// How long the token is valid, e.g. 1h or 30m.
+    #[arg(
+        long,
+        env = "SCIMGATE_TOKEN_LIFETIME",
+        default_value = "1h",
+        value_name = "DURATION"
+    )]
+    lifetime: String,
+    /// Scope the token carries; the development gateway requires "scim".
+    #[arg(
+        long,
+        env = "SCIMGATE_TOKEN_SCOPE",
+        default_value = "scim",
+        value_name = "SCOPE"
+    )]
+    scope: String,
 }
 
 #[derive(Debug, Args)]
@@ -131,6 +161,27 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Token(args) => {
+            let lifetime = match config::parse_duration(&args.lifetime) {
+                Ok(d) => d,
+                Err(e) => {
+                    eprintln!("--lifetime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let minted = crate::dev_issuer::Issuer::open(&args.data_dir, false)
+                .and_then(|issuer| issuer.mint("dev-admin", &args.scope, lifetime));
+            match minted {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Dev(args) => {
             crate::logging::init(&config::LogConfig {
                 format: if args.log_format == "json" {

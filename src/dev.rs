@@ -2,6 +2,7 @@
 //! newcomer sees the product work with one command.
 
 use crate::config::{self, ConfigError, Overrides};
+use crate::dev_issuer::Issuer;
 use crate::devplatform::{DevPlatform, DevPlatformError};
 use crate::fsutil::{write_atomically, Access};
 use crate::server::{Bound, ServerError};
@@ -43,6 +44,8 @@ pub enum DevError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Server(#[from] ServerError),
+    #[error("development token issuer: {0}")]
+    Issuer(#[from] crate::dev_issuer::IssuerError),
 }
 
 pub async fn run(options: DevOptions) -> Result<(), DevError> {
@@ -68,6 +71,19 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
             .map_err(io_error(&token_file))?;
     }
 
+    let issuer = Issuer::open(&data_dir, true)?;
+    let jwks_socket = tokio::net::TcpListener::bind((options.platform_listen.ip(), 0))
+        .await
+        .map_err(|source| DevError::Bind {
+            address: options.platform_listen,
+            source,
+        })?;
+    let jwks_address = jwks_socket.local_addr().map_err(|source| DevError::Bind {
+        address: options.platform_listen,
+        source,
+    })?;
+    tokio::spawn(crate::dev_issuer::serve_jwks(jwks_socket, issuer.jwks()));
+
     let platform_socket = tokio::net::TcpListener::bind(options.platform_listen)
         .await
         .map_err(|source| DevError::Bind {
@@ -90,7 +106,9 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
          [log]\nformat = {format}\nlevel = {level}\n\n\
          [platform]\napp_key = {key_ref}\n\n\
          [scim]\nbearer_token = {token_ref}\n\n\
-         [provisioning]\naudit_log = {audit}\n",
+         [provisioning]\naudit_log = {audit}\n\n\
+         [[auth.jwt]]\nissuer = {issuer}\naudiences = [{audience}]\njwks_url = {jwks}\n\
+         algorithms = [\"ES256\"]\nadmin_scopes = [{scope}]\n",
         listen = toml_string(&options.listen.to_string()),
         tls_dir = toml_string(&tls_dir.display().to_string()),
         upstream = toml_string(&format!("http://{platform_address}")),
@@ -100,6 +118,10 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         key_ref = toml_string(&format!("file:{}", key_file.display())),
         token_ref = toml_string(&format!("file:{}", token_file.display())),
         audit = toml_string(&data_dir.join(AUDIT_LOG_FILE).display().to_string()),
+        issuer = toml_string(crate::dev_issuer::ISSUER),
+        audience = toml_string(crate::dev_issuer::AUDIENCE),
+        jwks = toml_string(&format!("http://{jwks_address}/jwks.json")),
+        scope = toml_string(crate::dev_issuer::ADMIN_SCOPE),
     );
     let config = config::parse(&config_text, &data_dir, &Overrides::default())?;
     let bound = Bound::bind(config).await?;
@@ -158,6 +180,8 @@ fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: S
          -d '{{\"userName\":\"jdoe@example.com\",\"name\":{{\"givenName\":\"Jane\",\"familyName\":\"Doe\"}}}}' \
          https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \x20 curl --cacert {cert} -H \"Authorization: Bearer $(cat {token})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
+         \nOr with an OAuth token from the development issuer (a JWT, checked like Entra ID's):\n\
+         \x20 curl --cacert {cert} -H \"Authorization: Bearer $(scimgate token --data-dir {data})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \nOr call the platform's native API through the gateway:\n\
          \x20 curl --cacert {cert} -H \"appKey: $(cat {key})\" -H 'Accept: application/json' \
          -H 'Content-Type: application/json' -d '{{\"type\":\"User\"}}' \

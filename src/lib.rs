@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod dev_issuer;
 pub mod devplatform;
 pub mod fsutil;
 pub mod gateway;

@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub platform: Option<RawPlatform>,
     #[serde(default)]
     pub provisioning: RawProvisioning,
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,4 +156,57 @@ pub struct RawGroupDefaults {
     pub description: Option<String>,
     pub project: Option<String>,
     pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub bearer_token: Option<String>,
+    pub max_failures_per_minute: Option<i64>,
+    pub ca_bundle: Option<String>,
+    pub basic: Option<RawBasic>,
+    #[serde(default)]
+    pub jwt: Vec<RawJwt>,
+    pub introspection: Option<RawIntrospection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasic {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawJwt {
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    pub jwks_url: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<String>,
+    #[serde(default)]
+    pub required_claims: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub admin_scopes: Vec<String>,
+    pub hs_secret: Option<String>,
+    pub refresh_interval: Option<String>,
+    pub min_refetch_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    pub endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_ids: Vec<String>,
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub admin_scopes: Vec<String>,
+    pub cache_max: Option<String>,
+    pub negative_cache: Option<String>,
 }

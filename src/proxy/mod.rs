@@ -296,6 +296,29 @@ fn client_tls_config(upstream: &UpstreamConfig) -> Result<rustls::ClientConfig, 
     Ok(config)
 }
 
+/// A client trusting `roots`, for the identity provider's endpoints.
+pub fn client_with_roots(
+    roots: rustls::RootCertStore,
+    connect_timeout: Duration,
+) -> Result<UpstreamClient, ProxyBuildError> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector))
+}
+
 /// A pooled client to the configured upstream (HTTP/1.1 and, where offered, HTTP/2).
 pub fn build_upstream_client(upstream: &UpstreamConfig) -> Result<UpstreamClient, ProxyBuildError> {
     Ok(build_client(upstream, client_tls_config(upstream)?, false))

@@ -6,7 +6,7 @@ pub mod error;
 pub mod filter;
 pub mod v1;
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthError, Authenticator};
 use crate::body::{full, read_limited, Body, BodyError};
 use crate::config::ScimSettings;
 use crate::platform::names;
@@ -65,7 +65,7 @@ pub struct ScimService {
     base_path: String,
     settings: ScimSettings,
     state: Arc<ScimState>,
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
     provisioner: Option<Arc<Provisioner>>,
     max_body_bytes: u64,
 }
@@ -83,12 +83,13 @@ impl ScimService {
         base_path: &str,
         settings: ScimSettings,
         state: Arc<ScimState>,
+        auth: Arc<Authenticator>,
         provisioner: Option<Arc<Provisioner>>,
         max_body_bytes: u64,
     ) -> Self {
         Self {
             base_path: base_path.to_string(),
-            auth: Authenticator::new(settings.bearer_token.clone()),
+            auth,
             settings,
             state,
             provisioner,
@@ -183,10 +184,19 @@ impl ScimService {
         if !self.state.enabled() {
             return Err(ScimError::not_found("SCIM is not enabled on this server"));
         }
-        if let Err(e) = self.auth.authenticate(req.headers()) {
+        let authenticated = self
+            .auth
+            .authenticate(req.headers(), req.uri().query(), info.client)
+            .await;
+        if let Err(e) = authenticated {
             tracing::info!(client = %info.client, reason = %e, "SCIM request refused");
-            let mut err = ScimError::new(StatusCode::UNAUTHORIZED, e.to_string());
-            err.challenge = Some(e.challenge());
+            let status = match e {
+                AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
+                AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let mut err = ScimError::new(status, e.to_string());
+            err.challenge = e.challenge();
             return Err(err);
         }
         if !self.state.started() {

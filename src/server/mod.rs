@@ -5,6 +5,7 @@ pub mod activity;
 pub mod tls;
 
 use crate::admin::{self, Health};
+use crate::auth::Authenticator;
 use crate::config::{Config, Limits, UpstreamConfig};
 use crate::gateway::{Connection, Gateway};
 use crate::platform::ThingWorx;
@@ -44,6 +45,8 @@ pub enum ServerError {
     Upstream(#[from] ProxyBuildError),
     #[error(transparent)]
     Platform(crate::platform::BadCredentials),
+    #[error(transparent)]
+    Auth(crate::auth::AuthBuildError),
     #[error("cannot open the audit log {path}: {source}")]
     Audit {
         path: String,
@@ -222,10 +225,17 @@ impl Bound {
             None => None,
         };
         let provisioner_handle = provisioner.clone();
+        let authenticator =
+            Arc::new(Authenticator::start(&config.auth).map_err(ServerError::Auth)?);
+        {
+            let authenticator = authenticator.clone();
+            health.set_keys_check(Box::new(move || authenticator.keys_loaded()));
+        }
         let scim = ScimService::new(
             &config.scim_base_path,
             config.scim.clone(),
             scim_state.clone(),
+            authenticator,
             provisioner,
             config.limits.max_body_bytes,
         );
