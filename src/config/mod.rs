@@ -111,6 +111,8 @@ pub struct ScimSettings {
     pub max_filter_candidates: usize,
     /// A static bearer token identity providers present (until OAuth is configured).
     pub bearer_token: Option<Secret>,
+    /// Answer a SCIM 2.0 group PATCH with 204 instead of the (possibly huge) group.
+    pub group_patch_no_content: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +148,9 @@ pub struct ProvisioningConfig {
     pub terminate_sessions_on_config_change: bool,
     /// User extension property that keeps `externalId`; `None` drops it.
     pub external_id_property: Option<String>,
+    /// Tag vocabulary (a dynamic one on the platform) whose term keeps a group's `externalId`;
+    /// `None` drops it.
+    pub group_external_id_vocabulary: Option<String>,
     /// JSON-lines audit file; without it audit records go to the log.
     pub audit_log: Option<PathBuf>,
     pub user_defaults: UserDefaults,
@@ -898,6 +903,18 @@ impl Validator<'_> {
                     None
                 }
             });
+        let group_patch_no_content = match raw.group_patch_response.as_deref() {
+            None | Some("resource") => false,
+            Some("no_content") => true,
+            Some(other) => {
+                self.problem(
+                    "scim.group_patch_response",
+                    format!("{other:?} is not a response style"),
+                    "use \"resource\" (200 with the group) or \"no_content\" (204)",
+                );
+                false
+            }
+        };
         ScimSettings {
             enabled: raw.enabled.unwrap_or(true),
             auto_start: raw.auto_start.unwrap_or(true),
@@ -910,6 +927,7 @@ impl Validator<'_> {
                 (1, 1_000_000),
             ) as usize,
             bearer_token,
+            group_patch_no_content,
         }
     }
 
@@ -1186,6 +1204,19 @@ impl Validator<'_> {
             Some(s) if s.is_empty() => None,
             Some(s) => Some(s),
         };
+        let group_external_id_vocabulary = match p.group_external_id_vocabulary {
+            None => Some("SCIMExternalId".to_string()),
+            Some(s) if s.is_empty() => None,
+            Some(s) if s.contains([':', ';']) => {
+                self.problem(
+                    "provisioning.group_external_id_vocabulary",
+                    format!("{s:?} cannot be a vocabulary name"),
+                    "use a name without ':' or ';', or \"\" to drop group externalIds",
+                );
+                None
+            }
+            Some(s) => Some(s),
+        };
         let mut user_attributes = crate::provisioning::default_user_attributes();
         for (slot, property) in p.user_attributes {
             if !crate::provisioning::is_known_slot(&slot) {
@@ -1249,6 +1280,7 @@ impl Validator<'_> {
                 .terminate_sessions_on_config_change
                 .unwrap_or(false),
             external_id_property,
+            group_external_id_vocabulary,
             audit_log: p.audit_log.map(|a| self.path(&a)),
             user_defaults,
             group_defaults,

@@ -107,6 +107,7 @@ pub struct RawScim {
     pub max_results: Option<i64>,
     pub max_filter_candidates: Option<i64>,
     pub bearer_token: Option<String>,
+    pub group_patch_response: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -129,6 +130,7 @@ pub struct RawProvisioning {
     pub max_users: Option<i64>,
     pub terminate_sessions_on_config_change: Option<bool>,
     pub external_id_property: Option<String>,
+    pub group_external_id_vocabulary: Option<String>,
     pub audit_log: Option<String>,
     #[serde(default)]
     pub user_defaults: RawUserDefaults,

@@ -596,6 +596,7 @@ fn config() -> ProvisioningConfig {
         max_users: None,
         terminate_sessions_on_config_change: false,
         external_id_property: Some("scimExternalId".into()),
+        group_external_id_vocabulary: None,
         audit_log: None,
         user_defaults: UserDefaults {
             description: Some("Provisioned by SCIM".into()),
@@ -657,6 +658,7 @@ fn user_ref(name: &str) -> MemberRef {
 
 fn group_change(display: &str) -> GroupChange {
     GroupChange {
+        external_id: Change::Keep,
         display_name: Some(display.to_string()),
         members: MembersChange::Keep,
     }
@@ -1636,6 +1638,7 @@ async fn an_excluded_user_cannot_become_a_member_and_is_named() {
     ] {
         fake.clear_log();
         let change = GroupChange {
+            external_id: Change::Keep,
             display_name: None,
             members: MembersChange::Edit {
                 add: vec![member.clone()],
@@ -1675,6 +1678,7 @@ async fn a_failed_member_add_is_reported_as_partial_naming_exactly_that_member()
     );
     fake.fail_next("add_group_member Sales bob");
     let change = GroupChange {
+        external_id: Change::Keep,
         display_name: None,
         members: MembersChange::Edit {
             add: vec![user_ref("alice"), user_ref("bob"), user_ref("carol")],
@@ -1724,6 +1728,7 @@ async fn every_failed_member_is_named_when_a_refusal_and_a_platform_failure_mix(
     );
     fake.fail_next("add_group_member sales bob");
     let change = GroupChange {
+        external_id: Change::Keep,
         display_name: None,
         members: MembersChange::Edit {
             add: vec![user_ref("Administrator"), user_ref("bob")],
@@ -1766,6 +1771,7 @@ async fn replace_applies_only_the_difference_and_keeps_hidden_members() {
             ),
     );
     let change = GroupChange {
+        external_id: Change::Keep,
         display_name: None,
         members: MembersChange::Replace(vec![user_ref("bob"), user_ref("carol")]),
     };
@@ -1869,6 +1875,7 @@ async fn a_mapped_excluded_group_is_visible_and_takes_members_but_cannot_be_dele
 
     // Membership may change through the mapping; the built-in admin stays.
     let change = GroupChange {
+        external_id: Change::Keep,
         display_name: Some("IdP Admins".into()),
         members: MembersChange::Replace(vec![user_ref("alice")]),
     };
@@ -1943,6 +1950,7 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
             "{name}: {err:?}"
         );
         let change = GroupChange {
+            external_id: Change::Keep,
             display_name: None,
             members: MembersChange::Edit {
                 add: vec![user_ref("alice")],
@@ -1974,6 +1982,7 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
     }
     // Nor can such a group be nested into a visible one.
     let change = GroupChange {
+        external_id: Change::Keep,
         display_name: None,
         members: MembersChange::Edit {
             add: vec![MemberRef {

@@ -133,6 +133,7 @@ pub struct MemberRef {
 pub struct GroupRecord {
     pub id: String,
     pub display_name: String,
+    pub external_id: Option<String>,
     pub members: Vec<MemberRef>,
 }
 
@@ -169,6 +170,7 @@ pub enum MembersChange {
 #[derive(Debug, Clone, Default)]
 pub struct GroupChange {
     pub display_name: Option<String>,
+    pub external_id: Change<String>,
     pub members: MembersChange,
 }
 
@@ -731,9 +733,16 @@ impl Provisioner {
                 kind: Some(m.kind),
             })
             .collect();
+        let external_id = policy
+            .config
+            .group_external_id_vocabulary
+            .as_ref()
+            .and_then(|vocab| group.tags.iter().find(|t| &t.vocabulary == vocab))
+            .map(|t| t.term.clone());
         Ok(GroupRecord {
             id: id_for(&group.name),
             display_name: policy.idp_group(&group.name),
+            external_id,
             members,
         })
     }
@@ -788,13 +797,18 @@ impl Provisioner {
         }
         let defaults = &policy.config.group_defaults;
         let mut changes = vec![format!("created {platform_name}")];
+        let tags = with_external_id(
+            &policy,
+            defaults.tags.clone().unwrap_or_default(),
+            &change.external_id,
+        );
         let created = self
             .platform
             .create_group(&NewGroup {
                 name: platform_name.clone(),
                 description: defaults.description.clone().unwrap_or_default(),
                 project: defaults.project.clone(),
-                tags: defaults.tags.clone().unwrap_or_default(),
+                tags,
             })
             .await
             .map_err(|e| match e {
@@ -871,6 +885,26 @@ impl Provisioner {
                         current.display_name
                     ),
                 ));
+            }
+        }
+        if !matches!(change.external_id, Change::Keep) {
+            let platform_group = self
+                .platform
+                .get_group(&platform_name)
+                .await
+                .map_err(not_found_as("Group", id))?;
+            let tags = with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
+            if tags != platform_group.tags {
+                if policy.is_group_excluded(&platform_name) {
+                    return Err(self.refuse(
+                        actor,
+                        "update_group",
+                        &platform_name,
+                        Rule::GroupExclusion,
+                        format!("{platform_name} is on the group provisioning exclusion list: only its membership may change"),
+                    ));
+                }
+                self.platform.set_group_tags(&platform_name, &tags).await?;
             }
         }
         let (add, remove) = match change.members {
@@ -954,7 +988,10 @@ impl Provisioner {
             .map(|m| (true, m))
             .chain(remove.into_iter().map(|m| (false, m)))
         {
-            let label = member.display.clone().unwrap_or_else(|| member.id.clone());
+            let label = match &member.display {
+                Some(d) => format!("{d} (id {})", member.id),
+                None => member.id.clone(),
+            };
             // Policy first: an excluded principal is refused even when the change would be a
             // no-op, so the identity provider learns it cannot manage it.
             if let Err(e) = refuse_excluded_member(policy, &member) {
@@ -1029,14 +1066,29 @@ impl Provisioner {
         member: &MemberRef,
     ) -> Result<Member, ProvisionError> {
         let name = name_for(&member.id).ok_or_else(|| missing_member(&member.id, member.kind))?;
-        let kind = match member.kind {
-            Some(k) => k,
-            None => match self.platform.get_user(&name).await {
+        // A declared type that names nothing is treated like no type: clients get it wrong.
+        let declared = match member.kind {
+            Some(MemberKind::User) => self
+                .platform
+                .get_user(&name)
+                .await
+                .map(|_| MemberKind::User),
+            Some(MemberKind::Group) => self
+                .platform
+                .get_group(&name)
+                .await
+                .map(|_| MemberKind::Group),
+            None => Err(PlatformError::NotFound(String::new())),
+        };
+        let kind = match declared {
+            Ok(k) => k,
+            Err(e) if !matches!(e, PlatformError::NotFound(_)) => return Err(e.into()),
+            Err(_) => match self.platform.get_user(&name).await {
                 Ok(_) => MemberKind::User,
                 Err(PlatformError::NotFound(_)) => match self.platform.get_group(&name).await {
                     Ok(_) => MemberKind::Group,
                     Err(PlatformError::NotFound(_)) => {
-                        return Err(missing_member(&member.id, None))
+                        return Err(missing_member(&member.id, member.kind))
                     }
                     Err(e) => return Err(e.into()),
                 },
@@ -1075,6 +1127,36 @@ fn missing_member(id: &str, kind: Option<MemberKind>) -> ProvisionError {
         None => "no user or group has this id",
     };
     ProvisionError::invalid("invalidValue", format!("member {id}: {what}"))
+}
+
+/// `tags` with the group's externalId term (in the configured vocabulary) set or cleared.
+fn with_external_id(
+    policy: &Policy,
+    mut tags: Vec<crate::platform::Tag>,
+    change: &Change<String>,
+) -> Vec<crate::platform::Tag> {
+    let Some(vocabulary) = &policy.config.group_external_id_vocabulary else {
+        return tags;
+    };
+    let current = tags
+        .iter()
+        .find(|t| &t.vocabulary == vocabulary)
+        .map(|t| t.term.clone());
+    let next = match change {
+        Change::Keep => return tags,
+        Change::Set(v) => Some(v.clone()),
+        Change::Clear => None,
+        Change::ClearIf(v) if current.as_deref() == Some(v.as_str()) => None,
+        Change::ClearIf(_) => current,
+    };
+    tags.retain(|t| &t.vocabulary != vocabulary);
+    if let Some(term) = next.filter(|t| !t.is_empty() && !t.contains([';'])) {
+        tags.push(crate::platform::Tag {
+            vocabulary: vocabulary.clone(),
+            term,
+        });
+    }
+    tags
 }
 
 /// Listings read resources this many at a time; the platform client's own bound still applies.

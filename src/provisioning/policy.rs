@@ -148,6 +148,7 @@ mod tests {
             max_users: None,
             terminate_sessions_on_config_change: false,
             external_id_property: None,
+            group_external_id_vocabulary: None,
             audit_log: None,
             user_defaults: UserDefaults::default(),
             group_defaults: GroupDefaults::default(),

@@ -2,9 +2,11 @@
 //! subsystem's enabled/started state, query handling (filter, sort, paging, attributes), and
 //! the version codecs. Provisioning decisions are made in `crate::provisioning`.
 
+pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod v1;
+pub mod v2;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::body::{full, read_limited, Body, BodyError};
@@ -70,12 +72,101 @@ pub struct ScimService {
     max_body_bytes: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    Users,
+    Groups,
+}
+
 enum Endpoint {
-    Users(Option<String>),
-    Groups(Option<String>),
-    ServiceProviderConfigs,
+    Resources(Resource, Option<String>),
+    Search(Option<Resource>),
+    ServiceProviderConfig,
+    ResourceTypes(Option<String>),
     Schemas(Option<String>),
     Bulk,
+    Me,
+}
+
+/// Preconditions from `If-Match`/`If-None-Match` (SCIM 2.0 ETags).
+#[derive(Default, Clone)]
+struct Conditions {
+    if_match: Option<String>,
+    if_none_match: Option<String>,
+}
+
+impl Conditions {
+    fn from_headers(h: &http::HeaderMap) -> Self {
+        let get =
+            |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        Self {
+            if_match: get(header::IF_MATCH),
+            if_none_match: get(header::IF_NONE_MATCH),
+        }
+    }
+
+    fn tags(list: &str) -> impl Iterator<Item = &str> {
+        list.split(',').map(|t| t.trim().trim_start_matches("W/"))
+    }
+
+    fn matches(list: &str, etag: &str) -> bool {
+        let etag = etag.trim_start_matches("W/");
+        Self::tags(list).any(|t| t == "*" || t == etag)
+    }
+
+    fn check_write(&self, current: &str) -> Result<(), ScimError> {
+        match &self.if_match {
+            Some(list) if !Self::matches(list, current) => Err(ScimError {
+                status: StatusCode::PRECONDITION_FAILED,
+                scim_type: Some("invalidVers"),
+                detail: format!("the resource changed: its version is {current}"),
+                challenge: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What an operation produced, before it is put on the wire (or into a Bulk response).
+struct Reply {
+    status: StatusCode,
+    body: Option<Value>,
+    location: Option<String>,
+    etag: Option<String>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: Value) -> Self {
+        Self {
+            status,
+            body: Some(body),
+            location: None,
+            etag: None,
+        }
+    }
+
+    fn resource(status: StatusCode, body: Value, version: Version) -> Self {
+        let location = body["meta"]["location"].as_str().map(str::to_string);
+        let etag = match version {
+            Version::V2 => body["meta"]["version"].as_str().map(str::to_string),
+            Version::V1 => None,
+        };
+        Self {
+            status,
+            body: Some(body),
+            location,
+            etag,
+        }
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            body: None,
+            location: None,
+            etag: None,
+        }
+    }
 }
 
 impl ScimService {
@@ -98,8 +189,8 @@ impl ScimService {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, info: RequestInfo) -> Response<Body> {
-        let (version, endpoint, prefix) = self.route(req.uri().path());
-        match self.serve(req, &info, endpoint, &prefix).await {
+        let (version, rest) = self.split(req.uri().path());
+        match self.serve(req, &info, version, &rest).await {
             Ok(response) => response,
             Err(e) => {
                 if e.status.is_server_error() {
@@ -110,76 +201,97 @@ impl ScimService {
         }
     }
 
-    /// Splits the path under the base into version and endpoint. The path is normalised the
-    /// way the router classified it, so a disguised path is served, not refused.
-    fn route(&self, path: &str) -> (Version, Result<Endpoint, ScimError>, String) {
+    /// The version and the path under the version's base. The path is normalised the way the
+    /// router classified it, so a disguised path is served, not refused.
+    fn split(&self, path: &str) -> (Version, String) {
         let normalized = crate::router::normalize(path);
         let base = crate::router::normalize(&self.base_path);
         let rest = if normalized.len() >= base.len()
             && normalized[..base.len()].eq_ignore_ascii_case(&base)
         {
-            &normalized[base.len()..]
+            normalized[base.len()..].to_string()
         } else {
-            ""
+            String::new()
         };
+        let first = rest.split('/').find(|s| !s.is_empty()).unwrap_or("");
+        if first.eq_ignore_ascii_case("v2") {
+            (
+                Version::V2,
+                rest[rest.find(first).map_or(0, |i| i + 2)..].to_string(),
+            )
+        } else if first.eq_ignore_ascii_case("v1") {
+            (
+                Version::V1,
+                rest[rest.find(first).map_or(0, |i| i + 2)..].to_string(),
+            )
+        } else {
+            (Version::V1, rest)
+        }
+    }
+
+    fn prefix(&self, version: Version, rest_had_v1: bool) -> String {
+        match (version, rest_had_v1) {
+            (Version::V2, _) => format!("{}/v2", self.base_path),
+            (Version::V1, true) => format!("{}/v1", self.base_path),
+            (Version::V1, false) => self.base_path.clone(),
+        }
+    }
+
+    /// The endpoint a path under the version base names.
+    fn endpoint(&self, version: Version, rest: &str) -> Result<Endpoint, ScimError> {
         let mut segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-        let (version, prefix) = match segments.first() {
-            Some(v) if v.eq_ignore_ascii_case("v1") => {
-                segments.remove(0);
-                (Version::V1, format!("{}/v1", self.base_path))
-            }
-            Some(v) if v.eq_ignore_ascii_case("v2") => {
-                return (
-                    Version::V2,
-                    Err(ScimError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "SCIM 2.0 is not served yet; use the SCIM 1.1 base path",
-                    )),
-                    String::new(),
-                );
-            }
-            _ => (Version::V1, self.base_path.clone()),
-        };
         if let Some(last) = segments.last_mut() {
             if let Some(stem) = strip_suffix_ignore_case(last, ".json") {
                 *last = stem;
             } else if strip_suffix_ignore_case(last, ".xml").is_some() {
-                return (
-                    version,
-                    Err(ScimError::new(
-                        StatusCode::NOT_ACCEPTABLE,
-                        "only JSON is supported",
-                    )),
-                    prefix,
-                );
+                return Err(ScimError::new(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "only JSON is supported",
+                ));
             }
         }
-        let id = segments.get(1).map(|s| s.to_string());
-        let endpoint = match (segments.first(), segments.len()) {
-            (Some(e), 1 | 2) if e.eq_ignore_ascii_case("Users") => Ok(Endpoint::Users(id)),
-            (Some(e), 1 | 2) if e.eq_ignore_ascii_case("Groups") => Ok(Endpoint::Groups(id)),
-            (Some(e), 1)
-                if e.eq_ignore_ascii_case("ServiceProviderConfigs")
-                    || e.eq_ignore_ascii_case("ServiceProviderConfig") =>
-            {
-                Ok(Endpoint::ServiceProviderConfigs)
+        let is = |s: &str, name: &str| s.eq_ignore_ascii_case(name);
+        let v2 = version == Version::V2;
+        let endpoint = match segments.as_slice() {
+            [r] if is(r, "Users") => Endpoint::Resources(Resource::Users, None),
+            [r] if is(r, "Groups") => Endpoint::Resources(Resource::Groups, None),
+            [r, s] if v2 && is(r, "Users") && is(s, ".search") => {
+                Endpoint::Search(Some(Resource::Users))
             }
-            (Some(e), 1 | 2) if e.eq_ignore_ascii_case("Schemas") => Ok(Endpoint::Schemas(id)),
-            (Some(e), 1) if e.eq_ignore_ascii_case("Bulk") => Ok(Endpoint::Bulk),
-            _ => Err(ScimError::not_found(format!(
-                "{path} is not a SCIM endpoint; try {}/Users or {}/Groups",
-                self.base_path, self.base_path
-            ))),
+            [r, s] if v2 && is(r, "Groups") && is(s, ".search") => {
+                Endpoint::Search(Some(Resource::Groups))
+            }
+            [r, id] if is(r, "Users") => Endpoint::Resources(Resource::Users, Some(id.to_string())),
+            [r, id] if is(r, "Groups") => {
+                Endpoint::Resources(Resource::Groups, Some(id.to_string()))
+            }
+            [s] if v2 && is(s, ".search") => Endpoint::Search(None),
+            [s] if is(s, "ServiceProviderConfigs") || is(s, "ServiceProviderConfig") => {
+                Endpoint::ServiceProviderConfig
+            }
+            [s] if v2 && is(s, "ResourceTypes") => Endpoint::ResourceTypes(None),
+            [s, id] if v2 && is(s, "ResourceTypes") => {
+                Endpoint::ResourceTypes(Some(id.to_string()))
+            }
+            [s] if is(s, "Schemas") => Endpoint::Schemas(None),
+            [s, id] if is(s, "Schemas") => Endpoint::Schemas(Some(id.to_string())),
+            [s] if is(s, "Bulk") => Endpoint::Bulk,
+            [s] if v2 && is(s, "Me") => Endpoint::Me,
+            _ => {
+                return Err(ScimError::not_found(format!(
+                    "{rest} is not a SCIM endpoint; try Users or Groups"
+                )))
+            }
         };
-        (version, endpoint, prefix)
+        Ok(endpoint)
     }
 
     async fn serve(
         &self,
         req: Request<Incoming>,
         info: &RequestInfo,
-        endpoint: Result<Endpoint, ScimError>,
-        prefix: &str,
+        version: Version,
+        rest: &str,
     ) -> Result<Response<Body>, ScimError> {
         if !self.state.enabled() {
             return Err(ScimError::not_found("SCIM is not enabled on this server"));
@@ -202,63 +314,38 @@ impl ScimService {
         if !self.state.started() {
             return Err(crate::provisioning::ProvisionError::Stopped.into());
         }
-        let endpoint = endpoint?;
+        let had_v1 = req
+            .uri()
+            .path()
+            .to_ascii_lowercase()
+            .contains(&format!("{}/v1", self.base_path.to_ascii_lowercase()));
+        let endpoint = self.endpoint(version, rest)?;
         let method = effective_method(&req);
-        let query = Query::parse(req.uri().query().unwrap_or(""));
-        let origin_prefix = format!("{}{prefix}", info.origin);
-        let actor = Actor {
-            client: info.client.to_string(),
-        };
-
-        match endpoint {
-            Endpoint::ServiceProviderConfigs => {
-                only_get(&method)?;
-                let doc = v1::service_provider_config(
-                    "https://github.com/scimgate/scimgate#readme",
-                    self.settings.max_results,
-                );
-                Ok(json_response(StatusCode::OK, &doc))
-            }
-            Endpoint::Schemas(id) => {
-                only_get(&method)?;
-                let schemas = v1::schemas();
-                match id {
-                    None => Ok(json_response(
-                        StatusCode::OK,
-                        &list(schemas.len(), 1, schemas),
-                    )),
-                    Some(id) => {
-                        let wanted = if id.eq_ignore_ascii_case("Groups")
-                            || id.eq_ignore_ascii_case("Group")
-                        {
-                            1
-                        } else if id.eq_ignore_ascii_case("Users")
-                            || id.eq_ignore_ascii_case("User")
-                            || id.eq_ignore_ascii_case(v1::CORE)
-                        {
-                            0
-                        } else {
-                            return Err(ScimError::not_found(format!("schema {id} not found")));
-                        };
-                        Ok(json_response(StatusCode::OK, &schemas[wanted]))
-                    }
-                }
-            }
-            Endpoint::Bulk => Err(ScimError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "Bulk is not supported",
-            )),
-            Endpoint::Users(id) => {
-                let p = self.provisioner()?;
-                self.users(p, req, &method, id, &query, &origin_prefix, &actor)
-                    .await
-            }
-            Endpoint::Groups(id) => {
-                let p = self.provisioner()?;
-                self.groups(p, req, &method, id, &query, &origin_prefix, &actor)
-                    .await
-            }
+        // Discovery is read-only: refuse writes before reading whatever body they carry.
+        if matches!(
+            endpoint,
+            Endpoint::ServiceProviderConfig | Endpoint::ResourceTypes(_) | Endpoint::Schemas(_)
+        ) {
+            only_get(&method)?;
         }
+        let query = Query::parse(req.uri().query().unwrap_or(""));
+        let conditions = Conditions::from_headers(req.headers());
+        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+            Some(self.body(req).await?)
+        } else {
+            None
+        };
+        let ctx = Context {
+            version,
+            origin_prefix: format!("{}{}", info.origin, self.prefix(version, had_v1)),
+            actor: Actor {
+                client: info.client.to_string(),
+            },
+        };
+        let reply = self
+            .execute(&ctx, &method, endpoint, &query, body, &conditions)
+            .await?;
+        Ok(to_response(reply, version))
     }
 
     fn provisioner(&self) -> Result<&Provisioner, ScimError> {
@@ -284,143 +371,402 @@ impl ScimService {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn users(
+    /// One SCIM operation, independent of HTTP so Bulk can run it too.
+    async fn execute(
         &self,
-        p: &Provisioner,
-        req: Request<Incoming>,
+        ctx: &Context,
         method: &Method,
-        id: Option<String>,
+        endpoint: Endpoint,
         query: &Query,
-        origin_prefix: &str,
-        actor: &Actor,
-    ) -> Result<Response<Body>, ScimError> {
-        let location = |id: &str| format!("{origin_prefix}/Users/{id}");
-        match (method.as_str(), id) {
-            ("GET", None) => {
-                let (total, start, items) = self.list_users(p, query, &location).await?;
-                let items = items
-                    .into_iter()
-                    .map(|v| project(v, &query.attributes))
-                    .collect();
-                Ok(json_response(StatusCode::OK, &list(total, start, items)))
-            }
-            ("GET", Some(id)) => {
-                let user = p.get_user(&id).await?;
-                let v = v1::render_user(&user, &location(&user.id));
-                Ok(json_response(
-                    StatusCode::OK,
-                    &project(v, &query.attributes),
-                ))
-            }
-            ("POST", None) => {
-                let body = self.body(req).await?;
-                let change = v1::parse_user(&body, v1::Mode::Create)?;
-                let user = p.create_user(actor, change).await?;
-                let loc = location(&user.id);
-                let mut response =
-                    json_response(StatusCode::CREATED, &v1::render_user(&user, &loc));
-                if let Ok(l) = HeaderValue::from_str(&loc) {
-                    response.headers_mut().insert(header::LOCATION, l);
-                }
-                Ok(response)
-            }
-            ("PUT", Some(id)) | ("PATCH", Some(id)) => {
-                let mode = if method == Method::PUT {
-                    v1::Mode::Replace
-                } else {
-                    v1::Mode::Patch
+        body: Option<Value>,
+        conditions: &Conditions,
+    ) -> Result<Reply, ScimError> {
+        let v = ctx.version;
+        let discovery_base = ctx.origin_prefix.clone();
+        match endpoint {
+            Endpoint::ServiceProviderConfig => {
+                only_get(method)?;
+                let doc = match v {
+                    Version::V1 => v1::service_provider_config(
+                        "https://github.com/scimgate/scimgate#readme",
+                        self.settings.max_results,
+                    ),
+                    Version::V2 => discovery::service_provider_config(
+                        &discovery_base,
+                        self.settings.max_results,
+                    ),
                 };
-                let body = self.body(req).await?;
-                let change = v1::parse_user(&body, mode)?;
-                let user = p.update_user(actor, &id, change).await?;
-                let v = v1::render_user(&user, &location(&user.id));
-                Ok(json_response(
-                    StatusCode::OK,
-                    &project(v, &query.attributes),
-                ))
+                Ok(Reply::json(StatusCode::OK, doc))
             }
-            ("DELETE", Some(id)) => {
-                p.delete_user(actor, &id).await?;
-                Ok(empty_response(StatusCode::OK))
+            Endpoint::ResourceTypes(id) => {
+                only_get(method)?;
+                let types = discovery::resource_types(&discovery_base);
+                match id {
+                    None => Ok(Reply::json(StatusCode::OK, v2::list(types.len(), 1, types))),
+                    Some(id) => types
+                        .into_iter()
+                        .find(|t| {
+                            t["id"]
+                                .as_str()
+                                .is_some_and(|i| i.eq_ignore_ascii_case(&id))
+                        })
+                        .map(|t| Reply::json(StatusCode::OK, t))
+                        .ok_or_else(|| {
+                            ScimError::not_found(format!("resource type {id} not found"))
+                        }),
+                }
             }
-            (m, id) => Err(method_not_allowed(m, "Users", id.is_some())),
+            Endpoint::Schemas(id) => {
+                only_get(method)?;
+                let schemas = match v {
+                    Version::V1 => v1::schemas(),
+                    Version::V2 => {
+                        let policy = self.provisioner.as_ref().map(|p| p.policy());
+                        let mapped = policy
+                            .as_ref()
+                            .map(|p| p.config.user_attributes.clone())
+                            .unwrap_or_else(crate::provisioning::default_user_attributes);
+                        let external = policy
+                            .as_ref()
+                            .is_none_or(|p| p.config.external_id_property.is_some());
+                        discovery::schemas(&discovery_base, &mapped, external)
+                    }
+                };
+                match id {
+                    None => Ok(Reply::json(
+                        StatusCode::OK,
+                        list(v, schemas.len(), 1, schemas),
+                    )),
+                    Some(id) => find_schema(v, schemas, &id)
+                        .map(|s| Reply::json(StatusCode::OK, s))
+                        .ok_or_else(|| ScimError::not_found(format!("schema {id} not found"))),
+                }
+            }
+            Endpoint::Me => Err(ScimError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "/Me is not supported: SCIM callers are identity providers, not users",
+            )),
+            Endpoint::Bulk => {
+                if v == Version::V1 {
+                    return Err(ScimError::new(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "Bulk is not supported in SCIM 1.1",
+                    ));
+                }
+                if method != Method::POST {
+                    return Err(method_not_allowed(method.as_str(), "Bulk", false));
+                }
+                Box::pin(self.bulk(ctx, body.unwrap_or(Value::Null))).await
+            }
+            Endpoint::Search(resource) => {
+                if method != Method::POST {
+                    return Err(method_not_allowed(method.as_str(), ".search", false));
+                }
+                let query = Query::from_search(body.as_ref().unwrap_or(&Value::Null))?;
+                let p = self.provisioner()?;
+                match resource {
+                    Some(r) => self.list(ctx, p, r, &query).await,
+                    None => self.search_all(ctx, p, &query).await,
+                }
+            }
+            Endpoint::Resources(resource, id) => {
+                let p = self.provisioner()?;
+                match (method.as_str(), id) {
+                    ("GET", None) => self.list(ctx, p, resource, query).await,
+                    ("GET", Some(id)) => {
+                        let rendered = self.read(ctx, p, resource, &id).await?;
+                        if let (Version::V2, Some(list)) = (v, &conditions.if_none_match) {
+                            if let Some(tag) = rendered["meta"]["version"].as_str() {
+                                if Conditions::matches(list, tag) {
+                                    let mut r = Reply::empty(StatusCode::NOT_MODIFIED);
+                                    r.etag = Some(tag.to_string());
+                                    return Ok(r);
+                                }
+                            }
+                        }
+                        Ok(Reply::resource(
+                            StatusCode::OK,
+                            project(rendered, &query.attributes, &query.excluded),
+                            v,
+                        ))
+                    }
+                    ("POST", None) => {
+                        let body = body.unwrap_or(Value::Null);
+                        let rendered = match resource {
+                            Resource::Users => {
+                                let change = match v {
+                                    Version::V1 => v1::parse_user(&body, v1::Mode::Create)?,
+                                    Version::V2 => v2::parse_user(&body, v1::Mode::Create)?,
+                                };
+                                let user = p.create_user(&ctx.actor, change).await?;
+                                ctx.render_user(&user)
+                            }
+                            Resource::Groups => {
+                                let change = v1::parse_group(&body, v1::Mode::Create)?;
+                                let group = p.create_group(&ctx.actor, change).await?;
+                                ctx.render_group(&group)
+                            }
+                        };
+                        Ok(Reply::resource(StatusCode::CREATED, rendered, v))
+                    }
+                    ("PUT", Some(id)) | ("PATCH", Some(id)) => {
+                        let body = body.unwrap_or(Value::Null);
+                        let current = self.read(ctx, p, resource, &id).await?;
+                        if let Some(tag) = current["meta"]["version"].as_str() {
+                            conditions.check_write(tag)?;
+                        }
+                        let patch = method == Method::PATCH;
+                        let rendered = match resource {
+                            Resource::Users => {
+                                let change = match (v, patch) {
+                                    (Version::V1, false) => {
+                                        v1::parse_user(&body, v1::Mode::Replace)?
+                                    }
+                                    (Version::V1, true) => v1::parse_user(&body, v1::Mode::Patch)?,
+                                    (Version::V2, false) => {
+                                        v2::parse_user(&body, v1::Mode::Replace)?
+                                    }
+                                    (Version::V2, true) => v2::patch_user(&current, &body)?,
+                                };
+                                let user = p.update_user(&ctx.actor, &id, change).await?;
+                                ctx.render_user(&user)
+                            }
+                            Resource::Groups => {
+                                let change = match (v, patch) {
+                                    (_, false) => v1::parse_group(&body, v1::Mode::Replace)?,
+                                    (Version::V1, true) => v1::parse_group(&body, v1::Mode::Patch)?,
+                                    (Version::V2, true) => v2::patch_group(&body)?,
+                                };
+                                let group = p.update_group(&ctx.actor, &id, change).await?;
+                                if patch && v == Version::V2 && self.settings.group_patch_no_content
+                                {
+                                    return Ok(Reply::empty(StatusCode::NO_CONTENT));
+                                }
+                                ctx.render_group(&group)
+                            }
+                        };
+                        Ok(Reply::resource(
+                            StatusCode::OK,
+                            project(rendered, &query.attributes, &query.excluded),
+                            v,
+                        ))
+                    }
+                    ("DELETE", Some(id)) => {
+                        if v == Version::V2 && conditions.if_match.is_some() {
+                            let current = self.read(ctx, p, resource, &id).await?;
+                            if let Some(tag) = current["meta"]["version"].as_str() {
+                                conditions.check_write(tag)?;
+                            }
+                        }
+                        match resource {
+                            Resource::Users => p.delete_user(&ctx.actor, &id).await?,
+                            Resource::Groups => p.delete_group(&ctx.actor, &id).await?,
+                        }
+                        Ok(Reply::empty(match v {
+                            Version::V1 => StatusCode::OK,
+                            Version::V2 => StatusCode::NO_CONTENT,
+                        }))
+                    }
+                    (m, id) => Err(method_not_allowed(
+                        m,
+                        match resource {
+                            Resource::Users => "Users",
+                            Resource::Groups => "Groups",
+                        },
+                        id.is_some(),
+                    )),
+                }
+            }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn groups(
+    async fn read(
         &self,
+        ctx: &Context,
         p: &Provisioner,
-        req: Request<Incoming>,
-        method: &Method,
-        id: Option<String>,
+        resource: Resource,
+        id: &str,
+    ) -> Result<Value, ScimError> {
+        Ok(match resource {
+            Resource::Users => ctx.render_user(&p.get_user(id).await?),
+            Resource::Groups => ctx.render_group(&p.get_group(id).await?),
+        })
+    }
+
+    async fn list(
+        &self,
+        ctx: &Context,
+        p: &Provisioner,
+        resource: Resource,
         query: &Query,
-        origin_prefix: &str,
-        actor: &Actor,
-    ) -> Result<Response<Body>, ScimError> {
-        let location = |id: &str| format!("{origin_prefix}/Groups/{id}");
-        match (method.as_str(), id) {
-            ("GET", None) => {
-                let (total, start, items) = self.list_groups(p, query, &location).await?;
-                let items = items
-                    .into_iter()
-                    .map(|v| project(v, &query.attributes))
-                    .collect();
-                Ok(json_response(StatusCode::OK, &list(total, start, items)))
-            }
-            ("GET", Some(id)) => {
-                let group = p.get_group(&id).await?;
-                let v = v1::render_group(&group, &location(&group.id));
-                Ok(json_response(
-                    StatusCode::OK,
-                    &project(v, &query.attributes),
-                ))
-            }
-            ("POST", None) => {
-                let body = self.body(req).await?;
-                let change = v1::parse_group(&body, v1::Mode::Create)?;
-                let group = p.create_group(actor, change).await?;
-                let loc = location(&group.id);
-                let mut response =
-                    json_response(StatusCode::CREATED, &v1::render_group(&group, &loc));
-                if let Ok(l) = HeaderValue::from_str(&loc) {
-                    response.headers_mut().insert(header::LOCATION, l);
+    ) -> Result<Reply, ScimError> {
+        let (total, start, items) = match resource {
+            Resource::Users => self.list_users(ctx, p, query).await?,
+            Resource::Groups => self.list_groups(ctx, p, query).await?,
+        };
+        let items = items
+            .into_iter()
+            .map(|v| project(v, &query.attributes, &query.excluded))
+            .collect();
+        Ok(Reply::json(
+            StatusCode::OK,
+            list(ctx.version, total, start, items),
+        ))
+    }
+
+    /// A search at the root covers users and groups; a filter that names attributes only one of
+    /// them has simply matches nothing of the other.
+    async fn search_all(
+        &self,
+        ctx: &Context,
+        p: &Provisioner,
+        query: &Query,
+    ) -> Result<Reply, ScimError> {
+        let unpaged = Query {
+            start_index: 1,
+            count: Some(self.settings.max_results),
+            ..query.clone()
+        };
+        let users = self.list_users(ctx, p, &unpaged).await;
+        let groups = self.list_groups(ctx, p, &unpaged).await;
+        let mut all = Vec::new();
+        match (users, groups) {
+            (Err(e), Err(_)) => return Err(e),
+            (u, g) => {
+                for part in [u, g].into_iter().flatten() {
+                    all.extend(part.2);
                 }
-                Ok(response)
             }
-            ("PUT", Some(id)) | ("PATCH", Some(id)) => {
-                let mode = if method == Method::PUT {
-                    v1::Mode::Replace
-                } else {
-                    v1::Mode::Patch
-                };
-                let body = self.body(req).await?;
-                let change = v1::parse_group(&body, mode)?;
-                let group = p.update_group(actor, &id, change).await?;
-                let v = v1::render_group(&group, &location(&group.id));
-                Ok(json_response(
-                    StatusCode::OK,
-                    &project(v, &query.attributes),
-                ))
-            }
-            ("DELETE", Some(id)) => {
-                p.delete_group(actor, &id).await?;
-                Ok(empty_response(StatusCode::OK))
-            }
-            (m, id) => Err(method_not_allowed(m, "Groups", id.is_some())),
         }
+        let (total, start, page) = self.page(all, query);
+        let page = page
+            .into_iter()
+            .map(|v| project(v, &query.attributes, &query.excluded))
+            .collect();
+        Ok(Reply::json(
+            StatusCode::OK,
+            list(ctx.version, total, start, page),
+        ))
+    }
+
+    /// SCIM 2.0 Bulk: operations in order, `bulkId:` references replaced by the ids created
+    /// earlier in the request, stopping after `failOnErrors` errors.
+    async fn bulk(&self, ctx: &Context, body: Value) -> Result<Reply, ScimError> {
+        let ops = body
+            .get("Operations")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                ScimError::bad_request("invalidSyntax", "a BulkRequest needs Operations")
+            })?;
+        if ops.len() > BULK_MAX_OPERATIONS {
+            return Err(ScimError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("at most {BULK_MAX_OPERATIONS} operations per Bulk request"),
+            ));
+        }
+        let fail_on = body
+            .get("failOnErrors")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        let mut created: Vec<(String, String)> = Vec::new();
+        let mut results = Vec::new();
+        let mut errors = 0usize;
+        for op in ops {
+            if fail_on.is_some_and(|n| errors >= n) {
+                break;
+            }
+            let method = op
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            let bulk_id = op.get("bulkId").and_then(Value::as_str).map(str::to_string);
+            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+            let outcome = async {
+                let path = substitute_str(path, &created)?;
+                let data = match op.get("data") {
+                    Some(d) => Some(substitute(d.clone(), &created)?),
+                    None => None,
+                };
+                let method = Method::from_bytes(method.as_bytes())
+                    .map_err(|_| ScimError::bad_request("invalidSyntax", "unknown bulk method"))?;
+                if !matches!(
+                    method,
+                    Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+                ) {
+                    return Err(ScimError::bad_request(
+                        "invalidSyntax",
+                        "bulk methods are POST, PUT, PATCH and DELETE",
+                    ));
+                }
+                let endpoint = self.endpoint(Version::V2, &path)?;
+                if !matches!(endpoint, Endpoint::Resources(..)) {
+                    return Err(ScimError::bad_request(
+                        "invalidPath",
+                        "bulk operations address Users and Groups",
+                    ));
+                }
+                let conditions = Conditions {
+                    if_match: op
+                        .get("version")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    if_none_match: None,
+                };
+                Box::pin(self.execute(ctx, &method, endpoint, &Query::default(), data, &conditions))
+                    .await
+            }
+            .await;
+            let mut result = json!({"method": method});
+            if let Some(b) = &bulk_id {
+                result["bulkId"] = json!(b);
+            }
+            match outcome {
+                Ok(reply) => {
+                    if let (Some(b), Some(body)) = (&bulk_id, &reply.body) {
+                        if let Some(id) = body["id"].as_str() {
+                            created.push((b.clone(), id.to_string()));
+                        }
+                    }
+                    if let Some(l) = reply.location {
+                        result["location"] = json!(l);
+                    }
+                    if let Some(e) = reply.etag {
+                        result["version"] = json!(e);
+                    }
+                    result["status"] = json!(reply.status.as_u16().to_string());
+                }
+                Err(e) => {
+                    errors += 1;
+                    result["status"] = json!(e.status.as_u16().to_string());
+                    let mut response = json!({
+                        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+                        "status": e.status.as_u16().to_string(),
+                        "detail": e.detail,
+                    });
+                    if let Some(t) = e.scim_type {
+                        response["scimType"] = json!(t);
+                    }
+                    result["response"] = response;
+                }
+            }
+            results.push(result);
+        }
+        Ok(Reply::json(
+            StatusCode::OK,
+            json!({"schemas": [v2::BULK_RESPONSE], "Operations": results}),
+        ))
     }
 
     /// Lists users: cheap filters (on `userName`/`id`) run on names alone and only the page is
     /// read in full; anything else reads candidates in full, up to `max_filter_candidates`.
     async fn list_users(
         &self,
+        ctx: &Context,
         p: &Provisioner,
         query: &Query,
-        location: &(dyn Fn(&str) -> String + Sync),
     ) -> Result<(usize, usize, Vec<Value>), ScimError> {
-        let filter = query.filter(Dialect::V1, USER_ATTRIBUTES)?;
+        let filter = query.filter(ctx.dialect(), USER_ATTRIBUTES)?;
         let names = p.user_names().await?;
         let cheap = |path: &AttrPath| {
             path.urn.is_none()
@@ -451,7 +797,7 @@ impl ScimService {
                 .read_users(page.into_iter().map(|(n, _)| n).collect())
                 .await?
                 .iter()
-                .map(|u| v1::render_user(u, &location(&u.id)))
+                .map(|u| ctx.render_user(u))
                 .collect();
             return Ok((total, start, items));
         }
@@ -469,7 +815,7 @@ impl ScimService {
             .read_users(names)
             .await?
             .iter()
-            .map(|u| v1::render_user(u, &location(&u.id)))
+            .map(|u| ctx.render_user(u))
             .collect();
         let mut kept: Vec<Value> = rendered
             .into_iter()
@@ -485,11 +831,11 @@ impl ScimService {
 
     async fn list_groups(
         &self,
+        ctx: &Context,
         p: &Provisioner,
         query: &Query,
-        location: &(dyn Fn(&str) -> String + Sync),
     ) -> Result<(usize, usize, Vec<Value>), ScimError> {
-        let filter = query.filter(Dialect::V1, GROUP_ATTRIBUTES)?;
+        let filter = query.filter(ctx.dialect(), GROUP_ATTRIBUTES)?;
         let policy = p.policy();
         let cheap = |path: &AttrPath| {
             path.urn.is_none()
@@ -523,7 +869,7 @@ impl ScimService {
                 .read_groups(page.into_iter().map(|(n, _)| n).collect())
                 .await?
                 .iter()
-                .map(|g| v1::render_group(g, &location(&g.id)))
+                .map(|g| ctx.render_group(g))
                 .collect();
             return Ok((total, start, items));
         }
@@ -537,7 +883,7 @@ impl ScimService {
             .read_groups(kept.into_iter().map(|(n, _)| n).collect())
             .await?
             .iter()
-            .map(|g| v1::render_group(g, &location(&g.id)))
+            .map(|g| ctx.render_group(g))
             .collect();
         rendered.retain(|v| {
             filter
@@ -562,6 +908,134 @@ impl ScimService {
     }
 }
 
+/// The version being spoken and where its resources live, for one request.
+struct Context {
+    version: Version,
+    /// `scheme://host/<base>[/v1|/v2]`.
+    origin_prefix: String,
+    actor: Actor,
+}
+
+impl Context {
+    fn dialect(&self) -> Dialect {
+        match self.version {
+            Version::V1 => Dialect::V1,
+            Version::V2 => Dialect::V2,
+        }
+    }
+
+    fn render_user(&self, user: &crate::provisioning::UserRecord) -> Value {
+        let location = format!("{}/Users/{}", self.origin_prefix, user.id);
+        match self.version {
+            Version::V1 => v1::render_user(user, &location),
+            Version::V2 => v2::render_user(user, &location),
+        }
+    }
+
+    fn render_group(&self, group: &crate::provisioning::GroupRecord) -> Value {
+        let location = format!("{}/Groups/{}", self.origin_prefix, group.id);
+        match self.version {
+            Version::V1 => v1::render_group(group, &location),
+            Version::V2 => v2::render_group(group, &location),
+        }
+    }
+}
+
+const BULK_MAX_OPERATIONS: usize = 100;
+
+/// Replaces `bulkId:<id>` references with the ids the earlier operations created.
+fn substitute(value: Value, created: &[(String, String)]) -> Result<Value, ScimError> {
+    Ok(match value {
+        Value::String(s) => Value::String(substitute_str(&s, created)?),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| substitute(i, created))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| Ok((k, substitute(v, created)?)))
+                .collect::<Result<_, ScimError>>()?,
+        ),
+        other => other,
+    })
+}
+
+fn substitute_str(s: &str, created: &[(String, String)]) -> Result<String, ScimError> {
+    let Some(pos) = s.find("bulkId:") else {
+        return Ok(s.to_string());
+    };
+    let reference = &s[pos + "bulkId:".len()..];
+    let end = reference.find(['/', '"', ' ']).unwrap_or(reference.len());
+    let wanted = &reference[..end];
+    let id = created
+        .iter()
+        .find(|(b, _)| b == wanted)
+        .map(|(_, id)| id)
+        .ok_or_else(|| {
+            ScimError::bad_request(
+                "invalidValue",
+                format!("bulkId {wanted} does not name an earlier operation"),
+            )
+        })?;
+    Ok(format!("{}{id}{}", &s[..pos], &reference[end..]))
+}
+
+fn find_schema(version: Version, schemas: Vec<Value>, id: &str) -> Option<Value> {
+    let wanted = match version {
+        Version::V1 if id.eq_ignore_ascii_case("Groups") || id.eq_ignore_ascii_case("Group") => 1,
+        Version::V1
+            if id.eq_ignore_ascii_case("Users")
+                || id.eq_ignore_ascii_case("User")
+                || id.eq_ignore_ascii_case(v1::CORE) =>
+        {
+            0
+        }
+        Version::V1 => return None,
+        Version::V2 => {
+            return schemas
+                .into_iter()
+                .find(|s| s["id"].as_str().is_some_and(|i| i.eq_ignore_ascii_case(id)))
+        }
+    };
+    schemas.into_iter().nth(wanted)
+}
+
+fn to_response(reply: Reply, version: Version) -> Response<Body> {
+    let mut response = match &reply.body {
+        Some(body) => Response::new(full(body.to_string())),
+        None => Response::new(crate::body::empty()),
+    };
+    *response.status_mut() = reply.status;
+    if reply.body.is_some() {
+        let content_type = match version {
+            Version::V1 => "application/json",
+            Version::V2 => "application/scim+json",
+        };
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    }
+    if reply.status == StatusCode::CREATED {
+        if let Some(l) = reply
+            .location
+            .as_deref()
+            .and_then(|l| HeaderValue::from_str(l).ok())
+        {
+            response.headers_mut().insert(header::LOCATION, l);
+        }
+    }
+    if let Some(e) = reply
+        .etag
+        .as_deref()
+        .and_then(|e| HeaderValue::from_str(e).ok())
+    {
+        response.headers_mut().insert(header::ETAG, e);
+    }
+    response
+}
+
 /// Attributes a user filter may name: what the gateway stores (plus `groups`, read back).
 const USER_ATTRIBUTES: &[&str] = &[
     "id",
@@ -582,7 +1056,14 @@ const USER_ATTRIBUTES: &[&str] = &[
     "addresses",
     "groups",
 ];
-const GROUP_ATTRIBUTES: &[&str] = &["id", "displayName", "members"];
+const GROUP_ATTRIBUTES: &[&str] = &["id", "displayName", "members", "externalId"];
+const ENTERPRISE_ATTRIBUTES: &[&str] = &[
+    "employeeNumber",
+    "costCenter",
+    "organization",
+    "division",
+    "department",
+];
 
 fn case_exact(path: &AttrPath) -> bool {
     path.urn.is_none()
@@ -639,23 +1120,10 @@ fn method_not_allowed(method: &str, endpoint: &str, with_id: bool) -> ScimError 
     )
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(full(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn empty_response(status: StatusCode) -> Response<Body> {
-    let mut response = Response::new(crate::body::empty());
-    *response.status_mut() = status;
-    response
-}
-
-fn list(total: usize, start: usize, items: Vec<Value>) -> Value {
+fn list(version: Version, total: usize, start: usize, items: Vec<Value>) -> Value {
+    if version == Version::V2 {
+        return v2::list(total, start, items);
+    }
     json!({
         "totalResults": total,
         "itemsPerPage": items.len(),
@@ -665,6 +1133,7 @@ fn list(total: usize, start: usize, items: Vec<Value>) -> Value {
     })
 }
 
+#[derive(Clone)]
 struct Query {
     filter: Option<String>,
     sort_by: Option<AttrPath>,
@@ -673,11 +1142,12 @@ struct Query {
     start_index: usize,
     count: Option<usize>,
     attributes: Vec<String>,
+    excluded: Vec<String>,
 }
 
-impl Query {
-    fn parse(raw: &str) -> Self {
-        let mut q = Query {
+impl Default for Query {
+    fn default() -> Self {
+        Query {
             filter: None,
             sort_by: None,
             sort_bad: None,
@@ -685,7 +1155,70 @@ impl Query {
             start_index: 1,
             count: None,
             attributes: Vec::new(),
+            excluded: Vec::new(),
+        }
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+impl Query {
+    /// A SCIM 2.0 SearchRequest body: the query parameters as JSON.
+    fn from_search(body: &Value) -> Result<Self, ScimError> {
+        let Some(o) = body.as_object() else {
+            return Err(ScimError::bad_request(
+                "invalidSyntax",
+                "a SearchRequest is a JSON object",
+            ));
         };
+        let get = |k: &str| {
+            o.iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v)
+        };
+        let strings = |v: Option<&Value>| -> Vec<String> {
+            match v {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                Some(Value::String(s)) => split_list(s),
+                _ => Vec::new(),
+            }
+        };
+        let mut q = Query {
+            filter: get("filter").and_then(Value::as_str).map(str::to_string),
+            attributes: strings(get("attributes")),
+            excluded: strings(get("excludedAttributes")),
+            descending: get("sortOrder")
+                .and_then(Value::as_str)
+                .is_some_and(|s| s.eq_ignore_ascii_case("descending")),
+            start_index: get("startIndex")
+                .and_then(Value::as_i64)
+                .unwrap_or(1)
+                .max(1) as usize,
+            count: get("count")
+                .and_then(Value::as_i64)
+                .map(|c| c.max(0) as usize),
+            ..Query::default()
+        };
+        if let Some(s) = get("sortBy").and_then(Value::as_str) {
+            match parse_attr_path(s) {
+                Some(p) => q.sort_by = Some(p),
+                None => q.sort_bad = Some(s.to_string()),
+            }
+        }
+        Ok(q)
+    }
+
+    fn parse(raw: &str) -> Self {
+        let mut q = Query::default();
         for pair in raw.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = decode_query_value(v);
@@ -701,13 +1234,8 @@ impl Query {
                     q.start_index = v.trim().parse::<i64>().unwrap_or(1).max(1) as usize
                 }
                 "count" => q.count = Some(v.trim().parse::<i64>().unwrap_or(0).max(0) as usize),
-                "attributes" => {
-                    q.attributes = v
-                        .split(',')
-                        .map(|a| a.trim().to_string())
-                        .filter(|a| !a.is_empty())
-                        .collect()
-                }
+                "attributes" => q.attributes = split_list(&v),
+                "excludedattributes" => q.excluded = split_list(&v),
                 _ => {}
             }
         }
@@ -741,8 +1269,20 @@ impl Query {
             ScimError::bad_request("invalidFilter", format!("invalid filter {text:?}: {e}"))
         })?;
         for path in filter::attribute_paths(&parsed) {
-            let known =
-                path.urn.is_none() && supported.iter().any(|a| a.eq_ignore_ascii_case(&path.attr));
+            // A URN-qualified name is fine when the URN is the resource's own core schema, or the
+            // enterprise extension for its attributes.
+            let core_urn = path.urn.as_deref().is_none_or(|u| {
+                u.eq_ignore_ascii_case(v2::USER) || u.eq_ignore_ascii_case(v2::GROUP)
+            });
+            let enterprise = path
+                .urn
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(v2::ENTERPRISE))
+                && ENTERPRISE_ATTRIBUTES
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&path.attr));
+            let known = enterprise
+                || (core_urn && supported.iter().any(|a| a.eq_ignore_ascii_case(&path.attr)));
             if !known {
                 return Err(ScimError::bad_request(
                     "invalidFilter",
@@ -827,8 +1367,14 @@ fn sort<T>(items: &mut [T], query: &Query, view: impl Fn(&T) -> &Value, default:
     });
 }
 
-/// Keeps only the requested attributes (and `id`, `schemas`, `meta`, which always return).
-fn project(resource: Value, attributes: &[String]) -> Value {
+/// Keeps only the requested attributes, or drops the excluded ones (`id`, `schemas` and
+/// `meta` always return).
+fn project(resource: Value, attributes: &[String], excluded: &[String]) -> Value {
+    let resource = if excluded.is_empty() {
+        resource
+    } else {
+        exclude(resource, excluded)
+    };
     if attributes.is_empty() {
         return resource;
     }
@@ -875,6 +1421,36 @@ fn project(resource: Value, attributes: &[String]) -> Value {
     Value::Object(out)
 }
 
+fn exclude(resource: Value, excluded: &[String]) -> Value {
+    let Value::Object(mut obj) = resource else {
+        return resource;
+    };
+    for name in excluded {
+        if ["id", "schemas", "meta"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        match name.split_once('.') {
+            None => obj.retain(|k, _| !k.eq_ignore_ascii_case(name)),
+            Some((attr, sub)) => {
+                if let Some((_, v)) = obj.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(attr)) {
+                    match v {
+                        Value::Object(o) => o.retain(|k, _| !k.eq_ignore_ascii_case(sub)),
+                        Value::Array(items) => items
+                            .iter_mut()
+                            .filter_map(Value::as_object_mut)
+                            .for_each(|o| o.retain(|k, _| !k.eq_ignore_ascii_case(sub))),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Value::Object(obj)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -900,6 +1476,7 @@ mod tests {
                 "name.givenName".into(),
                 "emails.value".into(),
             ],
+            &[],
         );
         assert_eq!(
             p,

@@ -52,8 +52,11 @@ const ENTERPRISE_PARTS: [&str; 5] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Create,
+    /// PUT: attributes present replace, attributes absent stay as they are.
     Replace,
     Patch,
+    /// The body is the whole resource: attributes absent are cleared (a 2.0 PATCH result).
+    Full,
 }
 
 pub fn render_user(user: &UserRecord, location: &str) -> Value {
@@ -115,7 +118,6 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
     }
     if !address.is_empty() {
         address.insert("type".into(), json!("work"));
-        address.insert("primary".into(), json!(true));
         out.insert("addresses".into(), json!([Value::Object(address)]));
     }
     if !user.groups.is_empty() {
@@ -156,13 +158,17 @@ pub fn render_group(group: &GroupRecord, location: &str) -> Value {
             v
         })
         .collect();
-    json!({
+    let mut v = json!({
         "schemas": [CORE],
         "id": group.id,
         "displayName": group.display_name,
         "members": members,
         "meta": {"location": location},
-    })
+    });
+    if let Some(x) = &group.external_id {
+        v["externalId"] = json!(x);
+    }
+    v
 }
 
 /// Looks a key up ignoring case: attribute names are case-insensitive in SCIM.
@@ -250,6 +256,19 @@ pub fn parse_user(body: &Value, mode: Mode) -> Result<UserChange, ScimError> {
     if mode == Mode::Patch {
         for attr in removals(body)? {
             clear_user_attribute(&mut change, &attr);
+        }
+    }
+    if mode == Mode::Full {
+        for attr in ["externalId", "name", "emails", "phoneNumbers", "addresses"]
+            .into_iter()
+            .chain(SIMPLE)
+        {
+            clear_user_attribute(&mut change, attr);
+        }
+        for part in ENTERPRISE_PARTS {
+            change
+                .attributes
+                .insert(format!("enterprise.{part}"), Change::Clear);
         }
     }
     if let Some(v) = get(body, "userName") {
@@ -483,6 +502,15 @@ pub fn parse_group(body: &Value, mode: Mode) -> Result<GroupChange, ScimError> {
                 ))
             }
         }
+    }
+    if let Some(v) = get(body, "externalId") {
+        change.external_id = string(v, "externalId")?;
+    } else if mode == Mode::Patch
+        && removals(body)?
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case("externalId"))
+    {
+        change.external_id = Change::Clear;
     }
     let removes_all = mode == Mode::Patch
         && removals(body)?

@@ -1,0 +1,321 @@
+//! SCIM 2.0 discovery: ServiceProviderConfig, ResourceTypes and Schemas. The User schema lists
+//! only attributes the gateway stores and reads back under the current attribute mapping, so
+//! conformance tools and identity providers never write what cannot be read.
+
+use super::v2::{ENTERPRISE, GROUP, USER};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const SPC: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+
+pub fn service_provider_config(base: &str, max_results: usize) -> Value {
+    json!({
+        "schemas": [SPC],
+        "documentationUri": "https://github.com/scimgate/scimgate#readme",
+        "patch": {"supported": true},
+        "bulk": {"supported": true, "maxOperations": 100, "maxPayloadSize": 1048576},
+        "filter": {"supported": true, "maxResults": max_results},
+        "changePassword": {"supported": false},
+        "sort": {"supported": true},
+        "etag": {"supported": true},
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "OAuth Bearer Token",
+            "description": "Authentication with an OAuth 2.0 bearer token (RFC 6750)",
+            "specUri": "https://www.rfc-editor.org/rfc/rfc6750",
+            "primary": true,
+        }],
+        "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base}/ServiceProviderConfig")},
+    })
+}
+
+pub fn resource_types(base: &str) -> Vec<Value> {
+    vec![
+        json!({
+            "schemas": [RESOURCE_TYPE], "id": "User", "name": "User", "endpoint": "/Users",
+            "description": "Platform user", "schema": USER,
+            "schemaExtensions": [{"schema": ENTERPRISE, "required": false}],
+            "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},
+        }),
+        json!({
+            "schemas": [RESOURCE_TYPE], "id": "Group", "name": "Group", "endpoint": "/Groups",
+            "description": "Platform group", "schema": GROUP,
+            "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/Group")},
+        }),
+    ]
+}
+
+fn attr(name: &str, kind: &str, description: &str) -> Value {
+    json!({
+        "name": name, "type": kind, "multiValued": false, "description": description,
+        "required": false, "caseExact": false, "mutability": "readWrite",
+        "returned": "default", "uniqueness": "none",
+    })
+}
+
+fn complex(name: &str, multi: bool, description: &str, subs: Vec<Value>) -> Value {
+    let mut a = attr(name, "complex", description);
+    a["multiValued"] = json!(multi);
+    a["subAttributes"] = Value::Array(subs);
+    a
+}
+
+fn with(mut a: Value, key: &str, value: Value) -> Value {
+    a[key] = value;
+    a
+}
+
+/// The User schema for the slots that are mapped to extension properties.
+fn user_schema(mapped: &BTreeMap<String, String>, external_id: bool) -> Vec<Value> {
+    let has = |slot: &str| mapped.contains_key(slot);
+    let mut attrs = vec![with(
+        with(
+            attr("userName", "string", "The platform user name"),
+            "required",
+            json!(true),
+        ),
+        "uniqueness",
+        json!("server"),
+    )];
+    if external_id {
+        attrs.push(with(
+            attr("externalId", "string", "The identity provider's identifier"),
+            "caseExact",
+            json!(true),
+        ));
+    }
+    let name_parts: Vec<Value> = [
+        "givenName",
+        "middleName",
+        "familyName",
+        "formatted",
+        "honorificPrefix",
+        "honorificSuffix",
+    ]
+    .iter()
+    .filter(|p| has(&format!("name.{p}")))
+    .map(|p| attr(p, "string", p))
+    .collect();
+    if !name_parts.is_empty() {
+        attrs.push(complex("name", false, "The user's name", name_parts));
+    }
+    for simple in [
+        "displayName",
+        "nickName",
+        "title",
+        "userType",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+        "profileUrl",
+    ] {
+        if has(simple) {
+            attrs.push(attr(simple, "string", simple));
+        }
+    }
+    attrs.push(attr("active", "boolean", "Whether the user may sign in"));
+    let email_types: Vec<&str> = ["work", "home", "other"]
+        .into_iter()
+        .filter(|t| has(&format!("emails.{t}")))
+        .collect();
+    if !email_types.is_empty() {
+        attrs.push(complex(
+            "emails",
+            true,
+            "E-mail addresses",
+            vec![
+                attr("value", "string", "The address"),
+                with(
+                    attr("type", "string", "work, home or other"),
+                    "canonicalValues",
+                    json!(email_types),
+                ),
+                attr("primary", "boolean", "The primary address"),
+            ],
+        ));
+    }
+    let phone_types: Vec<&str> = ["work", "home", "mobile", "fax", "pager", "other"]
+        .into_iter()
+        .filter(|t| has(&format!("phoneNumbers.{t}")))
+        .collect();
+    if !phone_types.is_empty() {
+        attrs.push(complex(
+            "phoneNumbers",
+            true,
+            "Phone numbers",
+            vec![
+                attr("value", "string", "The number"),
+                with(
+                    attr("type", "string", "The kind of number"),
+                    "canonicalValues",
+                    json!(phone_types),
+                ),
+            ],
+        ));
+    }
+    let address_parts: Vec<Value> = [
+        "streetAddress",
+        "locality",
+        "region",
+        "postalCode",
+        "country",
+        "formatted",
+    ]
+    .iter()
+    .filter(|p| has(&format!("addresses.work.{p}")))
+    .map(|p| attr(p, "string", p))
+    .collect();
+    if !address_parts.is_empty() {
+        let mut subs = address_parts;
+        subs.push(with(
+            attr("type", "string", "Only work is stored"),
+            "canonicalValues",
+            json!(["work"]),
+        ));
+        attrs.push(complex("addresses", true, "The work address", subs));
+    }
+    let mut groups = complex(
+        "groups",
+        true,
+        "Groups the user belongs to (change membership through /Groups)",
+        vec![
+            with(
+                attr("value", "string", "Group id"),
+                "mutability",
+                json!("readOnly"),
+            ),
+            with(
+                attr("display", "string", "Group name"),
+                "mutability",
+                json!("readOnly"),
+            ),
+            with(
+                attr("type", "string", "direct"),
+                "mutability",
+                json!("readOnly"),
+            ),
+        ],
+    );
+    groups["mutability"] = json!("readOnly");
+    attrs.push(groups);
+    attrs
+}
+
+fn enterprise_schema(mapped: &BTreeMap<String, String>) -> Vec<Value> {
+    [
+        "employeeNumber",
+        "costCenter",
+        "organization",
+        "division",
+        "department",
+    ]
+    .iter()
+    .filter(|p| mapped.contains_key(&format!("enterprise.{p}")))
+    .map(|p| attr(p, "string", p))
+    .collect()
+}
+
+fn group_schema() -> Vec<Value> {
+    vec![
+        with(
+            attr(
+                "displayName",
+                "string",
+                "The group's name at the identity provider",
+            ),
+            "required",
+            json!(true),
+        ),
+        complex(
+            "members",
+            true,
+            "Users and groups in the group",
+            vec![
+                with(
+                    attr("value", "string", "Member id"),
+                    "mutability",
+                    json!("immutable"),
+                ),
+                with(
+                    attr("display", "string", "Member name"),
+                    "mutability",
+                    json!("readOnly"),
+                ),
+                with(
+                    with(
+                        attr("type", "string", "User or Group"),
+                        "canonicalValues",
+                        json!(["User", "Group"]),
+                    ),
+                    "mutability",
+                    json!("immutable"),
+                ),
+            ],
+        ),
+    ]
+}
+
+fn schema_resource(
+    base: &str,
+    id: &str,
+    name: &str,
+    description: &str,
+    attributes: Vec<Value>,
+) -> Value {
+    json!({
+        "schemas": [SCHEMA], "id": id, "name": name, "description": description,
+        "attributes": attributes,
+        "meta": {"resourceType": "Schema", "location": format!("{base}/Schemas/{id}")},
+    })
+}
+
+/// Every schema the server serves, including the three discovery schemas conformance tools
+/// expect to find.
+pub fn schemas(base: &str, mapped: &BTreeMap<String, String>, external_id: bool) -> Vec<Value> {
+    let meta_attrs = |names: &[&str]| -> Vec<Value> {
+        names
+            .iter()
+            .map(|n| with(attr(n, "string", n), "mutability", json!("readOnly")))
+            .collect()
+    };
+    vec![
+        schema_resource(
+            base,
+            USER,
+            "User",
+            "Platform user",
+            user_schema(mapped, external_id),
+        ),
+        schema_resource(
+            base,
+            ENTERPRISE,
+            "EnterpriseUser",
+            "Enterprise user extension",
+            enterprise_schema(mapped),
+        ),
+        schema_resource(base, GROUP, "Group", "Platform group", group_schema()),
+        schema_resource(
+            base,
+            RESOURCE_TYPE,
+            "ResourceType",
+            "Resource type",
+            meta_attrs(&["id", "name", "description", "endpoint", "schema"]),
+        ),
+        schema_resource(
+            base,
+            SPC,
+            "ServiceProviderConfig",
+            "Service provider configuration",
+            meta_attrs(&["documentationUri"]),
+        ),
+        schema_resource(
+            base,
+            SCHEMA,
+            "Schema",
+            "Schema definition",
+            meta_attrs(&["id", "name", "description"]),
+        ),
+    ]
+}

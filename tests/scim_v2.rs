@@ -1,0 +1,2165 @@
+//! SCIM 2.0 provisioning end to end: the real gateway binary over TLS in front of the in-process
+//! development platform, driven with the request sequences Microsoft Entra ID and Okta send, with
+//! the platform's state checked after every step through its native API. Also: the same
+//! operation through SCIM 1.1 and 2.0 leaves the same platform state, and the RFC 7643/7644
+//! protocol surface (discovery, ETags, projection, filters, search, Bulk, errors).
+
+mod common;
+
+use base64::Engine;
+use common::{config_toml, self_signed_listener, Gateway};
+use http::{HeaderMap, Method, Request};
+use scimgate::config::{self, Overrides};
+use scimgate::devplatform::DevPlatform;
+use scimgate::platform::{Member, Platform, PlatformError, Tag, ThingWorx};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// 32 characters, as a real deployment's token would be.
+const TOKEN: &str = "scimgate-test-token-0123456789ab";
+const BASE: &str = "/Thingworx/SCIMProvider/SCIM";
+const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
+
+const CORE1: &str = "urn:scim:schemas:core:1.0";
+const ENTERPRISE1: &str = "urn:scim:schemas:extension:enterprise:1.0";
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const SPC: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
+const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
+const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
+const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const SEARCH: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
+const BULK_REQUEST: &str = "urn:ietf:params:scim:api:messages:2.0:BulkRequest";
+const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
+const ENTRA_GROUP: &str =
+    "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group";
+
+const DEFAULTS: &str = r#"
+[provisioning.user_defaults]
+description = "Provisioned by SCIM"
+project = "SCIMProject"
+home_mashup = "SCIMHome"
+mobile_mashup = "SCIMMobile"
+tags = ["Applications:SCIM"]
+
+[provisioning.group_defaults]
+description = "Provisioned SCIM group"
+project = "SCIMGroups"
+tags = ["Applications:SCIM"]
+"#;
+
+/// The enterprise department and employee number stored in two of the platform's extension
+/// properties (the development platform only has the `UserExtensions` set).
+const MAPPING: &str = r#"
+[provisioning.user_attributes]
+"enterprise.department" = "city"
+"addresses.work.locality" = ""
+"enterprise.employeeNumber" = "state"
+"addresses.work.region" = ""
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------------------------
+
+/// One SCIM answer: status, headers and the body parsed as JSON (`Null` when it is not JSON).
+struct ScimResp {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl fmt::Display for ScimResp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HTTP {} {}", self.status, self.text)
+    }
+}
+
+impl ScimResp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    fn id(&self) -> String {
+        self.body["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id: {self}"))
+            .to_string()
+    }
+
+    fn assert_scim_json(&self, what: &str) {
+        let ct = self.header("content-type").unwrap_or_default();
+        assert!(
+            ct.starts_with("application/scim+json"),
+            "{what}: content-type {ct:?}, expected application/scim+json: {self}"
+        );
+    }
+
+    /// Asserts a SCIM 2.0 error: the status, `application/scim+json`, the Error schema, `status`
+    /// as a string, a `detail`, and `scimType` when one is given.
+    fn assert_error(&self, status: u16, scim_type: Option<&str>, what: &str) {
+        assert_eq!(self.status, status, "{what}: {self}");
+        self.assert_error_shape(what);
+        if let Some(t) = scim_type {
+            assert_eq!(self.body["scimType"], json!(t), "{what}: scimType: {self}");
+        }
+    }
+
+    fn assert_error_shape(&self, what: &str) {
+        self.assert_scim_json(what);
+        assert!(
+            has_schema(&self.body, ERROR),
+            "{what}: no 2.0 Error schema: {self}"
+        );
+        assert_eq!(
+            self.body["status"],
+            json!(self.status.to_string()),
+            "{what}: status must be the code as a string: {self}"
+        );
+        assert!(
+            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}: no detail: {self}"
+        );
+        assert!(
+            !self.text.to_lowercase().contains("<html"),
+            "{what}: {self}"
+        );
+    }
+
+    /// Asserts a 200 ListResponse and returns its `Resources`.
+    fn list(&self, what: &str) -> Vec<Value> {
+        assert_eq!(self.status, 200, "{what}: {self}");
+        self.assert_scim_json(what);
+        assert!(
+            has_schema(&self.body, LIST),
+            "{what}: not a ListResponse: {self}"
+        );
+        for k in ["totalResults", "startIndex", "itemsPerPage"] {
+            assert!(
+                self.body[k].is_u64(),
+                "{what}: {k} must be an integer: {self}"
+            );
+        }
+        let resources = self.body["Resources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("{what}: no Resources array: {self}"));
+        assert_eq!(
+            self.body["itemsPerPage"],
+            json!(resources.len()),
+            "{what}: itemsPerPage vs Resources: {self}"
+        );
+        resources
+    }
+
+    fn total(&self) -> u64 {
+        self.body["totalResults"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no totalResults: {self}"))
+    }
+
+    /// Asserts a User/Group resource: content type, schema, `id`, `meta.resourceType`,
+    /// `meta.location` and `meta.version` equal to the `ETag` header (weak).
+    fn assert_resource(&self, s: &Scim, kind: &str, what: &str) {
+        self.assert_scim_json(what);
+        let id = self.id();
+        assert!(!id.is_empty(), "{what}: empty id");
+        let schema = if kind == "User" { USER } else { GROUP };
+        assert!(
+            has_schema(&self.body, schema),
+            "{what}: schemas lack {schema}: {self}"
+        );
+        let meta = &self.body["meta"];
+        assert_eq!(meta["resourceType"], json!(kind), "{what}: {self}");
+        assert_eq!(
+            meta["location"],
+            json!(format!("{}{BASE2}/{kind}s/{id}", s.origin())),
+            "{what}: meta.location: {self}"
+        );
+        let version = meta["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no meta.version: {self}"));
+        assert!(
+            version.starts_with("W/\"") && version.ends_with('"'),
+            "{what}: meta.version {version:?} is not a weak ETag"
+        );
+        assert_eq!(
+            self.header("etag").as_deref(),
+            Some(version),
+            "{what}: ETag header vs meta.version: {self}"
+        );
+        assert!(self.body.get("password").is_none(), "{what}: {self}");
+    }
+
+    fn etag(&self) -> String {
+        self.header("etag")
+            .unwrap_or_else(|| panic!("no ETag header: {self}"))
+    }
+}
+
+fn has_schema(body: &Value, urn: &str) -> bool {
+    body["schemas"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(urn)))
+}
+
+/// A SCIM client speaking HTTP/1.1 over TLS to the gateway.
+struct Scim {
+    addr: SocketAddr,
+    host: String,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl Scim {
+    /// `scheme://host` as the gateway should report it in `Location`.
+    fn origin(&self) -> String {
+        format!("https://{}", self.host)
+    }
+
+    /// A request to an absolute path with exactly the given headers.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> ScimResp {
+        let mut builder = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(path)
+            .header("host", &self.host);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let body = match body {
+            Some(b) => common::full(b),
+            None => common::empty(),
+        };
+        let req = builder.body(body).unwrap();
+        let resp = common::send_tls(self.addr, "gw.test", self.tls.clone(), req)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let text = resp.text();
+        ScimResp {
+            status: resp.status.as_u16(),
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers: resp.headers,
+            text,
+        }
+    }
+
+    /// An authenticated SCIM 2.0 call with extra headers; `rel` is relative to the 2.0 base.
+    async fn call_with(
+        &self,
+        method: &str,
+        rel: &str,
+        extra: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> ScimResp {
+        let auth = format!("Bearer {TOKEN}");
+        let mut headers = vec![
+            ("authorization", auth.as_str()),
+            ("accept", "application/scim+json"),
+        ];
+        if !extra
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            headers.push(("content-type", "application/scim+json"));
+        }
+        headers.extend_from_slice(extra);
+        self.send(
+            method,
+            &format!("{BASE2}{rel}"),
+            &headers,
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    /// An authenticated SCIM 2.0 call (`application/scim+json`).
+    async fn call(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
+        self.call_with(method, rel, &[], body).await
+    }
+
+    /// An authenticated SCIM 1.1 call; `rel` is relative to the 1.1 base.
+    async fn call_v1(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
+        let auth = format!("Bearer {TOKEN}");
+        self.send(
+            method,
+            &format!("{BASE}{rel}"),
+            &[
+                ("authorization", &auth),
+                ("accept", "application/json"),
+                ("content-type", "application/json"),
+            ],
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    async fn get(&self, rel: &str) -> ScimResp {
+        self.call("GET", rel, None).await
+    }
+
+    /// `GET /Users?filter=...` (or `/Groups`) with the filter URL-encoded.
+    async fn filter(&self, endpoint: &str, filter: &str) -> ScimResp {
+        self.get(&format!("{endpoint}?filter={}", enc(filter)))
+            .await
+    }
+
+    /// `PATCH` with a PatchOp body holding `ops`.
+    async fn patch(&self, rel: &str, ops: Value) -> ScimResp {
+        self.call(
+            "PATCH",
+            rel,
+            Some(json!({"schemas": [PATCH_OP], "Operations": ops})),
+        )
+        .await
+    }
+
+    /// A PATCH that must answer 200 with the resource.
+    async fn patch_ok(&self, rel: &str, ops: Value, kind: &str) -> ScimResp {
+        let what = format!("PATCH {rel} {ops}");
+        let r = self.patch(rel, ops).await;
+        assert_eq!(r.status, 200, "{what}: {r}");
+        r.assert_resource(self, kind, &what);
+        r
+    }
+
+    /// Creates a user through 2.0 and returns its id, asserting the 201.
+    async fn create_user(&self, body: Value) -> String {
+        let r = self.call("POST", "/Users", Some(body)).await;
+        assert_eq!(r.status, 201, "POST /v2/Users: {r}");
+        r.assert_resource(self, "User", "POST /v2/Users");
+        r.id()
+    }
+
+    /// A schema document from `/Schemas/{urn}`.
+    async fn schema(&self, urn: &str) -> Value {
+        let r = self.get(&format!("/Schemas/{urn}")).await;
+        assert_eq!(r.status, 200, "GET /Schemas/{urn}: {r}");
+        r.body
+    }
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The id the gateway derives, computed independently: base64url (no padding) of the
+/// lower-cased platform name.
+fn id_of(name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.to_lowercase())
+}
+
+/// A random version-4 GUID, as Entra ID's connection test sends.
+fn random_guid() -> String {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Whether a schema document advertises `path` (`title`, `name.givenName`).
+fn advertised(schema: &Value, path: &str) -> bool {
+    let (top, sub) = match path.split_once('.') {
+        Some((t, s)) => (t, Some(s)),
+        None => (path, None),
+    };
+    let named = |list: &Value, name: &str| -> Option<Value> {
+        list.as_array()?
+            .iter()
+            .find(|a| {
+                a["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .cloned()
+    };
+    match named(&schema["attributes"], top) {
+        None => false,
+        Some(attr) => match sub {
+            None => true,
+            Some(sub) => named(&attr["subAttributes"], sub).is_some(),
+        },
+    }
+}
+
+/// Entra ID's user create body.
+fn entra_user(user_name: &str, external_id: &str, given: &str, family: &str) -> Value {
+    json!({
+        "schemas": [USER, ENTERPRISE],
+        "externalId": external_id,
+        "userName": user_name,
+        "active": "True",
+        "displayName": format!("{given} {family}"),
+        "meta": {"resourceType": "User"},
+        "name": {"formatted": format!("{given} {family}"), "familyName": family, "givenName": given},
+        "roles": [],
+    })
+}
+
+/// A plain 2.0 user body.
+fn user2(user_name: &str, given: &str, family: &str, email: &str) -> Value {
+    json!({
+        "schemas": [USER],
+        "userName": user_name,
+        "name": {"givenName": given, "familyName": family},
+        "emails": [{"value": email, "type": "work", "primary": true}],
+        "active": true,
+    })
+}
+
+/// `userName`s of a listing, sorted.
+fn user_names(resources: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = resources
+        .iter()
+        .map(|u| u["userName"].as_str().unwrap_or("<none>").to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn work_email(user: &Value) -> Option<String> {
+    user["emails"].as_array().and_then(|a| {
+        a.iter()
+            .find(|e| e["type"] == json!("work"))
+            .and_then(|e| e["value"].as_str().map(str::to_string))
+    })
+}
+
+fn member_values(group: &Value) -> Vec<String> {
+    let mut v: Vec<String> = group["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A native client to the development platform, built as the gateway builds its own.
+fn platform_client(addr: SocketAddr, platform_toml: &str) -> ThingWorx {
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{addr}\"\n[platform]\n{platform_toml}\n"
+    );
+    let config = config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
+    let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
+    ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
+}
+
+/// The development platform, the gateway in front of it, a SCIM client and a native client.
+struct Env {
+    gw: Gateway,
+    scim: Scim,
+    tw: ThingWorx,
+    stop: CancellationToken,
+    _platform_dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// `provisioning`: keys of `[provisioning]` followed by any of its sub-tables.
+async fn setup(provisioning: &str) -> Env {
+    scimgate::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let platform = DevPlatform::open(dir.path()).unwrap();
+    let key = platform
+        .ensure_app_key("scim-tests", "Administrator")
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let platform_addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(platform.serve(listener, stop.clone()));
+
+    let extra = format!(
+        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
+    );
+    let toml = config_toml(
+        &self_signed_listener("@DIR@/tls"),
+        &format!("http://{platform_addr}"),
+        "",
+        &extra,
+    );
+    let gw = Gateway::start(&toml).await;
+    let ca = std::fs::read(gw.dir.join("tls").join("cert.pem")).unwrap();
+    let scim = Scim {
+        addr: gw.gateway_addr,
+        host: format!("localhost:{}", gw.gateway_addr.port()),
+        tls: common::client_config(&ca, &[b"http/1.1"]),
+    };
+    let tw = platform_client(platform_addr, &format!("app_key = \"{key}\""));
+    Env {
+        gw,
+        scim,
+        tw,
+        stop,
+        _platform_dir: dir,
+    }
+}
+
+impl Env {
+    async fn user_exists(&self, name: &str) -> bool {
+        match self.tw.get_user(name).await {
+            Ok(_) => true,
+            Err(PlatformError::NotFound(_)) => false,
+            Err(e) => panic!("get_user {name}: {e}"),
+        }
+    }
+
+    async fn group_exists(&self, name: &str) -> bool {
+        match self.tw.get_group(name).await {
+            Ok(_) => true,
+            Err(PlatformError::NotFound(_)) => false,
+            Err(e) => panic!("get_group {name}: {e}"),
+        }
+    }
+
+    async fn enabled(&self, name: &str) -> bool {
+        self.tw.is_user_enabled(name).await.unwrap()
+    }
+
+    /// Asserts extension properties; an expected `""` also accepts an absent property.
+    async fn assert_ext(&self, name: &str, expected: &[(&str, &str)], what: &str) {
+        let ext = self.tw.user_extensions(name).await.unwrap();
+        for (k, v) in expected {
+            assert_eq!(
+                ext.get(*k).map(String::as_str).unwrap_or(""),
+                *v,
+                "{what}: platform extension property {k} of {name} in {ext:?}"
+            );
+        }
+    }
+
+    /// Members of a platform group as sorted `kind:lowercase-name` strings.
+    async fn members(&self, group: &str) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .tw
+            .group_members(group)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| format!("{}:{}", m.kind.as_str(), m.name.to_lowercase()))
+            .collect();
+        m.sort();
+        m
+    }
+
+    /// Everything the gateway manages about a user on the platform, field by field; group
+    /// names are lower-cased and renamed through `renames` so two users can be compared.
+    async fn native_state(&self, name: &str, renames: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let user = self.tw.get_user(name).await.unwrap();
+        out.insert("description".into(), user.description);
+        out.insert("project".into(), user.project);
+        out.insert("home_mashup".into(), user.home_mashup);
+        out.insert("mobile_mashup".into(), user.mobile_mashup);
+        out.insert("tags".into(), Tag::join(&user.tags));
+        out.insert("enabled".into(), self.enabled(name).await.to_string());
+        for (k, v) in self.tw.user_extensions(name).await.unwrap() {
+            if k != "scimExternalId" && !v.is_empty() {
+                out.insert(format!("extension.{k}"), v);
+            }
+        }
+        let mut groups: Vec<String> = self
+            .tw
+            .user_groups(name)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|g| {
+                let g = g.name.to_lowercase();
+                renames
+                    .iter()
+                    .find(|(from, _)| from.eq_ignore_ascii_case(&g))
+                    .map(|(_, to)| to.to_string())
+                    .unwrap_or(g)
+            })
+            .collect();
+        groups.sort();
+        out.insert("groups".into(), groups.join(","));
+        out
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Entra ID provisioning cycle
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn entra_id_provisioning_cycle() {
+    let env = setup(&format!("deprovision = \"delete\"\n{DEFAULTS}{MAPPING}")).await;
+    let s = &env.scim;
+    let user_schema = s.schema(USER).await;
+    let ent_schema = s.schema(ENTERPRISE).await;
+
+    // Test Connection: a random GUID as user and group probes, 200 with an empty list.
+    for (rel, what) in [
+        (
+            format!(
+                "/Users?filter={}",
+                enc(&format!("userName eq \"{}\"", random_guid()))
+            ),
+            "user probe (userName)",
+        ),
+        (
+            format!(
+                "/Users?filter={}",
+                enc(&format!("externalId eq \"{}\"", random_guid()))
+            ),
+            "user probe (externalId)",
+        ),
+        (
+            format!(
+                "/Groups?excludedAttributes=members&filter={}",
+                enc(&format!("displayName eq \"{}\"", random_guid()))
+            ),
+            "group probe",
+        ),
+    ] {
+        let r = s.get(&rel).await;
+        let res = r.list(what);
+        assert_eq!(r.total(), 0, "{what}: {r}");
+        assert!(res.is_empty(), "{what}: {r}");
+    }
+
+    // Create, Entra-shaped.
+    let name = "Grace.Hopper@contoso.com";
+    let ext_id = random_guid();
+    let mut body = entra_user(name, &ext_id, "Grace", "Hopper");
+    body["title"] = json!("Rear Admiral");
+    body["emails"] =
+        json!([{"primary": true, "type": "work", "value": "grace.hopper@contoso.com"}]);
+    body[ENTERPRISE] = json!({"department": "Navy Research", "employeeNumber": "1906"});
+    let r = s.call("POST", "/Users", Some(body)).await;
+    assert_eq!(r.status, 201, "POST /v2/Users (Entra): {r}");
+    r.assert_resource(s, "User", "POST /v2/Users");
+    let id = r.id();
+    assert_eq!(id, id_of(name), "id derivation: {r}");
+    assert_eq!(
+        r.header("location").as_deref(),
+        r.body["meta"]["location"].as_str(),
+        "Location header vs meta.location: {r}"
+    );
+    let u = &r.body;
+    assert_eq!(u["userName"], json!(name), "{r}");
+    assert_eq!(u["externalId"], json!(ext_id), "{r}");
+    assert_eq!(
+        u["active"],
+        json!(true),
+        "active must come back a boolean: {r}"
+    );
+    for (path, value) in [
+        ("name.givenName", json!("Grace")),
+        ("name.familyName", json!("Hopper")),
+        ("displayName", json!("Grace Hopper")),
+        ("title", json!("Rear Admiral")),
+    ] {
+        if advertised(&user_schema, path) {
+            let got = match path.split_once('.') {
+                Some((a, b)) => &u[a][b],
+                None => &u[path],
+            };
+            assert_eq!(got, &value, "{path} after create: {r}");
+        }
+    }
+    if advertised(&user_schema, "emails") {
+        assert_eq!(
+            work_email(u).as_deref(),
+            Some("grace.hopper@contoso.com"),
+            "{r}"
+        );
+    }
+    for (attr, value) in [("department", "Navy Research"), ("employeeNumber", "1906")] {
+        if advertised(&ent_schema, attr) {
+            assert_eq!(
+                u[ENTERPRISE][attr],
+                json!(value),
+                "{attr} after create: {r}"
+            );
+        }
+    }
+
+    // Platform: user, mapped properties, enabled, defaults.
+    assert!(env.user_exists(name).await, "user not on the platform");
+    env.assert_ext(
+        name,
+        &[
+            ("firstName", "Grace"),
+            ("lastName", "Hopper"),
+            ("fullName", "Grace Hopper"),
+            ("title", "Rear Admiral"),
+            ("emailAddress", "grace.hopper@contoso.com"),
+            ("scimExternalId", &ext_id),
+            ("city", "Navy Research"),
+            ("state", "1906"),
+        ],
+        "after create",
+    )
+    .await;
+    assert!(env.enabled(name).await, "created enabled");
+    let user = env.tw.get_user(name).await.unwrap();
+    assert_eq!(user.description, "Provisioned by SCIM");
+    assert_eq!(user.project, "SCIMProject");
+    assert_eq!(user.home_mashup, "SCIMHome");
+    assert_eq!(user.tags, vec![Tag::parse("Applications:SCIM").unwrap()]);
+
+    // Matching, by each of Entra's matching attributes.
+    for filter in [
+        format!("userName eq \"{name}\""),
+        format!("externalId eq \"{ext_id}\""),
+        "emails[type eq \"work\"].value eq \"grace.hopper@contoso.com\"".to_string(),
+    ] {
+        let r = s.filter("/Users", &filter).await;
+        let res = r.list(&filter);
+        assert_eq!(r.total(), 1, "{filter}: {r}");
+        assert_eq!(res[0]["id"], json!(id), "{filter}: {r}");
+    }
+
+    let rel = format!("/Users/{id}");
+
+    // Capitalised ops, sub-attribute path.
+    let r = s
+        .patch_ok(
+            &rel,
+            json!([
+                {"op": "Replace", "path": "displayName", "value": "Amazing Grace"},
+                {"op": "Replace", "path": "name.familyName", "value": "Hopper-Murray"}
+            ]),
+            "User",
+        )
+        .await;
+    env.assert_ext(
+        name,
+        &[
+            ("fullName", "Amazing Grace"),
+            ("lastName", "Hopper-Murray"),
+            ("firstName", "Grace"),
+            ("title", "Rear Admiral"),
+        ],
+        "after Replace displayName/name.familyName",
+    )
+    .await;
+    if advertised(&user_schema, "displayName") {
+        assert_eq!(r.body["displayName"], json!("Amazing Grace"), "{r}");
+    }
+
+    // Add on a single-valued attribute that already has a value.
+    let r = s
+        .patch_ok(
+            &rel,
+            json!([{"op": "Add", "path": "title", "value": "Commodore"}]),
+            "User",
+        )
+        .await;
+    env.assert_ext(name, &[("title", "Commodore")], "after Add title")
+        .await;
+    if advertised(&user_schema, "title") {
+        assert_eq!(r.body["title"], json!("Commodore"), "{r}");
+    }
+
+    // Path-less replace with dotted keys and full extension URNs.
+    let r = s
+        .patch_ok(
+            &rel,
+            json!([{"op": "Replace", "value": {
+                "displayName": "Bjfe",
+                "name.givenName": "Kkom",
+                "name.familyName": "Unua",
+                (format!("{ENTERPRISE}:employeeNumber")): "Aklq",
+                (format!("{ENTERPRISE}:department")): "Fleet"
+            }}]),
+            "User",
+        )
+        .await;
+    env.assert_ext(
+        name,
+        &[
+            ("fullName", "Bjfe"),
+            ("firstName", "Kkom"),
+            ("lastName", "Unua"),
+            ("state", "Aklq"),
+            ("city", "Fleet"),
+            ("title", "Commodore"),
+            ("emailAddress", "grace.hopper@contoso.com"),
+        ],
+        "after path-less dotted/URN replace",
+    )
+    .await;
+    if advertised(&user_schema, "name.givenName") {
+        assert_eq!(r.body["name"]["givenName"], json!("Kkom"), "{r}");
+    }
+    if advertised(&ent_schema, "employeeNumber") {
+        assert_eq!(r.body[ENTERPRISE]["employeeNumber"], json!("Aklq"), "{r}");
+    }
+
+    // Value-path replace of the work email.
+    let r = s
+        .patch_ok(
+            &rel,
+            json!([{"op": "Replace", "path": "emails[type eq \"work\"].value",
+                    "value": "grace@navy.example"}]),
+            "User",
+        )
+        .await;
+    env.assert_ext(
+        name,
+        &[("emailAddress", "grace@navy.example"), ("fullName", "Bjfe")],
+        "after emails[type eq \"work\"].value Replace",
+    )
+    .await;
+    if advertised(&user_schema, "emails") {
+        assert_eq!(
+            work_email(&r.body).as_deref(),
+            Some("grace@navy.example"),
+            "{r}"
+        );
+    }
+
+    // Value-path add (and replace) on users without any email: the element is created.
+    for (op, who, email) in [
+        ("Add", "Ada.Lovelace@contoso.com", "ada@contoso.com"),
+        ("Replace", "Alan.Turing@contoso.com", "alan@contoso.com"),
+    ] {
+        let (given, family) = who.split_once('@').unwrap().0.split_once('.').unwrap();
+        let r = s
+            .call(
+                "POST",
+                "/Users",
+                Some(entra_user(who, &random_guid(), given, family)),
+            )
+            .await;
+        assert_eq!(r.status, 201, "POST {who}: {r}");
+        env.assert_ext(who, &[("emailAddress", "")], "created without email")
+            .await;
+        let r = s
+            .patch_ok(
+                &format!("/Users/{}", r.id()),
+                json!([{"op": op, "path": "emails[type eq \"work\"].value", "value": email}]),
+                "User",
+            )
+            .await;
+        env.assert_ext(
+            who,
+            &[("emailAddress", email), ("firstName", given)],
+            &format!("after {op} emails[type eq \"work\"].value on a user without email"),
+        )
+        .await;
+        if advertised(&user_schema, "emails") {
+            assert_eq!(work_email(&r.body).as_deref(), Some(email), "{r}");
+        }
+    }
+
+    // Soft delete: a string boolean, capitalised op.
+    let r = s
+        .patch_ok(
+            &rel,
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+            "User",
+        )
+        .await;
+    assert_eq!(r.body["active"], json!(false), "{r}");
+    assert!(!env.enabled(name).await, "soft delete did not disable");
+    assert!(env.user_exists(name).await, "soft delete removed the user");
+    env.assert_ext(
+        name,
+        &[("fullName", "Bjfe"), ("emailAddress", "grace@navy.example")],
+        "after soft delete",
+    )
+    .await;
+    let r = s.get(&rel).await;
+    assert_eq!(r.status, 200, "GET of a disabled user: {r}");
+    r.assert_resource(s, "User", "GET disabled user");
+    assert_eq!(r.body["active"], json!(false), "{r}");
+    for filter in [
+        format!("userName eq \"{name}\""),
+        format!("externalId eq \"{ext_id}\""),
+    ] {
+        let r = s.filter("/Users", &filter).await;
+        let res = r.list(&filter);
+        assert_eq!(r.total(), 1, "disabled user by {filter}: {r}");
+        assert_eq!(res[0]["active"], json!(false), "{r}");
+    }
+    // Re-enabled with Add and "True", disabled again with a lower-case string.
+    s.patch_ok(
+        &rel,
+        json!([{"op": "Add", "path": "active", "value": "True"}]),
+        "User",
+    )
+    .await;
+    assert!(
+        env.enabled(name).await,
+        "Add active \"True\" did not enable"
+    );
+    s.patch_ok(
+        &rel,
+        json!([{"op": "replace", "path": "active", "value": "false"}]),
+        "User",
+    )
+    .await;
+    assert!(!env.enabled(name).await, "replace active \"false\"");
+
+    // Hard delete.
+    let r = s.call("DELETE", &rel, None).await;
+    assert_eq!(r.status, 204, "DELETE /v2/Users/{id}: {r}");
+    assert!(r.text.is_empty(), "204 with a body: {r}");
+    assert!(!env.user_exists(name).await, "hard delete left the user");
+    s.get(&rel)
+        .await
+        .assert_error(404, None, "GET after DELETE");
+    let r = s.filter("/Users", &format!("userName eq \"{name}\"")).await;
+    r.list("filter after DELETE");
+    assert_eq!(r.total(), 0, "{r}");
+
+    // Groups.
+    let ada = id_of("Ada.Lovelace@contoso.com");
+    let alan = id_of("Alan.Turing@contoso.com");
+    let match_rel = format!(
+        "/Groups?excludedAttributes=members&filter={}",
+        enc("displayName eq \"Entra Group\"")
+    );
+    let r = s.get(&match_rel).await;
+    assert!(r.list("group match before create").is_empty(), "{r}");
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({
+                "schemas": [GROUP, ENTRA_GROUP],
+                "externalId": random_guid(),
+                "displayName": "Entra Group",
+                "meta": {"resourceType": "Group"},
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "POST /v2/Groups without members: {r}");
+    r.assert_resource(s, "Group", "POST /v2/Groups");
+    assert_eq!(
+        r.header("location").as_deref(),
+        r.body["meta"]["location"].as_str(),
+        "{r}"
+    );
+    let gid = r.id();
+    assert!(env.group_exists("Entra Group").await);
+    assert_eq!(
+        env.tw.get_group("Entra Group").await.unwrap().description,
+        "Provisioned SCIM group"
+    );
+    assert!(env.members("Entra Group").await.is_empty());
+    let r = s.get(&match_rel).await;
+    let res = r.list("group match after create");
+    assert_eq!(res.len(), 1, "{r}");
+    assert_eq!(res[0]["id"], json!(gid), "{r}");
+    assert!(res[0].get("members").is_none(), "members not excluded: {r}");
+    let r = s
+        .get(&format!("/Groups/{gid}?excludedAttributes=members"))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.body.get("members").is_none(), "members not excluded: {r}");
+
+    let grel = format!("/Groups/{gid}");
+    let r = s
+        .patch_ok(
+            &grel,
+            json!([{"op": "Add", "path": "members", "value": [
+                {"$ref": null, "value": ada},
+                {"$ref": null, "value": alan}
+            ]}]),
+            "Group",
+        )
+        .await;
+    let mut both = vec![ada.clone(), alan.clone()];
+    both.sort();
+    assert_eq!(member_values(&r.body), both, "{r}");
+    assert_eq!(
+        env.members("Entra Group").await,
+        [
+            "User:ada.lovelace@contoso.com",
+            "User:alan.turing@contoso.com"
+        ],
+        "after Add members"
+    );
+
+    let r = s
+        .patch_ok(
+            &grel,
+            json!([{"op": "Remove", "path": "members", "value": [{"value": ada}]}]),
+            "Group",
+        )
+        .await;
+    assert_eq!(member_values(&r.body), [alan.as_str()], "{r}");
+    assert_eq!(
+        env.members("Entra Group").await,
+        ["User:alan.turing@contoso.com"],
+        "Remove members with a value list must remove only those"
+    );
+
+    s.patch_ok(
+        &grel,
+        json!([{"op": "add", "path": "members", "value": [{"value": ada}]}]),
+        "Group",
+    )
+    .await;
+    assert_eq!(env.members("Entra Group").await.len(), 2);
+    let r = s
+        .patch_ok(
+            &grel,
+            json!([{"op": "Remove", "path": format!("members[value eq \"{alan}\"]")}]),
+            "Group",
+        )
+        .await;
+    assert_eq!(member_values(&r.body), [ada.as_str()], "{r}");
+    assert_eq!(
+        env.members("Entra Group").await,
+        ["User:ada.lovelace@contoso.com"],
+        "after members[value eq ...] remove"
+    );
+
+    let r = s.call("DELETE", &grel, None).await;
+    assert_eq!(r.status, 204, "DELETE /v2/Groups/{gid}: {r}");
+    assert!(!env.group_exists("Entra Group").await);
+    assert!(env.user_exists("Ada.Lovelace@contoso.com").await);
+    assert!(env.user_exists("Alan.Turing@contoso.com").await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Okta cycle
+// ---------------------------------------------------------------------------------------------
+
+fn okta_user(login: &str, given: &str, family: &str) -> Value {
+    json!({
+        "schemas": [USER],
+        "userName": login,
+        "name": {"givenName": given, "familyName": family},
+        "emails": [{"primary": true, "value": login, "type": "work"}],
+        "displayName": format!("{given} {family}"),
+        "locale": "en-US",
+        "externalId": format!("00u{}", &random_guid()[..8]),
+        "groups": [],
+        "password": "Okta-Generated-Pa55word!",
+        "active": true,
+    })
+}
+
+#[tokio::test]
+async fn okta_provisioning_cycle() {
+    let env = setup(&format!("deprovision = \"disable\"\n{DEFAULTS}")).await;
+    let s = &env.scim;
+
+    // Okta's setup calls.
+    let r = s.get("/Users?startIndex=1&count=2").await;
+    assert!(r.list("GET /Users?startIndex=1&count=2 (empty)").is_empty());
+    assert_eq!(r.total(), 0, "{r}");
+    assert_eq!(r.body["startIndex"], json!(1), "{r}");
+    let r = s.get("/Groups?startIndex=1&count=100").await;
+    assert!(r.list("GET /Groups?startIndex=1&count=100").is_empty());
+
+    for (login, given) in [
+        ("okta.a@corp.com", "A"),
+        ("okta.b@corp.com", "B"),
+        ("okta.c@corp.com", "C"),
+    ] {
+        s.create_user(okta_user(login, given, "Seed")).await;
+    }
+
+    // Match, then create.
+    let login = "okta.user@corp.com";
+    let r = s
+        .get(&format!(
+            "/Users?filter={}&startIndex=1&count=100",
+            enc(&format!("userName eq \"{login}\""))
+        ))
+        .await;
+    r.list("Okta match");
+    assert_eq!(r.total(), 0, "{r}");
+    let r = s
+        .call("POST", "/Users", Some(okta_user(login, "Okta", "User")))
+        .await;
+    assert_eq!(r.status, 201, "POST /v2/Users (Okta): {r}");
+    r.assert_resource(s, "User", "Okta create");
+    assert_eq!(r.body["userName"], json!(login), "{r}");
+    assert_eq!(r.body["active"], json!(true), "{r}");
+    let id = r.id();
+    env.assert_ext(
+        login,
+        &[
+            ("firstName", "Okta"),
+            ("lastName", "User"),
+            ("emailAddress", login),
+        ],
+        "after Okta create",
+    )
+    .await;
+    assert!(env.enabled(login).await);
+
+    // Paging.
+    let page = |start: u64| format!("/Users?startIndex={start}&count=2");
+    let r1 = s.get(&page(1)).await;
+    let p1 = r1.list("page 1");
+    assert_eq!(r1.total(), 4, "{r1}");
+    assert_eq!(r1.body["startIndex"], json!(1), "{r1}");
+    assert_eq!(p1.len(), 2, "{r1}");
+    let r2 = s.get(&page(3)).await;
+    let p2 = r2.list("page 2");
+    assert_eq!(r2.total(), 4, "{r2}");
+    assert_eq!(r2.body["startIndex"], json!(3), "{r2}");
+    assert_eq!(p2.len(), 2, "{r2}");
+    let r3 = s.get(&page(5)).await;
+    assert!(r3.list("page 3").is_empty(), "{r3}");
+    let ids: BTreeSet<String> = p1
+        .iter()
+        .chain(&p2)
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "pages overlap: {r1} / {r2}");
+    assert!(ids.contains(&id));
+    let again = s.get(&page(1)).await.list("page 1 again");
+    assert_eq!(again, p1, "paging order is not stable");
+
+    // Update by PUT, with the full object Okta sends (id, meta, groups included).
+    let mut put = okta_user(login, "Okta", "User");
+    put["id"] = json!(id);
+    put["meta"] = json!({"resourceType": "User"});
+    put["title"] = json!("Support");
+    put["name"]["familyName"] = json!("Userson");
+    let r = s.call("PUT", &format!("/Users/{id}"), Some(put)).await;
+    assert_eq!(r.status, 200, "Okta PUT: {r}");
+    r.assert_resource(s, "User", "Okta PUT");
+    env.assert_ext(
+        login,
+        &[
+            ("title", "Support"),
+            ("lastName", "Userson"),
+            ("firstName", "Okta"),
+            ("emailAddress", login),
+        ],
+        "after Okta PUT",
+    )
+    .await;
+
+    // Deactivate and reactivate.
+    let rel = format!("/Users/{id}");
+    for active in [false, true] {
+        let r = s
+            .patch_ok(
+                &rel,
+                json!([{"op": "replace", "value": {"active": active}}]),
+                "User",
+            )
+            .await;
+        assert_eq!(r.body["active"], json!(active), "{r}");
+        assert_eq!(env.enabled(login).await, active, "after active:{active}");
+        assert!(env.user_exists(login).await);
+    }
+
+    // A group with members; Administrator added natively; replace members with [].
+    let (a, b) = (id_of("okta.a@corp.com"), id_of("okta.b@corp.com"));
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Okta Engineers",
+                        "members": [{"value": id}, {"value": a}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "POST /v2/Groups with members: {r}");
+    r.assert_resource(s, "Group", "Okta group create");
+    let gid = r.id();
+    assert_eq!(
+        env.members("Okta Engineers").await,
+        ["User:okta.a@corp.com", "User:okta.user@corp.com"]
+    );
+    env.tw
+        .add_group_member("Okta Engineers", &Member::user("Administrator"))
+        .await
+        .unwrap();
+    let r = s.get(&format!("/Groups/{gid}")).await;
+    assert_eq!(r.status, 200, "{r}");
+    let mut expected = vec![a.clone(), id.clone()];
+    expected.sort();
+    assert_eq!(
+        member_values(&r.body),
+        expected,
+        "excluded member listed: {r}"
+    );
+
+    let grel = format!("/Groups/{gid}");
+    let r = s
+        .patch_ok(
+            &grel,
+            json!([{"op": "replace", "path": "members", "value": []}]),
+            "Group",
+        )
+        .await;
+    assert!(member_values(&r.body).is_empty(), "{r}");
+    assert_eq!(
+        env.members("Okta Engineers").await,
+        ["User:administrator"],
+        "replace members [] must empty the group of provisioned users only"
+    );
+    assert!(env.user_exists("Administrator").await);
+    assert!(env.enabled("Administrator").await);
+
+    // Full sync to a list keeps the hidden member too.
+    let r = s
+        .patch_ok(
+            &grel,
+            json!([{"op": "replace", "path": "members", "value": [{"value": b}]}]),
+            "Group",
+        )
+        .await;
+    assert_eq!(member_values(&r.body), [b.as_str()], "{r}");
+    assert_eq!(
+        env.members("Okta Engineers").await,
+        ["User:administrator", "User:okta.b@corp.com"],
+        "replace members [b]"
+    );
+
+    // deprovision = "disable": a DELETE keeps the user, disabled.
+    let r = s.call("DELETE", &rel, None).await;
+    assert_eq!(r.status, 204, "DELETE with deprovision = disable: {r}");
+    assert!(
+        env.user_exists(login).await,
+        "deprovision = disable deleted"
+    );
+    assert!(!env.enabled(login).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The same operation through 1.1 and 2.0 leaves the same platform state
+// ---------------------------------------------------------------------------------------------
+
+async fn assert_same_state(env: &Env, a: &str, b: &str, renames: &[(&str, &str)], step: &str) {
+    let sa = env.native_state(a, renames).await;
+    let sb = env.native_state(b, renames).await;
+    let keys: BTreeSet<&String> = sa.keys().chain(sb.keys()).collect();
+    let mut diffs = Vec::new();
+    for k in keys {
+        if sa.get(k) != sb.get(k) {
+            diffs.push(format!("{k}: 1.1 {:?} vs 2.0 {:?}", sa.get(k), sb.get(k)));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{step}: platform state differs between 1.1 ({a}) and 2.0 ({b}):\n{}",
+        diffs.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn v1_and_v2_leave_the_same_platform_state() {
+    let env = setup(&format!("{DEFAULTS}{MAPPING}")).await;
+    let s = &env.scim;
+    let (a, b) = ("parity-a@corp.com", "parity-b@corp.com");
+    let renames = [("team a", "team"), ("team b", "team")];
+
+    // Create.
+    let data = |user_name: &str, ext: &str| {
+        json!({
+            "userName": user_name,
+            "externalId": ext,
+            "name": {"givenName": "Sam", "familyName": "Same"},
+            "displayName": "Sam Same",
+            "title": "Analyst",
+            "emails": [{"value": "sam@corp.com", "type": "work", "primary": true}],
+            "phoneNumbers": [{"value": "+1 555 0101", "type": "work"}],
+            "active": true,
+        })
+    };
+    let mut body1 = data(a, "ext-a");
+    body1["schemas"] = json!([CORE1, ENTERPRISE1]);
+    body1[ENTERPRISE1] = json!({"department": "Finance", "employeeNumber": "E-7"});
+    let r = s.call_v1("POST", "/Users", Some(body1)).await;
+    assert_eq!(r.status, 201, "1.1 POST: {r}");
+    let ida = r.id();
+    let mut body2 = data(b, "ext-b");
+    body2["schemas"] = json!([USER, ENTERPRISE]);
+    body2[ENTERPRISE] = json!({"department": "Finance", "employeeNumber": "E-7"});
+    let idb = s.create_user(body2).await;
+    env.assert_ext(
+        a,
+        &[("scimExternalId", "ext-a"), ("city", "Finance")],
+        "1.1",
+    )
+    .await;
+    env.assert_ext(
+        b,
+        &[("scimExternalId", "ext-b"), ("city", "Finance")],
+        "2.0",
+    )
+    .await;
+    assert_same_state(&env, a, b, &renames, "create").await;
+
+    // Update title and name: 1.1 partial PATCH vs 2.0 PatchOp.
+    let r = s
+        .call_v1(
+            "PATCH",
+            &format!("/Users/{ida}"),
+            Some(json!({"schemas": [CORE1], "title": "Manager",
+                        "name": {"givenName": "Samuel", "familyName": "Sameson"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "1.1 PATCH: {r}");
+    s.patch_ok(
+        &format!("/Users/{idb}"),
+        json!([
+            {"op": "replace", "path": "title", "value": "Manager"},
+            {"op": "replace", "path": "name.givenName", "value": "Samuel"},
+            {"op": "replace", "path": "name.familyName", "value": "Sameson"}
+        ]),
+        "User",
+    )
+    .await;
+    env.assert_ext(b, &[("title", "Manager"), ("lastName", "Sameson")], "2.0")
+        .await;
+    assert_same_state(&env, a, b, &renames, "update by PATCH").await;
+
+    // Update by PUT with the whole object.
+    let put = |user_name: &str, ext: &str| {
+        let mut v = data(user_name, ext);
+        v["title"] = json!("Director");
+        v["name"] = json!({"givenName": "Samantha", "familyName": "Same"});
+        v
+    };
+    let mut put1 = put(a, "ext-a");
+    put1["schemas"] = json!([CORE1, ENTERPRISE1]);
+    put1[ENTERPRISE1] = json!({"department": "Audit", "employeeNumber": "E-7"});
+    let r = s.call_v1("PUT", &format!("/Users/{ida}"), Some(put1)).await;
+    assert_eq!(r.status, 200, "1.1 PUT: {r}");
+    let mut put2 = put(b, "ext-b");
+    put2["schemas"] = json!([USER, ENTERPRISE]);
+    put2[ENTERPRISE] = json!({"department": "Audit", "employeeNumber": "E-7"});
+    let r = s.call("PUT", &format!("/Users/{idb}"), Some(put2)).await;
+    assert_eq!(r.status, 200, "2.0 PUT: {r}");
+    env.assert_ext(b, &[("title", "Director"), ("city", "Audit")], "2.0 PUT")
+        .await;
+    assert_same_state(&env, a, b, &renames, "update by PUT").await;
+
+    // Disable, then enable again.
+    for active in [false, true] {
+        let r = s
+            .call_v1(
+                "PATCH",
+                &format!("/Users/{ida}"),
+                Some(json!({"schemas": [CORE1], "active": active})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "1.1 PATCH active:{active}: {r}");
+        s.patch_ok(
+            &format!("/Users/{idb}"),
+            json!([{"op": "replace", "path": "active", "value": active}]),
+            "User",
+        )
+        .await;
+        assert_eq!(env.enabled(b).await, active);
+        assert_same_state(&env, a, b, &renames, &format!("active:{active}")).await;
+    }
+
+    // Group membership: a group each, created with the user as a member.
+    let r = s
+        .call_v1(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [CORE1], "displayName": "Team A",
+                        "members": [{"value": ida}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "1.1 POST /Groups: {r}");
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Team B",
+                        "members": [{"value": idb}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "2.0 POST /Groups: {r}");
+    let (ga, gb) = (
+        env.tw.get_group("Team A").await.unwrap(),
+        env.tw.get_group("Team B").await.unwrap(),
+    );
+    assert_eq!(
+        (&ga.description, &ga.project, &ga.home_mashup, &ga.tags),
+        (&gb.description, &gb.project, &gb.home_mashup, &gb.tags),
+        "groups created through 1.1 and 2.0 differ"
+    );
+    assert_eq!(env.members("Team A").await, [format!("User:{a}")]);
+    assert_eq!(env.members("Team B").await, [format!("User:{b}")]);
+    assert_same_state(&env, a, b, &renames, "group create with member").await;
+
+    // A shared group: add each user through its version, then remove.
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Shared"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "POST Shared: {r}");
+    let shared = r.id();
+    let r = s
+        .call_v1(
+            "PATCH",
+            &format!("/Groups/{shared}"),
+            Some(json!({"schemas": [CORE1], "members": [{"value": ida}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "1.1 PATCH add member: {r}");
+    s.patch_ok(
+        &format!("/Groups/{shared}"),
+        json!([{"op": "add", "path": "members", "value": [{"value": idb}]}]),
+        "Group",
+    )
+    .await;
+    assert_eq!(
+        env.members("Shared").await,
+        [format!("User:{a}"), format!("User:{b}")]
+    );
+    assert_same_state(&env, a, b, &renames, "added to a group").await;
+    let r = s
+        .call_v1(
+            "PATCH",
+            &format!("/Groups/{shared}"),
+            Some(json!({"schemas": [CORE1],
+                        "members": [{"value": ida, "operation": "delete"}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "1.1 PATCH remove member: {r}");
+    s.patch_ok(
+        &format!("/Groups/{shared}"),
+        json!([{"op": "remove", "path": format!("members[value eq \"{idb}\"]")}]),
+        "Group",
+    )
+    .await;
+    assert!(env.members("Shared").await.is_empty());
+    assert_same_state(&env, a, b, &renames, "removed from a group").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Protocol
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn etags_if_match_and_if_none_match() {
+    let env = setup(&format!("deprovision = \"delete\"\n{DEFAULTS}")).await;
+    let s = &env.scim;
+    let name = "etag@corp.com";
+    let mut body = user2(name, "E", "Tag", name);
+    body["title"] = json!("T1");
+    let id = s.create_user(body).await;
+    let rel = format!("/Users/{id}");
+
+    let r = s.get(&rel).await;
+    assert_eq!(r.status, 200, "{r}");
+    r.assert_resource(s, "User", "GET");
+    let v1 = r.etag();
+    let r = s
+        .call_with("GET", &rel, &[("if-none-match", &v1)], None)
+        .await;
+    assert_eq!(r.status, 304, "GET If-None-Match current ETag: {r}");
+    assert!(r.text.is_empty(), "304 with a body: {r}");
+    let r = s
+        .call_with("GET", &rel, &[("if-none-match", "W/\"stale\"")], None)
+        .await;
+    assert_eq!(r.status, 200, "GET If-None-Match other ETag: {r}");
+
+    let ops = |title: &str| {
+        json!({"schemas": [PATCH_OP],
+               "Operations": [{"op": "replace", "path": "title", "value": title}]})
+    };
+    let r = s
+        .call_with("PATCH", &rel, &[("if-match", &v1)], Some(ops("T2")))
+        .await;
+    assert_eq!(r.status, 200, "PATCH If-Match current: {r}");
+    r.assert_resource(s, "User", "PATCH If-Match current");
+    let v2 = r.etag();
+    assert_ne!(v1, v2, "the ETag did not change with the resource");
+    env.assert_ext(name, &[("title", "T2")], "PATCH If-Match current")
+        .await;
+
+    let r = s
+        .call_with("PATCH", &rel, &[("if-match", &v1)], Some(ops("T3")))
+        .await;
+    r.assert_error(412, None, "PATCH If-Match stale");
+    let mut put = user2(name, "E", "Tag", name);
+    put["title"] = json!("T3");
+    let r = s
+        .call_with("PUT", &rel, &[("if-match", &v1)], Some(put))
+        .await;
+    r.assert_error(412, None, "PUT If-Match stale");
+    let r = s
+        .call_with("DELETE", &rel, &[("if-match", &v1)], None)
+        .await;
+    r.assert_error(412, None, "DELETE If-Match stale");
+    env.assert_ext(name, &[("title", "T2")], "after stale writes")
+        .await;
+    assert!(env.user_exists(name).await, "stale DELETE deleted");
+
+    let r = s
+        .call_with("GET", &rel, &[("if-none-match", &v2)], None)
+        .await;
+    assert_eq!(r.status, 304, "GET If-None-Match after PATCH: {r}");
+
+    // Groups too.
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Tagged"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    r.assert_resource(s, "Group", "POST /Groups");
+    let (gid, gv) = (r.id(), r.etag());
+    let r = s
+        .call_with(
+            "GET",
+            &format!("/Groups/{gid}"),
+            &[("if-none-match", &gv)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 304, "GET group If-None-Match: {r}");
+    let r = s
+        .call_with(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            &[("if-match", "W/\"stale\"")],
+            Some(json!({"schemas": [PATCH_OP],
+                        "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]})),
+        )
+        .await;
+    r.assert_error(412, None, "group PATCH If-Match stale");
+    assert!(env.members("Tagged").await.is_empty());
+
+    let r = s
+        .call_with("DELETE", &rel, &[("if-match", &v2)], None)
+        .await;
+    assert_eq!(r.status, 204, "DELETE If-Match current: {r}");
+    assert!(!env.user_exists(name).await);
+}
+
+/// Fails on any `null` in a discovery document (Entra rejects them).
+fn assert_no_nulls(v: &Value, at: &str) {
+    match v {
+        Value::Null => panic!("null at {at}"),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                assert_no_nulls(x, &format!("{at}[{i}]"));
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                assert_no_nulls(x, &format!("{at}.{k}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn discovery_documents_and_method_errors() {
+    let env = setup(&format!("{DEFAULTS}{MAPPING}")).await;
+    let s = &env.scim;
+
+    let r = s.get("/ServiceProviderConfig").await;
+    assert_eq!(r.status, 200, "{r}");
+    r.assert_scim_json("ServiceProviderConfig");
+    assert!(has_schema(&r.body, SPC), "{r}");
+    for feature in ["patch", "bulk", "filter", "etag"] {
+        assert_eq!(
+            r.body[feature]["supported"],
+            json!(true),
+            "{feature}.supported: {r}"
+        );
+    }
+    for feature in ["changePassword", "sort"] {
+        assert!(r.body[feature]["supported"].is_boolean(), "{feature}: {r}");
+    }
+    assert!(
+        r.body["bulk"]["maxOperations"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{r}"
+    );
+    assert!(r.body["bulk"]["maxPayloadSize"].is_u64(), "{r}");
+    assert!(r.body["filter"]["maxResults"].is_u64(), "{r}");
+    let schemes = r.body["authenticationSchemes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no authenticationSchemes: {r}"));
+    assert!(!schemes.is_empty(), "{r}");
+    for sch in schemes {
+        assert!(sch["type"].is_string() && sch["name"].is_string(), "{r}");
+    }
+
+    // ResourceTypes.
+    let r = s.get("/ResourceTypes").await;
+    let types = r.list("GET /ResourceTypes");
+    let find = |id: &str| {
+        types
+            .iter()
+            .find(|t| t["id"] == json!(id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no ResourceType {id}: {r}"))
+    };
+    let user_type = find("User");
+    assert_eq!(user_type["endpoint"], json!("/Users"), "{r}");
+    assert_eq!(user_type["schema"], json!(USER), "{r}");
+    assert!(
+        user_type["schemaExtensions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|e| e["schema"] == json!(ENTERPRISE))),
+        "the User type lacks the enterprise extension: {r}"
+    );
+    let group_type = find("Group");
+    assert_eq!(group_type["endpoint"], json!("/Groups"), "{r}");
+    assert_eq!(group_type["schema"], json!(GROUP), "{r}");
+    for t in &types {
+        assert!(has_schema(t, RESOURCE_TYPE), "{t}");
+        let schema = t["schema"].as_str().unwrap();
+        assert_eq!(
+            s.get(&format!("/Schemas/{schema}")).await.status,
+            200,
+            "ResourceType schema {schema} not fetchable"
+        );
+    }
+    for id in ["User", "Group"] {
+        let r = s.get(&format!("/ResourceTypes/{id}")).await;
+        assert_eq!(r.status, 200, "GET /ResourceTypes/{id}: {r}");
+        r.assert_scim_json("ResourceType");
+        assert_eq!(r.body["id"], json!(id), "{r}");
+    }
+    s.get("/ResourceTypes/Nope")
+        .await
+        .assert_error(404, None, "GET /ResourceTypes/Nope");
+
+    // Schemas.
+    let r = s.get("/Schemas").await;
+    let schemas = r.list("GET /Schemas");
+    assert_no_nulls(&r.body, "/Schemas");
+    let ids: Vec<&str> = schemas.iter().filter_map(|x| x["id"].as_str()).collect();
+    for urn in [USER, ENTERPRISE, GROUP, RESOURCE_TYPE, SPC, SCHEMA] {
+        assert!(ids.contains(&urn), "/Schemas lacks {urn}: {ids:?}");
+    }
+    for id in &ids {
+        let r = s.get(&format!("/Schemas/{id}")).await;
+        assert_eq!(r.status, 200, "GET /Schemas/{id}: {r}");
+        r.assert_scim_json("Schema");
+        assert_eq!(r.body["id"], json!(id), "{r}");
+        assert_no_nulls(&r.body, id);
+        for a in r.body["attributes"].as_array().into_iter().flatten() {
+            assert!(a["name"].is_string() && a["type"].is_string(), "{id}: {a}");
+        }
+    }
+    let user_schema = s.schema(USER).await;
+    for attr in [
+        "userName",
+        "name.givenName",
+        "name.familyName",
+        "active",
+        "emails",
+    ] {
+        assert!(advertised(&user_schema, attr), "User schema lacks {attr}");
+    }
+    for attr in ["photos", "ims", "x509Certificates", "entitlements"] {
+        assert!(
+            !advertised(&user_schema, attr),
+            "User schema advertises {attr}, which is not stored"
+        );
+    }
+    let ent = s.schema(ENTERPRISE).await;
+    for attr in ["department", "employeeNumber"] {
+        assert!(advertised(&ent, attr), "mapped {attr} not advertised");
+    }
+    for attr in ["costCenter", "organization", "division"] {
+        assert!(!advertised(&ent, attr), "unmapped {attr} advertised");
+    }
+    let group_schema = s.schema(GROUP).await;
+    assert!(advertised(&group_schema, "displayName"));
+    assert!(advertised(&group_schema, "members"));
+    s.get("/Schemas/urn:example:nope")
+        .await
+        .assert_error(404, None, "GET /Schemas/<unknown>");
+
+    // Writes on discovery endpoints.
+    let user_schema_rel = format!("/Schemas/{USER}");
+    for rel in [
+        "/ServiceProviderConfig",
+        "/ResourceTypes",
+        "/ResourceTypes/User",
+        "/Schemas",
+        user_schema_rel.as_str(),
+    ] {
+        for method in ["POST", "PUT", "PATCH", "DELETE"] {
+            let body = (method != "DELETE").then(|| json!({"schemas": [SCHEMA]}));
+            s.call(method, rel, body)
+                .await
+                .assert_error(405, None, &format!("{method} {rel}"));
+        }
+    }
+
+    // Unknown paths.
+    let rel = format!("/{}", random_guid());
+    s.get(&rel)
+        .await
+        .assert_error(404, None, &format!("GET {rel}"));
+    s.call("POST", &rel, Some(json!({})))
+        .await
+        .assert_error(404, None, &format!("POST {rel}"));
+
+    // Unknown query flags (Entra's tenant URL options) are ignored; application/json accepted.
+    let r = s.get("/Users?aadOptscim062020").await;
+    r.list("GET /Users?aadOptscim062020");
+    let r = s
+        .call_with(
+            "POST",
+            "/Users",
+            &[("content-type", "application/json")],
+            Some(user2("json@corp.com", "J", "Son", "json@corp.com")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "POST with application/json: {r}");
+    r.assert_resource(s, "User", "POST with application/json");
+}
+
+#[tokio::test]
+async fn projection_filters_and_search() {
+    let env = setup(DEFAULTS).await;
+    let s = &env.scim;
+    for (name, email, title, active) in [
+        ("alice", "alice@corp.com", "Engineer", true),
+        ("bob", "bob@other.org", "Engineer", true),
+        ("carol", "carol@corp.com", "Manager", true),
+        ("dave", "dave@other.org", "Engineer", true),
+        ("eve", "eve@corp.com", "Manager", false),
+    ] {
+        let mut body = user2(name, name, "Tester", email);
+        body["title"] = json!(title);
+        body["active"] = json!(active);
+        s.create_user(body).await;
+    }
+    assert!(!env.enabled("eve").await);
+    let all: Vec<String> = ["alice", "bob", "carol", "dave", "eve"]
+        .map(String::from)
+        .to_vec();
+
+    // Projection.
+    let r = s.get("/Users?attributes=userName").await;
+    let res = r.list("attributes=userName");
+    assert_eq!(user_names(&res), all, "{r}");
+    for u in &res {
+        for k in u.as_object().unwrap().keys() {
+            assert!(
+                ["id", "userName", "schemas", "meta"].contains(&k.as_str()),
+                "attributes=userName returned {k}: {u}"
+            );
+        }
+        assert!(u["id"].is_string(), "{u}");
+    }
+    let r = s.get("/Users?excludedAttributes=emails,name,id").await;
+    for u in r.list("excludedAttributes=emails,name,id") {
+        assert!(
+            u["id"].is_string(),
+            "id must survive excludedAttributes: {u}"
+        );
+        assert!(u["userName"].is_string(), "{u}");
+        assert!(u.get("emails").is_none() && u.get("name").is_none(), "{u}");
+    }
+    let alice = id_of("alice");
+    let r = s.get(&format!("/Users/{alice}?attributes=title")).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body["id"], json!(alice), "{r}");
+    assert_eq!(r.body["title"], json!("Engineer"), "{r}");
+    for k in r.body.as_object().unwrap().keys() {
+        assert!(
+            ["id", "title", "schemas", "meta"].contains(&k.as_str()),
+            "attributes=title returned {k}: {r}"
+        );
+    }
+    let r = s
+        .get(&format!("/Users/{alice}?excludedAttributes=id,title"))
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body["id"], json!(alice), "{r}");
+    assert!(r.body.get("title").is_none(), "{r}");
+    assert_eq!(r.body["userName"], json!("alice"), "{r}");
+
+    // Filters.
+    for (filter, expected) in [
+        ("userName ne \"alice\"", vec!["bob", "carol", "dave", "eve"]),
+        ("userName ew \"e\"", vec!["alice", "dave", "eve"]),
+        ("emails.value ew \"@other.org\"", vec!["bob", "dave"]),
+        (
+            "not (emails.value ew \"@other.org\")",
+            vec!["alice", "carol", "eve"],
+        ),
+        (
+            "not (title eq \"Engineer\") and userName ne \"eve\"",
+            vec!["carol"],
+        ),
+        (
+            "emails[type eq \"work\" and value ew \"corp.com\"]",
+            vec!["alice", "carol", "eve"],
+        ),
+        (
+            "emails[type eq \"work\"].value eq \"bob@other.org\"",
+            vec!["bob"],
+        ),
+        ("active eq false", vec!["eve"]),
+        ("USERNAME Eq \"CAROL\"", vec!["carol"]),
+        (
+            "title eq \"Manager\" or userName sw \"b\"",
+            vec!["bob", "carol", "eve"],
+        ),
+    ] {
+        let r = s.filter("/Users", filter).await;
+        let res = r.list(filter);
+        assert_eq!(user_names(&res), expected, "filter {filter:?}: {r}");
+        assert_eq!(r.total(), expected.len() as u64, "{filter}: {r}");
+    }
+    for bad in [
+        "userName eq",
+        "userName zz \"a\"",
+        "emails[type eq \"work\"",
+        "active gt true",
+    ] {
+        let r = s.filter("/Users", bad).await;
+        r.assert_error(400, Some("invalidFilter"), &format!("filter {bad:?}"));
+    }
+
+    // count=0: only the total.
+    let r = s.get("/Users?count=0").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.total(), 5, "{r}");
+    assert!(
+        r.body["Resources"].as_array().is_none_or(|a| a.is_empty()),
+        "count=0 returned resources: {r}"
+    );
+
+    // POST .search.
+    let r = s
+        .call(
+            "POST",
+            "/Users/.search",
+            Some(json!({"schemas": [SEARCH], "filter": "userName ew \"e\"",
+                        "attributes": ["userName"], "startIndex": 1, "count": 10})),
+        )
+        .await;
+    let res = r.list("POST /Users/.search");
+    assert_eq!(user_names(&res), ["alice", "dave", "eve"], "{r}");
+    for u in &res {
+        assert!(u["id"].is_string() && u.get("emails").is_none(), "{u}");
+    }
+    let r = s
+        .call(
+            "POST",
+            "/.search",
+            Some(json!({"schemas": [SEARCH], "filter": "userName eq \"carol\""})),
+        )
+        .await;
+    let res = r.list("POST /.search");
+    assert_eq!(user_names(&res), ["carol"], "{r}");
+    assert_eq!(res[0]["id"], json!(id_of("carol")), "{r}");
+    let r = s
+        .call(
+            "POST",
+            "/Users/.search",
+            Some(json!({"schemas": [SEARCH], "filter": "userName eq"})),
+        )
+        .await;
+    r.assert_error(400, Some("invalidFilter"), "POST /Users/.search bad filter");
+
+    // A URN-qualified attribute path.
+    let filter = format!("{USER}:userName eq \"carol\"");
+    let r = s.filter("/Users", &filter).await;
+    assert_eq!(user_names(&r.list(&filter)), ["carol"], "{r}");
+}
+
+#[tokio::test]
+async fn bulk_with_bulk_id_references_and_fail_on_errors() {
+    let env = setup(&format!("deprovision = \"delete\"\n{DEFAULTS}")).await;
+    let s = &env.scim;
+    let r = s
+        .call(
+            "POST",
+            "/Bulk",
+            Some(json!({
+                "schemas": [BULK_REQUEST],
+                "failOnErrors": 1,
+                "Operations": [
+                    {"method": "POST", "path": "/Users", "bulkId": "u1",
+                     "data": user2("bulk.one@corp.com", "Bulk", "One", "bulk.one@corp.com")},
+                    {"method": "POST", "path": "/Groups", "bulkId": "g1",
+                     "data": {"schemas": [GROUP], "displayName": "Bulk Group",
+                              "members": [{"value": "bulkId:u1"}]}}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "POST /Bulk: {r}");
+    r.assert_scim_json("POST /Bulk");
+    assert!(has_schema(&r.body, BULK_RESPONSE), "{r}");
+    let ops = r.body["Operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no Operations: {r}"));
+    assert_eq!(ops.len(), 2, "{r}");
+    let uid = id_of("bulk.one@corp.com");
+    let gid = id_of("Bulk Group");
+    for (op, bulk_id, location) in [
+        (&ops[0], "u1", format!("{}{BASE2}/Users/{uid}", s.origin())),
+        (&ops[1], "g1", format!("{}{BASE2}/Groups/{gid}", s.origin())),
+    ] {
+        assert_eq!(op["bulkId"], json!(bulk_id), "{r}");
+        assert_eq!(op["status"], json!("201"), "{bulk_id} status: {r}");
+        assert_eq!(op["location"], json!(location), "{bulk_id} location: {r}");
+    }
+    assert!(env.user_exists("bulk.one@corp.com").await);
+    assert_eq!(
+        env.members("Bulk Group").await,
+        ["User:bulk.one@corp.com"],
+        "bulkId:u1 reference not resolved"
+    );
+
+    // failOnErrors: 1 stops after the first error.
+    let r = s
+        .call(
+            "POST",
+            "/Bulk",
+            Some(json!({
+                "schemas": [BULK_REQUEST],
+                "failOnErrors": 1,
+                "Operations": [
+                    {"method": "POST", "path": "/Users", "bulkId": "dup",
+                     "data": user2("bulk.one@corp.com", "Bulk", "Again", "x@corp.com")},
+                    {"method": "POST", "path": "/Users", "bulkId": "late",
+                     "data": user2("bulk.late@corp.com", "Bulk", "Late", "late@corp.com")}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "POST /Bulk failOnErrors: {r}");
+    let ops = r.body["Operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no Operations: {r}"));
+    assert_eq!(ops[0]["bulkId"], json!("dup"), "{r}");
+    assert_eq!(ops[0]["status"], json!("409"), "duplicate in Bulk: {r}");
+    assert!(
+        !ops.iter()
+            .any(|o| o["bulkId"] == json!("late") && o["status"] == json!("201")),
+        "operation after failOnErrors ran: {r}"
+    );
+    assert!(
+        !env.user_exists("bulk.late@corp.com").await,
+        "operation after failOnErrors reached the platform"
+    );
+
+    // PATCH and DELETE through Bulk.
+    let r = s
+        .call(
+            "POST",
+            "/Bulk",
+            Some(json!({
+                "schemas": [BULK_REQUEST],
+                "Operations": [
+                    {"method": "PATCH", "path": format!("/Users/{uid}"),
+                     "data": {"schemas": [PATCH_OP],
+                              "Operations": [{"op": "replace", "path": "title", "value": "Bulked"}]}},
+                    {"method": "DELETE", "path": format!("/Groups/{gid}")}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "POST /Bulk PATCH+DELETE: {r}");
+    assert_eq!(r.body["Operations"][0]["status"], json!("200"), "{r}");
+    assert_eq!(r.body["Operations"][1]["status"], json!("204"), "{r}");
+    env.assert_ext("bulk.one@corp.com", &[("title", "Bulked")], "Bulk PATCH")
+        .await;
+    assert!(!env.group_exists("Bulk Group").await, "Bulk DELETE");
+}
+
+#[tokio::test]
+async fn error_shapes_uniqueness_patch_errors_and_policy() {
+    let env = setup(&format!("user_exclusions = [\"svc-backup\"]\n{DEFAULTS}")).await;
+    let s = &env.scim;
+    let name = "dup@corp.com";
+    let id = s.create_user(user2(name, "D", "Up", name)).await;
+
+    // 409 uniqueness, in any spelling.
+    for spelling in [name, "DUP@corp.com"] {
+        let r = s
+            .call("POST", "/Users", Some(user2(spelling, "D", "Up", name)))
+            .await;
+        r.assert_error(
+            409,
+            Some("uniqueness"),
+            &format!("POST duplicate {spelling}"),
+        );
+    }
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Unique"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Unique"})),
+        )
+        .await;
+    r.assert_error(409, Some("uniqueness"), "POST duplicate group");
+
+    // 404s.
+    s.get(&format!("/Users/{}", id_of("nobody@corp.com")))
+        .await
+        .assert_error(404, None, "GET unknown user");
+    s.patch(
+        &format!("/Groups/{}", id_of("no group")),
+        json!([{"op": "add", "path": "members", "value": [{"value": id}]}]),
+    )
+    .await
+    .assert_error(404, None, "PATCH unknown group");
+
+    // Malformed JSON.
+    let auth = format!("Bearer {TOKEN}");
+    let r = s
+        .send(
+            "POST",
+            &format!("{BASE2}/Users"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/scim+json"),
+            ],
+            Some(br#"{"userName": "broken", "#.to_vec()),
+        )
+        .await;
+    r.assert_error(400, None, "malformed JSON");
+    assert!(!env.user_exists("broken").await);
+
+    // No token: a 2.0 error with a Bearer challenge.
+    let r = s.send("GET", &format!("{BASE2}/Users"), &[], None).await;
+    r.assert_error(401, None, "no token");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Bearer")),
+        "{r}"
+    );
+
+    // Policy: excluded users are neither created nor visible.
+    for excluded in ["Administrator", "svc-backup"] {
+        let r = s
+            .call(
+                "POST",
+                "/Users",
+                Some(user2(excluded, "X", "X", "x@corp.com")),
+            )
+            .await;
+        r.assert_error(403, None, &format!("POST {excluded}"));
+    }
+    assert!(!env.user_exists("svc-backup").await);
+    s.get(&format!("/Users/{}", id_of("Administrator")))
+        .await
+        .assert_error(404, None, "GET Administrator");
+    let r = s.filter("/Users", "userName eq \"Administrator\"").await;
+    r.list("filter Administrator");
+    assert_eq!(r.total(), 0, "{r}");
+    let r = s.get("/Users").await;
+    assert_eq!(user_names(&r.list("GET /Users")), [name], "{r}");
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Administrators"})),
+        )
+        .await;
+    r.assert_error(403, None, "POST /Groups Administrators");
+
+    // Audit: 2.0 changes and refusals are recorded as 1.1's are.
+    let text = std::fs::read_to_string(env.gw.dir.join("audit.jsonl")).unwrap_or_default();
+    let audit: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        audit.iter().any(|l| l["operation"] == json!("create_user")
+            && l["target"] == json!(name)
+            && l["result"] == json!("done")),
+        "no audit line for the 2.0 create: {audit:?}"
+    );
+    assert!(
+        audit.iter().any(|l| l["target"]
+            .as_str()
+            .is_some_and(|t| t.eq_ignore_ascii_case("svc-backup"))
+            && l["result"] == json!("refused")),
+        "no audit line for the 2.0 refusal: {audit:?}"
+    );
+
+    // PATCH errors, all-or-nothing.
+    let rel = format!("/Users/{id}");
+    s.patch(&rel, json!([{"op": "remove"}])).await.assert_error(
+        400,
+        Some("noTarget"),
+        "remove without a path",
+    );
+    let r = s
+        .patch(
+            &rel,
+            json!([
+                {"op": "replace", "path": "title", "value": "Atomic"},
+                {"op": "remove"}
+            ]),
+        )
+        .await;
+    r.assert_error(400, Some("noTarget"), "second op fails");
+    env.assert_ext(
+        name,
+        &[("title", "")],
+        "a failed PATCH applied its first op",
+    )
+    .await;
+    let r = s
+        .patch(
+            &rel,
+            json!([{"op": "replace", "path": "active", "value": "maybe"}]),
+        )
+        .await;
+    r.assert_error(400, None, "active \"maybe\"");
+    assert!(env.enabled(name).await);
+    // Removing a required attribute.
+    s.patch(&rel, json!([{"op": "remove", "path": "userName"}]))
+        .await
+        .assert_error(400, Some("mutability"), "remove userName");
+}
