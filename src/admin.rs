@@ -118,6 +118,11 @@ fn answer(req: &Request<Incoming>, health: &Health, scim: &ScimState) -> Respons
     }
     match req.uri().path() {
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::metrics::metrics().render(),
+        ),
         "/readyz" => {
             let checks = health.checks();
             let ready = checks.iter().all(|(_, ok)| *ok);
@@ -136,7 +141,7 @@ fn answer(req: &Request<Incoming>, health: &Health, scim: &ScimState) -> Respons
         _ => respond(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /healthz or /readyz\n".into(),
+            "not found: try /healthz, /readyz or /metrics\n".into(),
         ),
     }
 }

@@ -152,7 +152,14 @@ impl ConfigArgs {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => match config::load(&args.config, &args.overrides()) {
-            Ok(_) => {
+            Ok(c) => {
+                for note in &c.notes {
+                    if note.starts_with("warning:") {
+                        println!("{note}");
+                    } else {
+                        println!("note: {note}");
+                    }
+                }
                 println!("{}: configuration OK", args.config.display());
                 ExitCode::SUCCESS
             }
@@ -223,6 +230,9 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             crate::logging::init(&config.log);
+            for note in &config.notes {
+                tracing::info!(note = %note, "configuration note");
+            }
             let Some(runtime) = runtime() else {
                 return ExitCode::from(2);
             };

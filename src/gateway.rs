@@ -22,6 +22,7 @@ pub struct Gateway {
     proxy: Proxy,
     scim: ScimService,
     trusted_proxies: Vec<ipnet::IpNet>,
+    authenticator: Arc<crate::auth::Authenticator>,
 }
 
 /// Facts about the connection a request arrived on.
@@ -38,13 +39,19 @@ impl Gateway {
         proxy: Proxy,
         scim: ScimService,
         trusted_proxies: Vec<ipnet::IpNet>,
+        authenticator: Arc<crate::auth::Authenticator>,
     ) -> Self {
         Self {
             router,
             proxy,
             scim,
             trusted_proxies,
+            authenticator,
         }
+    }
+
+    pub fn authenticator(&self) -> &Arc<crate::auth::Authenticator> {
+        &self.authenticator
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: &Connection) -> Response<Body> {
@@ -166,6 +173,20 @@ struct AccessLine {
 
 impl Drop for AccessLine {
     fn drop(&mut self) {
+        let m = crate::metrics::metrics();
+        let status = self.status.to_string();
+        m.count(
+            "scimgate_requests_total",
+            &[("route", self.route.as_str()), ("status", &status)],
+        );
+        m.observe(
+            "scimgate_request_duration_seconds",
+            &[("route", self.route.as_str())],
+            self.started.elapsed(),
+        );
+        if let Some(upstream) = self.upstream_time {
+            m.observe("scimgate_upstream_duration_seconds", &[], upstream);
+        }
         tracing::info!(
             target: "scimgate::access",
             method = %self.method,

@@ -12,6 +12,7 @@ pub mod devplatform;
 pub mod fsutil;
 pub mod gateway;
 pub mod logging;
+pub mod metrics;
 pub mod pem;
 pub mod platform;
 pub mod provisioning;

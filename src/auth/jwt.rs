@@ -171,10 +171,14 @@ impl JwtProvider {
                     Err(p) => *p.into_inner() = Arc::new(keys),
                 }
                 self.loaded.store(true, Ordering::SeqCst);
+                crate::metrics::metrics()
+                    .count("scimgate_jwks_refreshes_total", &[("result", "ok")]);
                 tracing::info!(issuer = %self.config.issuer, keys = count, "JWKS loaded");
                 true
             }
             Err(e) => {
+                crate::metrics::metrics()
+                    .count("scimgate_jwks_refreshes_total", &[("result", "failed")]);
                 tracing::warn!(issuer = %self.config.issuer, url = %url, error = %e,
                     "JWKS fetch failed; keeping the last good key set");
                 false

@@ -33,6 +33,18 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// A bounded reason for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::Invalid(_) => "invalid_token",
+            AuthError::InsufficientScope(_) => "insufficient_scope",
+            AuthError::Unavailable(_) => "unavailable",
+            AuthError::NotConfigured => "not_configured",
+        }
+    }
+
     /// The RFC 6750 challenge to send with the refusal.
     pub fn challenge(&self) -> Option<String> {
         let with = |error: &str, description: &str| {

@@ -1,6 +1,7 @@
 //! Configuration: the TOML file is parsed into `raw` types, then validated into [`Config`].
 //! Validation never stops at the first problem: an operator fixing a file wants the whole list.
 
+pub mod import;
 mod raw;
 mod secret;
 
@@ -32,9 +33,14 @@ pub struct Config {
     pub scim: ScimSettings,
     pub provisioning: ProvisioningConfig,
     pub auth: AuthConfig,
+    /// The file this configuration was read from, for reloads.
+    pub source: Option<PathBuf>,
+    /// Things the operator should know about how the configuration was put together (settings
+    /// imported from the platform's files, keys ignored there).
+    pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
     /// Static bearer token (`auth.bearer_token` or `scim.bearer_token`).
     pub bearer_token: Option<Secret>,
@@ -73,7 +79,7 @@ impl JwtAlgorithm {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JwtProviderConfig {
     pub issuer: String,
     pub audiences: Vec<String>,
@@ -87,7 +93,7 @@ pub struct JwtProviderConfig {
     pub min_refetch_interval: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IntrospectionConfig {
     pub endpoint: http::Uri,
     pub client_id: String,
@@ -311,7 +317,11 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         source,
     })?;
     let base_dir = path.parent().unwrap_or(Path::new("."));
-    parse(&text, base_dir, overrides).map_err(|e| match e {
+    let parsed = parse(&text, base_dir, overrides).map(|mut c| {
+        c.source = Some(path.to_path_buf());
+        c
+    });
+    parsed.map_err(|e| match e {
         ConfigError::Parse { message, .. } => ConfigError::Parse {
             path: path.display().to_string(),
             message,
@@ -338,6 +348,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
     }
     Validator {
         problems: Vec::new(),
+        notes: Vec::new(),
         base_dir,
     }
     .validate(raw)
@@ -345,6 +356,7 @@ pub fn parse(text: &str, base_dir: &Path, overrides: &Overrides) -> Result<Confi
 
 struct Validator<'a> {
     problems: Vec<Problem>,
+    notes: Vec<String>,
     base_dir: &'a Path,
 }
 
@@ -431,7 +443,89 @@ impl Validator<'_> {
         }
     }
 
-    fn validate(mut self, raw: RawConfig) -> Result<Config, ConfigError> {
+    /// Valid but likely not what the operator meant: reported by `check` and at start.
+    fn surprises(
+        &mut self,
+        listeners: &[ListenerConfig],
+        auth: &AuthConfig,
+        provisioning: &ProvisioningConfig,
+    ) {
+        if auth.basic.is_some() && listeners.iter().any(|l| l.tls.is_none()) {
+            self.notes.push(
+                "warning: auth.basic is enabled and a listener is plain HTTP: Basic credentials cross the network in clear unless a mesh encrypts it".to_string(),
+            );
+        }
+        if auth.bearer_token.is_some() && listeners.iter().any(|l| l.tls.is_none()) {
+            self.notes.push(
+                "warning: a static SCIM bearer token is configured and a listener is plain HTTP"
+                    .to_string(),
+            );
+        }
+        use crate::provisioning::policy::{policy_key, BUILT_IN_GROUPS};
+        let excluded: Vec<String> = BUILT_IN_GROUPS
+            .iter()
+            .map(|g| g.to_string())
+            .chain(provisioning.group_exclusions.iter().cloned())
+            .map(|g| policy_key(&g))
+            .collect();
+        for (idp, platform) in &provisioning.group_mappings {
+            if excluded.contains(&policy_key(platform)) {
+                self.notes.push(format!(
+                    "warning: provisioning.group_mappings lets the identity provider's group {idp:?} manage members of the excluded group {platform:?}; whoever the IdP puts there gets its rights"
+                ));
+            }
+        }
+    }
+
+    /// The platform's own settings files; scimgate's TOML wins wherever both speak.
+    fn import(&mut self, raw: &raw::RawImport) -> import::Imported {
+        let platform = raw.platform_settings.as_deref().map(|p| self.path(p));
+        let sso = raw.sso_settings.as_deref().map(|p| self.path(p));
+        if platform.is_none() && sso.is_none() {
+            return import::Imported::default();
+        }
+        match import::import(platform.as_deref(), sso.as_deref()) {
+            Ok(imported) => {
+                for note in &imported.notes {
+                    self.notes.push(format!("import: {note}"));
+                }
+                imported
+            }
+            Err(errors) => {
+                for e in errors {
+                    self.problem(
+                        "import",
+                        e.to_string(),
+                        "point import.platform_settings / import.sso_settings at the platform's files, or fix them",
+                    );
+                }
+                import::Imported::default()
+            }
+        }
+    }
+
+    fn validate(mut self, mut raw: RawConfig) -> Result<Config, ConfigError> {
+        let imported = self.import(&raw.import);
+        if raw.scim.enabled.is_none() {
+            raw.scim.enabled = imported.scim_enabled;
+        }
+        if raw.scim.auto_start.is_none() {
+            raw.scim.auto_start = imported.scim_auto_start;
+        }
+        if raw.auth.jwt.is_empty() {
+            if let Some(j) = &imported.jwt {
+                self.notes.push(format!(
+                    "auth.jwt: issuer {} and its JWKS URL come from sso-settings.json",
+                    j.issuer
+                ));
+                raw.auth.jwt.push(raw::RawJwt {
+                    issuer: Some(j.issuer.clone()),
+                    audiences: j.audiences.clone(),
+                    jwks_url: Some(j.jwks_url.clone()),
+                    ..Default::default()
+                });
+            }
+        }
         let listeners = self.listeners(raw.listeners);
         let upstream = self.upstream(raw.upstream);
 
@@ -524,8 +618,31 @@ impl Validator<'_> {
         let platform = raw.platform.and_then(|p| self.platform(p));
         let scim = self.scim_settings(&raw.scim);
         let provisioning = self.provisioning(raw.provisioning);
-        let auth = self.auth(raw.auth, scim.bearer_token.clone());
+        let mut auth = self.auth(raw.auth, scim.bearer_token.clone());
+        if auth.introspection.is_none() {
+            if let Some(i) = imported.introspection {
+                if let Some(endpoint) =
+                    self.idp_url("import.sso_settings (checkTokenEndpointUrl)", &i.endpoint)
+                {
+                    self.notes.push(
+                        "auth.introspection: endpoint and client come from sso-settings.json"
+                            .to_string(),
+                    );
+                    auth.introspection = Some(IntrospectionConfig {
+                        endpoint,
+                        client_id: i.client_id,
+                        client_secret: i.client_secret,
+                        client_ids: i.client_ids,
+                        audiences: Vec::new(),
+                        admin_scopes: Vec::new(),
+                        cache_max: Duration::from_secs(300),
+                        negative_cache: Duration::from_secs(5),
+                    });
+                }
+            }
+        }
 
+        self.surprises(&listeners, &auth, &provisioning);
         if !self.problems.is_empty() {
             return Err(ConfigError::Invalid(self.problems));
         }
@@ -543,6 +660,8 @@ impl Validator<'_> {
                 scim,
                 provisioning,
                 auth,
+                source: None,
+                notes: self.notes,
             }),
             // Every path that yields None records a problem, so this is unreachable in practice;
             // answering with an error keeps it that way without a panic.
@@ -1425,6 +1544,56 @@ format = "xml"
         )
         .unwrap_err();
         assert!(err.to_string().contains("upstream.url"));
+    }
+
+    fn with_import(extra: &str, sso: &str) -> Config {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/platform");
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://a:8080\"\n{extra}\n[import]\nplatform_settings = \"platform-settings.json\"\nsso_settings = \"{sso}\"\n"
+        );
+        parse(&text, &fixtures, &Overrides::default()).unwrap()
+    }
+
+    #[test]
+    fn platform_settings_files_give_the_effective_config() {
+        let entra = with_import("", "sso-settings-entra.json");
+        assert!(entra.scim.enabled);
+        assert!(
+            !entra.scim.auto_start,
+            "autoStart false in platform-settings.json"
+        );
+        assert_eq!(entra.auth.jwt.len(), 1);
+        let jwt = &entra.auth.jwt[0];
+        assert_eq!(
+            jwt.issuer,
+            "https://sts.windows.net/00000000-0000-0000-0000-000000000000/"
+        );
+        assert_eq!(
+            jwt.jwks_url.as_ref().map(|u| u.to_string()).as_deref(),
+            Some("https://login.microsoftonline.com/common/discovery/keys")
+        );
+        assert!(!jwt.audiences.is_empty());
+        assert!(entra
+            .notes
+            .iter()
+            .any(|n| n.contains("ignorePFTestConnections")));
+
+        let ping = with_import("", "sso-settings-pingfederate.json");
+        let i = ping.auth.introspection.as_ref().unwrap();
+        assert_eq!(i.client_id, "SCIMClient");
+        assert!(i.endpoint.to_string().ends_with("/as/introspect.oauth2"));
+        assert!(!format!("{ping:?}").contains(i.client_secret.expose()));
+    }
+
+    #[test]
+    fn scimgate_settings_win_over_the_platform_files() {
+        let c = with_import(
+            "[scim]\nauto_start = true\n[[auth.jwt]]\nissuer = \"https://mine/\"\naudiences = [\"x\"]\njwks_url = \"https://mine/keys\"\n",
+            "sso-settings-entra.json",
+        );
+        assert!(c.scim.auto_start);
+        assert_eq!(c.auth.jwt.len(), 1);
+        assert_eq!(c.auth.jwt[0].issuer, "https://mine/");
     }
 
     #[test]

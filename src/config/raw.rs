@@ -26,6 +26,16 @@ pub struct RawConfig {
     pub provisioning: RawProvisioning,
     #[serde(default)]
     pub auth: RawAuth,
+    #[serde(default)]
+    pub import: RawImport,
+}
+
+/// The platform's own settings files, read as they are.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawImport {
+    pub platform_settings: Option<String>,
+    pub sso_settings: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

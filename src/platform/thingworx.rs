@@ -176,10 +176,19 @@ impl ThingWorx {
                         attempt += 1;
                         continue;
                     }
-                    return Err(PlatformError::Unavailable(message));
+                    let e = PlatformError::Unavailable(message);
+                    platform_call_result(Err(&e));
+                    return Err(e);
                 }
-                Err(Failure::Other(e)) => return Err(e),
-                Ok((status, bytes)) => return classify(status, bytes),
+                Err(Failure::Other(e)) => {
+                    platform_call_result(Err(&e));
+                    return Err(e);
+                }
+                Ok((status, bytes)) => {
+                    let result = classify(status, bytes);
+                    platform_call_result(result.as_ref().map(|_| ()));
+                    return result;
+                }
             }
         }
     }
@@ -245,6 +254,20 @@ impl ThingWorx {
         }
         result
     }
+}
+
+fn platform_call_result(result: Result<(), &PlatformError>) {
+    let label = match result {
+        Ok(()) => "ok",
+        Err(PlatformError::NotFound(_)) => "not_found",
+        Err(PlatformError::AlreadyExists(_)) => "already_exists",
+        Err(PlatformError::Unauthorized { .. }) => "unauthorized",
+        Err(PlatformError::Rejected(_)) => "rejected",
+        Err(PlatformError::Unavailable(_)) => "unavailable",
+        Err(PlatformError::Timeout(_)) => "timeout",
+        Err(PlatformError::Unexpected { .. }) => "unexpected",
+    };
+    crate::metrics::metrics().count("scimgate_platform_calls_total", &[("result", label)]);
 }
 
 enum Failure {

@@ -89,7 +89,9 @@ impl From<ProvisionError> for ScimError {
                 detail,
                 challenge: None,
             },
-            ProvisionError::Refused { detail, .. } => {
+            ProvisionError::Refused { rule, detail } => {
+                crate::metrics::metrics()
+                    .count("scimgate_policy_refusals_total", &[("rule", rule.as_str())]);
                 Self::new(StatusCode::FORBIDDEN, format!("refused by policy: {detail}"))
             }
             ProvisionError::Invalid { kind, detail } => Self::bad_request(kind, detail),

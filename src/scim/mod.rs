@@ -26,20 +26,25 @@ use std::sync::Arc;
 /// flipped by an operator on the admin listener.
 #[derive(Debug)]
 pub struct ScimState {
-    enabled: bool,
+    enabled: AtomicBool,
     started: AtomicBool,
 }
 
 impl ScimState {
     pub fn new(enabled: bool, auto_start: bool) -> Arc<Self> {
         Arc::new(Self {
-            enabled,
+            enabled: AtomicBool::new(enabled),
             started: AtomicBool::new(enabled && auto_start),
         })
     }
 
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// From a configuration reload; the started switch stays as the operator left it.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::SeqCst);
     }
 
     pub fn started(&self) -> bool {
@@ -48,7 +53,7 @@ impl ScimState {
 
     /// Returns false when SCIM is disabled by configuration and cannot be started.
     pub fn set_started(&self, started: bool) -> bool {
-        if !self.enabled {
+        if !self.enabled() {
             return false;
         }
         self.started.store(started, Ordering::SeqCst);
@@ -302,6 +307,8 @@ impl ScimService {
             .await;
         if let Err(e) = authenticated {
             tracing::info!(client = %info.client, reason = %e, "SCIM request refused");
+            crate::metrics::metrics()
+                .count("scimgate_auth_failures_total", &[("reason", e.kind())]);
             let status = match e {
                 AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
                 AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -342,10 +349,26 @@ impl ScimService {
                 client: info.client.to_string(),
             },
         };
-        let reply = self
+        let operation = operation_name(&endpoint, &method);
+        let result = self
             .execute(&ctx, &method, endpoint, &query, body, &conditions)
-            .await?;
-        Ok(to_response(reply, version))
+            .await;
+        let status = match &result {
+            Ok(r) => r.status,
+            Err(e) => e.status,
+        };
+        crate::metrics::metrics().count(
+            "scimgate_scim_operations_total",
+            &[
+                (
+                    "version",
+                    if version == Version::V1 { "1.1" } else { "2.0" },
+                ),
+                ("operation", operation),
+                ("status", status.as_str()),
+            ],
+        );
+        Ok(to_response(result?, version))
     }
 
     fn provisioner(&self) -> Result<&Provisioner, ScimError> {
@@ -905,6 +928,31 @@ impl ScimService {
             .min(self.settings.max_results);
         let page = items.into_iter().skip(start - 1).take(count).collect();
         (total, start, page)
+    }
+}
+
+/// A short, bounded name for the metrics label: resource and verb.
+fn operation_name(endpoint: &Endpoint, method: &Method) -> &'static str {
+    match (endpoint, method.as_str()) {
+        (Endpoint::Resources(Resource::Users, None), "GET") => "users_list",
+        (Endpoint::Resources(Resource::Users, Some(_)), "GET") => "users_get",
+        (Endpoint::Resources(Resource::Users, None), "POST") => "users_create",
+        (Endpoint::Resources(Resource::Users, Some(_)), "PUT") => "users_replace",
+        (Endpoint::Resources(Resource::Users, Some(_)), "PATCH") => "users_patch",
+        (Endpoint::Resources(Resource::Users, Some(_)), "DELETE") => "users_delete",
+        (Endpoint::Resources(Resource::Groups, None), "GET") => "groups_list",
+        (Endpoint::Resources(Resource::Groups, Some(_)), "GET") => "groups_get",
+        (Endpoint::Resources(Resource::Groups, None), "POST") => "groups_create",
+        (Endpoint::Resources(Resource::Groups, Some(_)), "PUT") => "groups_replace",
+        (Endpoint::Resources(Resource::Groups, Some(_)), "PATCH") => "groups_patch",
+        (Endpoint::Resources(Resource::Groups, Some(_)), "DELETE") => "groups_delete",
+        (Endpoint::Search(_), _) => "search",
+        (Endpoint::Bulk, _) => "bulk",
+        (
+            Endpoint::ServiceProviderConfig | Endpoint::ResourceTypes(_) | Endpoint::Schemas(_),
+            _,
+        ) => "discovery",
+        _ => "other",
     }
 }
 

@@ -77,31 +77,198 @@ pub struct Bound {
     reload_config: Option<ConfigLoader>,
 }
 
-/// Reads the configuration again (from the file it came from) for a reload.
-pub type ConfigLoader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
+/// What every gateway generation shares: readiness, the tunnel tracker, the SCIM switch.
+struct Parts {
+    health: Arc<Health>,
+    tunnels: TaskTracker,
+    scim_state: Arc<ScimState>,
+}
 
-/// Swaps the provisioning policy for the one in the re-read configuration; a configuration with
-/// problems changes nothing and every problem is logged.
-async fn reload_provisioning(
-    load: &(dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync),
-    provisioner: &Provisioner,
-) {
-    match load() {
-        Ok(next) => match provisioner
-            .replace_policy(Policy::new(next.provisioning))
-            .await
-        {
-            Ok(ended) => tracing::info!(
-                sessions_ended_for_users = ended,
-                "reloaded the provisioning configuration"
-            ),
-            Err(e) => tracing::warn!(error = %e,
-                "reloaded the provisioning configuration, but ending sessions failed"),
-        },
-        Err(e) => tracing::warn!(error = %e,
-            "configuration reload failed; keeping the running configuration"),
+/// The gateway serving new requests; a reload swaps it whole, so a request sees one
+/// configuration from start to end and a failed reload changes nothing.
+pub struct GatewayHolder {
+    current: std::sync::RwLock<Arc<Gateway>>,
+}
+
+impl GatewayHolder {
+    fn new(gateway: Gateway) -> Self {
+        Self {
+            current: std::sync::RwLock::new(Arc::new(gateway)),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Gateway> {
+        match self.current.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn replace(&self, next: Gateway) {
+        let next = Arc::new(next);
+        match self.current.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
     }
 }
+
+/// Builds every per-configuration part of the gateway. `previous` lends what should survive a
+/// reload unchanged: the authenticator (its loaded keys and caches) when its settings did not
+/// change, and the provisioning policy the new one is compared with.
+async fn build_gateway(
+    config: &Config,
+    parts: &Parts,
+    previous: Option<(&Gateway, &Config)>,
+) -> Result<Gateway, ServerError> {
+    let proxy = {
+        let health = parts.health.clone();
+        Proxy::new(
+            config.upstream.clone(),
+            config.trusted_proxies.clone(),
+            parts.tunnels.clone(),
+            Box::new(move || health.mark_upstream_seen()),
+        )?
+    };
+    let provisioner = match &config.platform {
+        Some(platform) => {
+            let client = ThingWorx::new(proxy.client().clone(), &config.upstream, platform)
+                .map_err(ServerError::Platform)?;
+            let audit =
+                Audit::open(config.provisioning.audit_log.as_deref()).map_err(|source| {
+                    ServerError::Audit {
+                        path: config
+                            .provisioning
+                            .audit_log
+                            .as_ref()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default(),
+                        source,
+                    }
+                })?;
+            // Start from the running policy so the swap below sees what changed (and ends
+            // sessions when configured to).
+            let start = previous
+                .map(|(_, old)| old.provisioning.clone())
+                .unwrap_or_else(|| config.provisioning.clone());
+            let provisioner = Provisioner::new(Arc::new(client), Policy::new(start), audit);
+            if previous.is_some() {
+                match provisioner
+                    .replace_policy(Policy::new(config.provisioning.clone()))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(users = n, "ended sessions after the provisioning change")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ending sessions after the provisioning change failed")
+                    }
+                }
+            }
+            Some(Arc::new(provisioner))
+        }
+        None => None,
+    };
+    let authenticator = match previous {
+        Some((gateway, old)) if old.auth == config.auth => gateway.authenticator().clone(),
+        _ => Arc::new(Authenticator::start(&config.auth).map_err(ServerError::Auth)?),
+    };
+    parts.scim_state.set_enabled(config.scim.enabled);
+    let scim = ScimService::new(
+        &config.scim_base_path,
+        config.scim.clone(),
+        parts.scim_state.clone(),
+        authenticator.clone(),
+        provisioner,
+        config.limits.max_body_bytes,
+    );
+    Ok(Gateway::new(
+        Router::new(&config.scim_base_path),
+        proxy,
+        scim,
+        config.trusted_proxies.clone(),
+        authenticator,
+    ))
+}
+
+/// Re-reads the configuration; a valid one replaces the running gateway whole, an invalid one
+/// changes nothing and every problem is logged.
+async fn reload(
+    load: &(dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync),
+    running: &mut Config,
+    gateway: &GatewayHolder,
+    parts: &Parts,
+) {
+    let metrics = crate::metrics::metrics();
+    let next = match load() {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.count("scimgate_reloads_total", &[("result", "refused")]);
+            tracing::warn!(error = %e, "configuration reload refused; the running configuration stays");
+            return;
+        }
+    };
+    let listeners_changed = next.listeners.len() != running.listeners.len()
+        || next
+            .listeners
+            .iter()
+            .zip(&running.listeners)
+            .any(|(a, b)| a.address != b.address);
+    if listeners_changed || next.admin_address != running.admin_address {
+        tracing::warn!("listener addresses changed: they take effect after a restart");
+    }
+    let current = gateway.current();
+    match build_gateway(&next, parts, Some((&current, running))).await {
+        Ok(built) => {
+            gateway.replace(built);
+            *running = next;
+            metrics.count("scimgate_reloads_total", &[("result", "ok")]);
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => {
+            metrics.count("scimgate_reloads_total", &[("result", "failed")]);
+            tracing::warn!(error = %e, "configuration reload failed; the running configuration stays");
+        }
+    }
+}
+
+/// Watches the configuration file's directory (editors and Kubernetes replace files rather than
+/// write them in place).
+fn watch_file(
+    path: &std::path::Path,
+    changes: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let file_name = path.file_name()?.to_os_string();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())?
+        .to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = event.is_ok_and(|e| {
+            e.paths.iter().any(|p| {
+                p.file_name() == Some(file_name.as_os_str())
+                    || p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+            })
+        });
+        if relevant {
+            let _ = changes.try_send(());
+        }
+    })
+    .ok()?;
+    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration; reload with SIGHUP");
+            None
+        }
+    }
+}
+
+/// Reads the configuration again (from the file it came from) for a reload.
+pub type ConfigLoader = Box<dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync>;
 
 struct Signals {
     term: tokio::signal::unix::Signal,
@@ -190,61 +357,27 @@ impl Bound {
         let connections = TaskTracker::new();
         let tunnels = TaskTracker::new();
 
-        let proxy = {
-            let health = health.clone();
-            Proxy::new(
-                config.upstream.clone(),
-                config.trusted_proxies.clone(),
-                tunnels.clone(),
-                Box::new(move || health.mark_upstream_seen()),
-            )?
-        };
         let scim_state = ScimState::new(config.scim.enabled, config.scim.auto_start);
-        let provisioner = match &config.platform {
-            Some(platform) => {
-                let client = ThingWorx::new(proxy.client().clone(), &config.upstream, platform)
-                    .map_err(ServerError::Platform)?;
-                let audit =
-                    Audit::open(config.provisioning.audit_log.as_deref()).map_err(|source| {
-                        ServerError::Audit {
-                            path: config
-                                .provisioning
-                                .audit_log
-                                .as_ref()
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_default(),
-                            source,
-                        }
-                    })?;
-                Some(Arc::new(Provisioner::new(
-                    Arc::new(client),
-                    Policy::new(config.provisioning.clone()),
-                    audit,
-                )))
-            }
-            None => None,
+        let parts = Parts {
+            health: health.clone(),
+            tunnels: tunnels.clone(),
+            scim_state: scim_state.clone(),
         };
-        let provisioner_handle = provisioner.clone();
-        let authenticator =
-            Arc::new(Authenticator::start(&config.auth).map_err(ServerError::Auth)?);
-        {
-            let authenticator = authenticator.clone();
-            health.set_keys_check(Box::new(move || authenticator.keys_loaded()));
-        }
-        let scim = ScimService::new(
-            &config.scim_base_path,
-            config.scim.clone(),
-            scim_state.clone(),
-            authenticator,
-            provisioner,
-            config.limits.max_body_bytes,
-        );
-        let gateway = Arc::new(Gateway::new(
-            Router::new(&config.scim_base_path),
-            proxy,
-            scim,
-            config.trusted_proxies.clone(),
+        let gateway = Arc::new(GatewayHolder::new(
+            build_gateway(&config, &parts, None).await?,
         ));
+        {
+            let gateway = gateway.clone();
+            health.set_keys_check(Box::new(move || {
+                gateway.current().authenticator().keys_loaded()
+            }));
+        }
+        let (changes_tx, mut config_changes) = tokio::sync::mpsc::channel::<()>(1);
+        let _config_watcher = reload_config
+            .as_ref()
+            .and(config.source.as_deref())
+            .and_then(|path| watch_file(path, changes_tx));
+        let mut running = config.clone();
 
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
@@ -291,10 +424,18 @@ impl Bound {
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
                 _ = signals.hup.recv() => {
-                    tracing::info!("SIGHUP: reloading TLS certificates and the provisioning configuration");
+                    tracing::info!("SIGHUP: reloading TLS certificates and the configuration");
                     let _ = reload_tx.send(());
-                    if let (Some(load), Some(p)) = (&reload_config, &provisioner_handle) {
-                        reload_provisioning(load.as_ref(), p).await;
+                    if let Some(load) = &reload_config {
+                        reload(load.as_ref(), &mut running, &gateway, &parts).await;
+                    }
+                }
+                Some(()) = config_changes.recv() => {
+                    // Editors write in several steps; let the burst settle first.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    while config_changes.try_recv().is_ok() {}
+                    if let Some(load) = &reload_config {
+                        reload(load.as_ref(), &mut running, &gateway, &parts).await;
                     }
                 }
             }
@@ -333,7 +474,7 @@ impl Bound {
 }
 
 struct AcceptContext {
-    gateway: Arc<Gateway>,
+    gateway: Arc<GatewayHolder>,
     limits: Arc<Limits>,
     slots: Arc<Semaphore>,
     connections: TaskTracker,
@@ -370,7 +511,9 @@ async fn accept_loop(listener: Listener, ctx: AcceptContext) {
         let tls = listener.tls.clone();
         ctx.connections.spawn(async move {
             let _permit = permit;
+            crate::metrics::metrics().connection_opened();
             handle_stream(stream, peer, tls, gateway, limits, drain).await;
+            crate::metrics::metrics().connection_closed();
         });
     }
 }
@@ -379,7 +522,7 @@ async fn handle_stream(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<GatewayHolder>,
     limits: Arc<Limits>,
     drain: CancellationToken,
 ) {
@@ -410,7 +553,7 @@ async fn serve_http<I>(
     peer: SocketAddr,
     scheme: &'static str,
     activity: Arc<Activity>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<GatewayHolder>,
     limits: &Limits,
     drain: CancellationToken,
 ) where
@@ -424,7 +567,8 @@ async fn serve_http<I>(
     let service = service_fn(move |req| {
         let gateway = gateway.clone();
         let connection = connection.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, &connection).await) }
+        // Each request takes the configuration current when it starts, start to end.
+        async move { Ok::<_, Infallible>(gateway.current().handle(req, &connection).await) }
     });
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
