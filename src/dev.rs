@@ -63,9 +63,9 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
 
     let token_file = data_dir.join(SCIM_TOKEN_FILE);
     if !token_file.exists() {
-        let token = random_token().ok_or_else(|| DevError::Io {
+        let token = crate::devplatform::secret::random_token().map_err(|e| DevError::Io {
             path: token_file.display().to_string(),
-            source: std::io::Error::other("no randomness for a token"),
+            source: std::io::Error::other(e),
         })?;
         write_atomically(&token_file, token.as_bytes(), Access::OwnerOnly)
             .map_err(io_error(&token_file))?;
@@ -144,14 +144,6 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let _ = platform_task.await;
     served?;
     Ok(())
-}
-
-fn random_token() -> Option<String> {
-    use aws_lc_rs::rand::SecureRandom;
-    use base64::Engine;
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 fn toml_string(s: &str) -> String {

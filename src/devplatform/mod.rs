@@ -5,7 +5,7 @@
 
 mod error;
 mod httpd;
-mod secret;
+pub(crate) mod secret;
 mod services;
 mod session;
 mod store;
