@@ -2163,3 +2163,120 @@ async fn error_shapes_uniqueness_patch_errors_and_policy() {
         .await
         .assert_error(400, Some("mutability"), "remove userName");
 }
+
+/// An attribute definition from a schema document (`userName`, `members.$ref`).
+fn definition(schema: &Value, path: &str) -> Value {
+    let (top, sub) = match path.split_once('.') {
+        Some((t, s)) => (t, Some(s)),
+        None => (path, None),
+    };
+    let named = |list: &Value, name: &str| -> Value {
+        list.as_array()
+            .and_then(|l| l.iter().find(|a| a["name"] == json!(name)))
+            .cloned()
+            .unwrap_or_else(|| panic!("{path} is not advertised: {schema}"))
+    };
+    let attr = named(&schema["attributes"], top);
+    match sub {
+        None => attr,
+        Some(sub) => named(&attr["subAttributes"], sub),
+    }
+}
+
+/// What `/Schemas` says must be what the platform allows and what reads give back, so a client
+/// that trusts the schema (as conformance testers and the Microsoft validator do) round-trips.
+#[tokio::test]
+async fn schemas_say_what_the_platform_allows_and_reads_round_trip() {
+    let env = setup(DEFAULTS).await;
+    let s = &env.scim;
+
+    let user_schema = s.schema(USER).await;
+    assert_eq!(
+        definition(&user_schema, "userName")["mutability"],
+        json!("immutable")
+    );
+    assert_eq!(definition(&user_schema, "active")["required"], json!(true));
+    assert!(
+        !advertised(&user_schema, "emails.primary"),
+        "primary is not stored: {user_schema}"
+    );
+    let group_schema = s.schema(GROUP).await;
+    assert_eq!(
+        definition(&group_schema, "displayName")["mutability"],
+        json!("immutable")
+    );
+    let reference = definition(&group_schema, "members.$ref");
+    assert_eq!(reference["type"], json!("reference"));
+    assert_eq!(reference["referenceTypes"], json!(["User", "Group"]));
+    assert_eq!(
+        definition(&group_schema, "members.display")["returned"],
+        json!("request")
+    );
+
+    // Nothing is mapped to the enterprise extension here, so the User type does not offer it,
+    // while its schema stays listed.
+    let r = s.get("/ResourceTypes/User").await;
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.body.get("schemaExtensions").is_none(), "{r}");
+    assert_eq!(s.get(&format!("/Schemas/{ENTERPRISE}")).await.status, 200);
+
+    // A single e-mail sent without primary comes back exactly as sent.
+    let body = json!({
+        "schemas": [USER], "userName": "rt@corp.com", "active": true,
+        "emails": [{"value": "rt@corp.com", "type": "work"}],
+    });
+    let uid = s.create_user(body).await;
+    let r = s.get(&format!("/Users/{uid}")).await;
+    assert_eq!(
+        r.body["emails"],
+        json!([{"value": "rt@corp.com", "type": "work"}]),
+        "{r}"
+    );
+    // 1.1 keeps returning primary: PingFederate relies on it.
+    let r1 = s.call_v1("GET", &format!("/Users/{uid}"), None).await;
+    assert_eq!(r1.body["emails"][0]["primary"], json!(true), "{r1}");
+
+    // Removing active, a required attribute with no unassigned state, is refused and changes
+    // nothing.
+    s.patch(
+        &format!("/Users/{uid}"),
+        json!([{"op": "remove", "path": "active"}]),
+    )
+    .await
+    .assert_error(400, Some("mutability"), "remove active");
+    assert!(env.enabled("rt@corp.com").await);
+
+    // Members round-trip with value, $ref and type; display only when asked for.
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "RoundTrip"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let gid = r.id();
+    let user_ref = r.body["meta"]["location"]
+        .as_str()
+        .unwrap()
+        .replace(&format!("/Groups/{gid}"), &format!("/Users/{uid}"));
+    let member = json!({"value": uid, "$ref": user_ref, "type": "User"});
+    let r = s
+        .patch_ok(
+            &format!("/Groups/{gid}"),
+            json!([{"op": "add", "path": "members", "value": [member.clone()]}]),
+            "Group",
+        )
+        .await;
+    assert_eq!(r.body["members"], json!([member.clone()]), "{r}");
+    let r = s.get(&format!("/Groups/{gid}")).await;
+    assert_eq!(r.body["members"], json!([member]), "{r}");
+    let r = s
+        .get(&format!("/Groups/{gid}?attributes=members.display"))
+        .await;
+    assert_eq!(
+        r.body["members"],
+        json!([{"display": "rt@corp.com"}]),
+        "{r}"
+    );
+}

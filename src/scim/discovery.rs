@@ -31,14 +31,19 @@ pub fn service_provider_config(base: &str, max_results: usize) -> Value {
     })
 }
 
-pub fn resource_types(base: &str) -> Vec<Value> {
+/// The enterprise extension is offered on User only when the attribute mapping stores at least
+/// one of its attributes: an extension that reads back empty would promise what is dropped.
+pub fn resource_types(base: &str, mapped: &BTreeMap<String, String>) -> Vec<Value> {
+    let mut user = json!({
+        "schemas": [RESOURCE_TYPE], "id": "User", "name": "User", "endpoint": "/Users",
+        "description": "Platform user", "schema": USER,
+        "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},
+    });
+    if !enterprise_schema(mapped).is_empty() {
+        user["schemaExtensions"] = json!([{"schema": ENTERPRISE, "required": false}]);
+    }
     vec![
-        json!({
-            "schemas": [RESOURCE_TYPE], "id": "User", "name": "User", "endpoint": "/Users",
-            "description": "Platform user", "schema": USER,
-            "schemaExtensions": [{"schema": ENTERPRISE, "required": false}],
-            "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")},
-        }),
+        user,
         json!({
             "schemas": [RESOURCE_TYPE], "id": "Group", "name": "Group", "endpoint": "/Groups",
             "description": "Platform group", "schema": GROUP,
@@ -68,16 +73,24 @@ fn with(mut a: Value, key: &str, value: Value) -> Value {
 }
 
 /// The User schema for the slots that are mapped to extension properties.
+///
+/// `userName` is immutable because the platform has no rename (a different name would be a
+/// different user), and `active` is required because every platform user is either enabled or
+/// disabled: there is no unassigned state to remove it to.
 fn user_schema(mapped: &BTreeMap<String, String>, external_id: bool) -> Vec<Value> {
     let has = |slot: &str| mapped.contains_key(slot);
     let mut attrs = vec![with(
         with(
-            attr("userName", "string", "The platform user name"),
-            "required",
-            json!(true),
+            with(
+                attr("userName", "string", "The platform user name"),
+                "required",
+                json!(true),
+            ),
+            "uniqueness",
+            json!("server"),
         ),
-        "uniqueness",
-        json!("server"),
+        "mutability",
+        json!("immutable"),
     )];
     if external_id {
         attrs.push(with(
@@ -115,7 +128,11 @@ fn user_schema(mapped: &BTreeMap<String, String>, external_id: bool) -> Vec<Valu
             attrs.push(attr(simple, "string", simple));
         }
     }
-    attrs.push(attr("active", "boolean", "Whether the user may sign in"));
+    attrs.push(with(
+        attr("active", "boolean", "Whether the user may sign in"),
+        "required",
+        json!(true),
+    ));
     let email_types: Vec<&str> = ["work", "home", "other"]
         .into_iter()
         .filter(|t| has(&format!("emails.{t}")))
@@ -132,7 +149,6 @@ fn user_schema(mapped: &BTreeMap<String, String>, external_id: bool) -> Vec<Valu
                     "canonicalValues",
                     json!(email_types),
                 ),
-                attr("primary", "boolean", "The primary address"),
             ],
         ));
     }
@@ -217,16 +233,21 @@ fn enterprise_schema(mapped: &BTreeMap<String, String>) -> Vec<Value> {
     .collect()
 }
 
+/// `displayName` is immutable for the same reason as `userName`: groups cannot be renamed.
 fn group_schema() -> Vec<Value> {
     vec![
         with(
-            attr(
-                "displayName",
-                "string",
-                "The group's name at the identity provider",
+            with(
+                attr(
+                    "displayName",
+                    "string",
+                    "The group's name at the identity provider",
+                ),
+                "required",
+                json!(true),
             ),
-            "required",
-            json!(true),
+            "mutability",
+            json!("immutable"),
         ),
         complex(
             "members",
@@ -239,9 +260,22 @@ fn group_schema() -> Vec<Value> {
                     json!("immutable"),
                 ),
                 with(
-                    attr("display", "string", "Member name"),
+                    with(
+                        attr("$ref", "reference", "URI of the member"),
+                        "referenceTypes",
+                        json!(["User", "Group"]),
+                    ),
                     "mutability",
-                    json!("readOnly"),
+                    json!("immutable"),
+                ),
+                with(
+                    with(
+                        attr("display", "string", "Member name"),
+                        "mutability",
+                        json!("readOnly"),
+                    ),
+                    "returned",
+                    json!("request"),
                 ),
                 with(
                     with(

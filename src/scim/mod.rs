@@ -423,7 +423,12 @@ impl ScimService {
             }
             Endpoint::ResourceTypes(id) => {
                 only_get(method)?;
-                let types = discovery::resource_types(&discovery_base);
+                let mapped = self
+                    .provisioner
+                    .as_ref()
+                    .map(|p| p.policy().config.user_attributes.clone())
+                    .unwrap_or_else(crate::provisioning::default_user_attributes);
+                let types = discovery::resource_types(&discovery_base, &mapped);
                 match id {
                     None => Ok(Reply::json(StatusCode::OK, v2::list(types.len(), 1, types))),
                     Some(id) => types
@@ -509,7 +514,7 @@ impl ScimService {
                         }
                         Ok(Reply::resource(
                             StatusCode::OK,
-                            project(rendered, &query.attributes, &query.excluded),
+                            respond(v, rendered, query),
                             v,
                         ))
                     }
@@ -530,7 +535,11 @@ impl ScimService {
                                 ctx.render_group(&group)
                             }
                         };
-                        Ok(Reply::resource(StatusCode::CREATED, rendered, v))
+                        Ok(Reply::resource(
+                            StatusCode::CREATED,
+                            respond(v, rendered, query),
+                            v,
+                        ))
                     }
                     ("PUT", Some(id)) | ("PATCH", Some(id)) => {
                         let body = body.unwrap_or(Value::Null);
@@ -570,7 +579,7 @@ impl ScimService {
                         };
                         Ok(Reply::resource(
                             StatusCode::OK,
-                            project(rendered, &query.attributes, &query.excluded),
+                            respond(v, rendered, query),
                             v,
                         ))
                     }
@@ -629,7 +638,7 @@ impl ScimService {
         };
         let items = items
             .into_iter()
-            .map(|v| project(v, &query.attributes, &query.excluded))
+            .map(|v| respond(ctx.version, v, query))
             .collect();
         Ok(Reply::json(
             StatusCode::OK,
@@ -664,7 +673,7 @@ impl ScimService {
         let (total, start, page) = self.page(all, query);
         let page = page
             .into_iter()
-            .map(|v| project(v, &query.attributes, &query.excluded))
+            .map(|v| respond(ctx.version, v, query))
             .collect();
         Ok(Reply::json(
             StatusCode::OK,
@@ -1413,6 +1422,31 @@ fn sort<T>(items: &mut [T], query: &Query, view: impl Fn(&T) -> &Value, default:
             (None, None) => std::cmp::Ordering::Equal,
         }
     });
+}
+
+/// The resource as the response carries it: projected by `attributes`/`excludedAttributes`,
+/// and in 2.0 without the attributes whose `returned` is `request` unless they were asked for.
+fn respond(version: Version, resource: Value, query: &Query) -> Value {
+    let mut out = project(resource, &query.attributes, &query.excluded);
+    if version == Version::V2 {
+        let asked = |name: &str| {
+            query.attributes.iter().any(|a| {
+                let short = a.rsplit_once(':').map_or(a.as_str(), |(_, s)| s);
+                short.eq_ignore_ascii_case(name)
+            })
+        };
+        // Member names are derived, not stored with the membership, so `/Schemas` marks
+        // `members.display` as returned on request: a client that round-trips `members` gets
+        // back exactly what it sent.
+        if !asked("members.display") {
+            if let Some(Value::Array(members)) = out.get_mut("members") {
+                for m in members.iter_mut().filter_map(Value::as_object_mut) {
+                    m.remove("display");
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Keeps only the requested attributes, or drops the excluded ones (`id`, `schemas` and

@@ -49,22 +49,12 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
         }
         o.insert("schemas".into(), Value::Array(schemas));
         o.remove("meta");
-        // One value per type is stored, not a primary flag: the work value (else the first)
-        // is the primary one, so a single value always comes back as it was sent.
-        for attr in ["emails"] {
+        // One value per type is stored, not a primary flag, so 2.0 neither advertises nor
+        // returns `primary`: a client round-tripping its values gets back what it sent.
+        for attr in ["emails", "phoneNumbers", "addresses"] {
             if let Some(Value::Array(items)) = o.get_mut(attr) {
-                let primary = items
-                    .iter()
-                    .position(|i| i.get("type").and_then(Value::as_str) == Some("work"))
-                    .unwrap_or(0);
-                for (n, item) in items.iter_mut().enumerate() {
-                    if let Some(item) = item.as_object_mut() {
-                        if n == primary {
-                            item.insert("primary".into(), json!(true));
-                        } else {
-                            item.remove("primary");
-                        }
-                    }
+                for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                    item.remove("primary");
                 }
             }
         }
@@ -497,7 +487,8 @@ pub fn patch_user(current: &Value, body: &Value) -> Result<UserChange, ScimError
             .filter(|p| !p.trim_end_matches(':').eq_ignore_ascii_case(ENTERPRISE))
         {
             let attr = parse_path(path)?.attr;
-            if ["userName", "id"]
+            // `active` has no unassigned state on the platform: every user is enabled or not.
+            if ["userName", "id", "active"]
                 .iter()
                 .any(|a| attr.eq_ignore_ascii_case(a))
             {
