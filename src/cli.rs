@@ -1,9 +1,11 @@
 //! Command line: subcommands, flags (each also settable by an environment variable), exit codes.
 
 use crate::config::{self, Overrides};
+use crate::platform::{PlatformError, ThingWorx};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const AFTER_HELP: &str = "\
 See the product work on one machine (development platform + gateway):
@@ -153,7 +155,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => match config::load(&args.config, &args.overrides()) {
             Ok(c) => {
-                for note in &c.notes {
+                for note in c.notes.iter().chain(&live_check(&c)) {
                     if note.starts_with("warning:") {
                         println!("{note}");
                     } else {
@@ -253,6 +255,77 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// Longest `check` waits for one platform answer: it is run by hand or in CI, where a platform
+/// that accepts connections but does not answer should not hold it up for `request_timeout`.
+const LIVE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `check`'s questions to the platform: whether the projects and mashups the provisioning
+/// defaults name exist there. Returns lines in the form of configuration notes. Not getting an
+/// answer is a note, never a failed check: the platform may well be down while its gateway's
+/// configuration is prepared.
+fn live_check(config: &config::Config) -> Vec<String> {
+    let named = crate::provisioning::named_entities(&config.provisioning);
+    if named.is_empty() {
+        return Vec::new();
+    }
+    let skipped = |why: &str| {
+        vec![format!(
+            "live check of the provisioning defaults skipped: {why}"
+        )]
+    };
+    let Some(platform) = &config.platform else {
+        return skipped("there is no [platform] table, so no credentials to ask the platform with");
+    };
+    let mut upstream = config.upstream.clone();
+    upstream.request_timeout = upstream.request_timeout.min(LIVE_CHECK_TIMEOUT);
+    // One attempt: a platform that refuses the connection is reported at once, not retried.
+    let platform = config::PlatformConfig {
+        retries: 0,
+        ..platform.clone()
+    };
+    let client = match crate::proxy::build_upstream_client(&upstream) {
+        Ok(c) => c,
+        Err(e) => return skipped(&format!("cannot build a client for the platform: {e}")),
+    };
+    let thingworx = match ThingWorx::new(client, &upstream, &platform) {
+        Ok(t) => t,
+        Err(e) => return skipped(&e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return skipped(&format!("cannot start the async runtime: {e}")),
+    };
+    let at = format!("{}://{}", upstream.scheme.as_str(), upstream.authority);
+    match runtime.block_on(crate::provisioning::missing_defaults(
+        &thingworx,
+        &config.provisioning,
+    )) {
+        Ok(missing) => missing
+            .iter()
+            .map(|m| {
+                let kind = m.kind.as_str().to_lowercase();
+                let provisioned = if m.setting.contains("group_defaults") {
+                    "groups"
+                } else {
+                    "users"
+                };
+                format!(
+                    "warning: {}: the platform at {at} has no {kind} {:?}; {provisioned} provisioned with this default would name a {kind} that is not there (create it on the platform or correct the name)",
+                    m.setting, m.name
+                )
+            })
+            .collect(),
+        // Reached, but the gateway's own credentials do not work: provisioning would fail too.
+        Err(e @ PlatformError::Unauthorized { .. }) => vec![format!(
+            "warning: live check of the provisioning defaults skipped: {e} (check platform.app_key, or platform.username and platform.password)"
+        )],
+        Err(e) => skipped(&format!("asking the platform at {at} failed: {e}")),
     }
 }
 

@@ -1394,6 +1394,44 @@ async fn a_restart_keeps_everything_but_sessions() {
     server.shut_down().await;
 }
 
+async fn entity_list(server: &Server, kind: &str, mask: &str) -> Vec<Value> {
+    server
+        .entity_services(
+            "GetEntityList",
+            json!({"type": kind, "maxItems": 100, "nameMask": mask, "tags": ""}),
+        )
+        .await
+        .ok()
+        .rows()
+}
+
+#[tokio::test]
+async fn projects_and_mashups_are_listed_by_name_and_kept_across_restarts() {
+    let server = start().await;
+    let list = |kind, mask| entity_list(&server, kind, mask);
+    // The names config/scimgate.example.toml uses for user and group defaults.
+    assert_eq!(names(&list("Project", "*").await), ["MyProject"]);
+    assert_eq!(names(&list("Mashup", "*").await), ["Home", "MobileHome"]);
+    let exact = list("Mashup", "mobilehome").await;
+    assert_eq!(names(&exact), ["MobileHome"]);
+    assert_eq!(exact[0]["isSystemObject"], false);
+    assert!(list("Mashup", "Mobile").await.is_empty());
+    assert!(list("Project", "Home").await.is_empty());
+    server
+        .entity_services("GetEntityList", json!({"type": "Thing"}))
+        .await
+        .refused(StatusCode::BAD_REQUEST, "User, Group, Project or Mashup");
+
+    let dir = server.shut_down().await;
+    let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
+    let state: Value = serde_json::from_str(&state).unwrap();
+    assert_eq!(names(state["projects"].as_array().unwrap()), ["MyProject"]);
+    let server = start_in(dir).await;
+    let home = entity_list(&server, "Mashup", "Home").await;
+    assert_eq!(names(&home), ["Home"]);
+    server.shut_down().await;
+}
+
 #[tokio::test]
 async fn stopping_waits_for_nothing_when_idle_connections_are_open() {
     let server = start().await;

@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides, Secret};
 use scimgate::devplatform::DevPlatform;
 use scimgate::platform::{
-    Extensions, Member, NewGroup, NewUser, Platform, PlatformError, Tag, ThingWorx,
+    EntityKind, Extensions, Member, NewGroup, NewUser, Platform, PlatformError, Tag, ThingWorx,
 };
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -441,6 +441,36 @@ async fn counting_platform(delay: Duration) -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, peak_out)
+}
+
+#[tokio::test]
+async fn projects_and_mashups_are_found_by_name_in_any_case() {
+    let server = dev_server().await;
+    let c = client(&server);
+    for (kind, name, exists) in [
+        (EntityKind::Project, "MyProject", true),
+        (EntityKind::Project, "myproject", true),
+        (EntityKind::Project, "NoSuchProject", false),
+        // A mashup's name is not a project's.
+        (EntityKind::Project, "Home", false),
+        (EntityKind::Mashup, "HOME", true),
+        (EntityKind::Mashup, "MobileHome", true),
+        // Neither a prefix nor a mask matches more than the name itself.
+        (EntityKind::Mashup, "Mobile", false),
+        (EntityKind::Mashup, "*", false),
+        (EntityKind::Mashup, "Main Menü", false),
+    ] {
+        assert_eq!(
+            c.entity_exists(kind, name).await.unwrap(),
+            exists,
+            "{kind:?} {name}"
+        );
+    }
+    let wrong = client_with(server.addr, "app_key = \"not-a-key\"", "");
+    assert!(matches!(
+        wrong.entity_exists(EntityKind::Project, "MyProject").await,
+        Err(PlatformError::Unauthorized { .. })
+    ));
 }
 
 #[tokio::test]

@@ -451,6 +451,194 @@ impl Importer {
     }
 }
 
+/// One row of the SSO authenticator's group-mapping table: the identity provider's group, and
+/// the platform group SAML sign-in puts its members in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoGroupMapping {
+    pub idp_group: String,
+    pub platform_group: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SsoGroupMappings {
+    pub mappings: Vec<SsoGroupMapping>,
+    /// Rows skipped and the like, for the operator.
+    pub notes: Vec<String>,
+}
+
+/// Column names the authenticator's table has carried across versions and export tools,
+/// compared ignoring case; the first one present wins.
+const IDP_GROUP_COLUMNS: [&str; 3] = ["identityProviderGroupName", "ssoGroupName", "idpGroupName"];
+const PLATFORM_GROUP_COLUMNS: [&str; 3] = ["twxGroupName", "thingworxGroupName", "groupName"];
+
+/// Reads the SSO authenticator's group-mapping table as exported to JSON: an infotable
+/// (`{"rows":[...]}`, with or without its `dataShape`) or a plain array of rows.
+pub fn sso_group_mappings(path: &Path) -> Result<SsoGroupMappings, Vec<ImportError>> {
+    let shown = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => sso_group_mappings_str(&shown, &text),
+        Err(source) => Err(vec![ImportError::Read {
+            path: shown,
+            source,
+        }]),
+    }
+}
+
+/// Same as [`sso_group_mappings`] from text; `shown` names the file in problems and notes.
+pub fn sso_group_mappings_str(
+    shown: &str,
+    text: &str,
+) -> Result<SsoGroupMappings, Vec<ImportError>> {
+    let shape = |message: String| {
+        vec![ImportError::Shape {
+            path: shown.to_string(),
+            message,
+        }]
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        vec![ImportError::Json {
+            path: shown.to_string(),
+            message: e.to_string(),
+        }]
+    })?;
+    let (rows, declared) = match &value {
+        Value::Array(rows) => (rows, Vec::new()),
+        Value::Object(table) => match table.get("rows") {
+            Some(Value::Array(rows)) => (rows, declared_fields(table)),
+            Some(other) => return Err(shape(format!("rows is {}, not an array", kind(other)))),
+            None => {
+                return Err(shape(
+                    "neither an infotable ({\"rows\": [...]}) nor an array of rows".to_string(),
+                ))
+            }
+        },
+        other => {
+            return Err(shape(format!(
+                "the top level is {}, not an infotable or an array of rows",
+                kind(other)
+            )))
+        }
+    };
+    let mut errors = Vec::new();
+    let mut objects = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        match row {
+            Value::Object(o) => objects.push((i + 1, o)),
+            other => errors.extend(shape(format!(
+                "row {} is {}, not an object",
+                i + 1,
+                kind(other)
+            ))),
+        }
+    }
+    let mut out = SsoGroupMappings::default();
+    let no_rows = format!("{shown}: the table has no rows; the SSO authenticator maps no group");
+    if rows.is_empty() && declared.is_empty() {
+        out.notes.push(no_rows);
+        return Ok(out);
+    }
+    let present: Vec<&str> = declared
+        .iter()
+        .map(String::as_str)
+        .chain(
+            objects
+                .iter()
+                .flat_map(|(_, o)| o.keys().map(String::as_str)),
+        )
+        .collect();
+    let column = |candidates: &[&str]| -> Option<String> {
+        candidates.iter().find_map(|c| {
+            present
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(c))
+                .then(|| c.to_string())
+        })
+    };
+    let mut found: Vec<&str> = present.clone();
+    found.sort_unstable_by_key(|c| c.to_ascii_lowercase());
+    found.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
+    let found = if found.is_empty() {
+        "none".to_string()
+    } else {
+        found.join(", ")
+    };
+    let idp_column = column(&IDP_GROUP_COLUMNS);
+    let platform_column = column(&PLATFORM_GROUP_COLUMNS);
+    for (missing, side, candidates) in [
+        (
+            idp_column.is_none(),
+            "identity provider's group",
+            &IDP_GROUP_COLUMNS,
+        ),
+        (
+            platform_column.is_none(),
+            "platform group",
+            &PLATFORM_GROUP_COLUMNS,
+        ),
+    ] {
+        if missing {
+            errors.extend(shape(format!(
+                "no column names the {side} (looked for {}, in any case; the table has: {found})",
+                candidates.join(", ")
+            )));
+        }
+    }
+    let (Some(idp_column), Some(platform_column)) = (idp_column, platform_column) else {
+        return Err(errors);
+    };
+    for (number, row) in objects {
+        let cell = |column: &str| -> Result<Option<String>, String> {
+            let value = row
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(column))
+                .map(|(_, v)| v);
+            match value {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+                Some(other) => Err(format!(
+                    "row {number}: {column} is {}, not a string",
+                    kind(other)
+                )),
+            }
+        };
+        match (cell(&idp_column), cell(&platform_column)) {
+            (Ok(Some(idp_group)), Ok(Some(platform_group))) => out.mappings.push(SsoGroupMapping {
+                idp_group,
+                platform_group,
+            }),
+            (Ok(_), Ok(_)) => out.notes.push(format!(
+                "{shown}: row {number} lacks a group name on one side; skipped"
+            )),
+            (idp, platform) => {
+                for message in [idp.err(), platform.err()].into_iter().flatten() {
+                    errors.extend(shape(message));
+                }
+            }
+        }
+    }
+    if rows.is_empty() {
+        out.notes.push(no_rows);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Field names an infotable's data shape declares (`dataShape.fieldDefinitions`), so the
+/// columns are known even when the table has no rows.
+fn declared_fields(table: &Map<String, Value>) -> Vec<String> {
+    table
+        .get("dataShape")
+        .and_then(|d| d.get("fieldDefinitions"))
+        .and_then(Value::as_object)
+        .map(|defs| defs.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
 fn is_about(e: &ImportError, file: &str) -> bool {
     match e {
         ImportError::Read { path, .. }
@@ -773,6 +961,124 @@ mod tests {
             errs[0].to_string(),
             "platform-settings.json: the top level is not a JSON object"
         );
+    }
+
+    fn mapping(idp: &str, platform: &str) -> SsoGroupMapping {
+        SsoGroupMapping {
+            idp_group: idp.into(),
+            platform_group: platform.into(),
+        }
+    }
+
+    #[test]
+    fn sso_group_mappings_fixture() {
+        let path = fixture("sso-group-mappings.json");
+        let got = sso_group_mappings(&path).unwrap();
+        assert_eq!(
+            got.mappings,
+            vec![
+                mapping("Platform Admins", "Administrators"),
+                mapping("Engineering", "Developers"),
+                mapping("Operators", "Operators"),
+                mapping("Auditors", "SecurityAuditors"),
+            ]
+        );
+        assert_eq!(
+            got.notes,
+            vec![format!(
+                "{}: row 5 lacks a group name on one side; skipped",
+                path.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn sso_group_mappings_accept_every_column_spelling_and_both_forms() {
+        for (idp, platform) in [
+            ("identityProviderGroupName", "twxGroupName"),
+            ("SSOGROUPNAME", "thingworxgroupname"),
+            ("idpGroupName", "groupName"),
+        ] {
+            let rows = format!(r#"[{{"{idp}": " A ", "{platform}": "B", "other": 1}}]"#);
+            for text in [
+                rows.clone(),
+                format!(r#"{{"rows": {rows}}}"#),
+                format!("\u{feff}{{\"dataShape\": {{}}, \"rows\": {rows}}}"),
+            ] {
+                let got = sso_group_mappings_str("t.json", &text).unwrap();
+                assert_eq!(got.mappings, vec![mapping("A", "B")], "{text}");
+                assert!(got.notes.is_empty(), "{:?}", got.notes);
+            }
+        }
+        // The more specific platform column wins over the generic groupName.
+        let got = sso_group_mappings_str(
+            "t.json",
+            r#"[{"groupName": "x", "ssoGroupName": "A", "twxGroupName": "B"}]"#,
+        )
+        .unwrap();
+        assert_eq!(got.mappings, vec![mapping("A", "B")]);
+        // An empty table maps nothing, and says so.
+        for text in ["[]", r#"{"rows": []}"#] {
+            let got = sso_group_mappings_str("t.json", text).unwrap();
+            assert!(got.mappings.is_empty());
+            assert!(got.notes[0].contains("no rows"), "{:?}", got.notes);
+        }
+    }
+
+    #[test]
+    fn sso_group_mappings_without_known_columns_say_what_was_looked_for() {
+        let errs = sso_group_mappings_str("t.json", r#"[{"from": "A", "to": "B"}]"#).unwrap_err();
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert_eq!(
+            text[0],
+            "t.json: no column names the identity provider's group (looked for identityProviderGroupName, ssoGroupName, idpGroupName, in any case; the table has: from, to)"
+        );
+        assert!(
+            text[1].contains("no column names the platform group (looked for twxGroupName, thingworxGroupName, groupName"),
+            "{text:?}"
+        );
+        // Declared columns count even without rows.
+        let errs = sso_group_mappings_str(
+            "t.json",
+            r#"{"dataShape": {"fieldDefinitions": {"ssoGroupName": {}}}, "rows": []}"#,
+        )
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].to_string().contains("platform group"),
+            "{}",
+            errs[0]
+        );
+
+        for (text, needle) in [
+            ("{", "is not valid JSON"),
+            ("42", "the top level is a number"),
+            (r#"{"mappings": []}"#, "neither an infotable"),
+            (r#"{"rows": {}}"#, "rows is an object, not an array"),
+            (
+                r#"[{"ssoGroupName": "A", "twxGroupName": 7}, "x"]"#,
+                "row 2 is a string",
+            ),
+        ] {
+            let errs = sso_group_mappings_str("t.json", text).unwrap_err();
+            assert!(
+                errs.iter().any(|e| e.to_string().contains(needle)),
+                "{text}: {errs:?}"
+            );
+        }
+        let errs =
+            sso_group_mappings_str("t.json", r#"[{"ssoGroupName": "A", "twxGroupName": 7}]"#)
+                .unwrap_err();
+        assert_eq!(
+            errs[0].to_string(),
+            "t.json: row 1: twxGroupName is a number, not a string"
+        );
+        let missing = Path::new("/nonexistent/sso-group-mappings.json");
+        assert!(matches!(
+            &sso_group_mappings(missing).unwrap_err()[0],
+            ImportError::Read { .. }
+        ));
     }
 
     #[test]

@@ -449,6 +449,7 @@ impl Validator<'_> {
         listeners: &[ListenerConfig],
         auth: &AuthConfig,
         provisioning: &ProvisioningConfig,
+        mapped_on_purpose: &[String],
     ) {
         if auth.basic.is_some() && listeners.iter().any(|l| l.tls.is_none()) {
             self.notes.push(
@@ -468,11 +469,76 @@ impl Validator<'_> {
             .chain(provisioning.group_exclusions.iter().cloned())
             .map(|g| policy_key(&g))
             .collect();
+        let intended: Vec<String> = mapped_on_purpose.iter().map(|g| policy_key(g)).collect();
         for (idp, platform) in &provisioning.group_mappings {
-            if excluded.contains(&policy_key(platform)) {
+            let key = policy_key(platform);
+            if excluded.contains(&key) && !intended.contains(&key) {
                 self.notes.push(format!(
-                    "warning: provisioning.group_mappings lets the identity provider's group {idp:?} manage members of the excluded group {platform:?}; whoever the IdP puts there gets its rights"
+                    "warning: provisioning.group_mappings lets the identity provider's group {idp:?} manage members of the excluded group {platform:?}; whoever the IdP puts there gets its rights (if that is intended, add {platform:?} to provisioning.excluded_groups_mapped_on_purpose)"
                 ));
+            }
+        }
+        // An acknowledgement that matches nothing is a leftover or a typo, and would silence
+        // nothing when the mapping it was meant for comes back.
+        for (group, key) in mapped_on_purpose.iter().zip(&intended) {
+            if !excluded.contains(key) {
+                self.notes.push(format!(
+                    "warning: provisioning.excluded_groups_mapped_on_purpose lists {group:?}, which is not an excluded group; the entry has no effect"
+                ));
+            } else if !provisioning
+                .group_mappings
+                .iter()
+                .any(|(_, platform)| &policy_key(platform) == key)
+            {
+                self.notes.push(format!(
+                    "warning: provisioning.excluded_groups_mapped_on_purpose lists {group:?}, but no provisioning.group_mappings entry maps to it; the entry has no effect"
+                ));
+            }
+        }
+    }
+
+    /// `provisioning.excluded_groups_mapped_on_purpose`: platform group names, checked only
+    /// for being names here; what they match is a surprise, not an error.
+    fn mapped_on_purpose(&mut self, raw: Vec<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, group) in raw.into_iter().enumerate() {
+            if group.trim().is_empty() {
+                self.problem(
+                    format!("provisioning.excluded_groups_mapped_on_purpose[{i}]"),
+                    "is empty",
+                    "name an excluded platform group that a group mapping targets, e.g. \"Administrators\"",
+                );
+            } else {
+                out.push(group);
+            }
+        }
+        out
+    }
+
+    /// The SSO authenticator's group-mapping table compared with the SCIM mappings: an IdP
+    /// group that SAML sign-in and SCIM put into different platform groups gives its members
+    /// rights that depend on how they arrived.
+    fn sso_group_mappings(&mut self, raw: Option<&str>, provisioning: &ProvisioningConfig) {
+        let Some(raw) = raw else { return };
+        let path = self.path(raw);
+        match import::sso_group_mappings(&path) {
+            Ok(table) => {
+                for note in table.notes {
+                    self.notes.push(format!("import: {note}"));
+                }
+                self.notes.extend(compare_group_mappings(
+                    &provisioning.group_mappings,
+                    &table.mappings,
+                ));
+            }
+            Err(errors) => {
+                for e in errors {
+                    self.problem(
+                        "import.sso_group_mappings",
+                        e.to_string(),
+                        "export the SSO authenticator's group-mapping table as JSON (an infotable, or an array of rows, with identityProviderGroupName and twxGroupName columns), or remove the setting",
+                    );
+                }
             }
         }
     }
@@ -617,6 +683,11 @@ impl Validator<'_> {
         let scim_base_path = self.scim_base_path(raw.scim.base_path.clone());
         let platform = raw.platform.and_then(|p| self.platform(p));
         let scim = self.scim_settings(&raw.scim);
+        // Kept out of ProvisioningConfig: it changes no decision, so editing it must not count
+        // as a policy change (which can end every session on reload).
+        let mapped_on_purpose = self.mapped_on_purpose(std::mem::take(
+            &mut raw.provisioning.excluded_groups_mapped_on_purpose,
+        ));
         let provisioning = self.provisioning(raw.provisioning);
         let mut auth = self.auth(raw.auth, scim.bearer_token.clone());
         if auth.introspection.is_none() {
@@ -642,7 +713,8 @@ impl Validator<'_> {
             }
         }
 
-        self.surprises(&listeners, &auth, &provisioning);
+        self.surprises(&listeners, &auth, &provisioning, &mapped_on_purpose);
+        self.sso_group_mappings(raw.import.sso_group_mappings.as_deref(), &provisioning);
         if !self.problems.is_empty() {
             return Err(ConfigError::Invalid(self.problems));
         }
@@ -1425,6 +1497,79 @@ impl Validator<'_> {
     }
 }
 
+/// Where `provisioning.group_mappings` (SCIM) and the SSO authenticator's table (SAML sign-in)
+/// disagree about an identity provider's group, compared in the folded form the provisioning
+/// policy uses: a warning when both map it, to different platform groups; a note when only one
+/// maps it.
+fn compare_group_mappings(
+    scim: &[(String, String)],
+    saml: &[import::SsoGroupMapping],
+) -> Vec<String> {
+    use crate::provisioning::policy::policy_key;
+    use std::collections::BTreeMap;
+    /// IdP group key → (the IdP group as first written, its platform groups as written).
+    type Side = BTreeMap<String, (String, Vec<String>)>;
+    fn add(side: &mut Side, idp: &str, platform: &str) {
+        let entry = side
+            .entry(policy_key(idp))
+            .or_insert_with(|| (idp.to_string(), Vec::new()));
+        if !entry
+            .1
+            .iter()
+            .any(|p| policy_key(p) == policy_key(platform))
+        {
+            entry.1.push(platform.to_string());
+        }
+    }
+    fn keys(groups: &[String]) -> Vec<String> {
+        let mut keys: Vec<String> = groups.iter().map(|g| policy_key(g)).collect();
+        keys.sort();
+        keys
+    }
+    fn listed(groups: &[String]) -> String {
+        groups
+            .iter()
+            .map(|g| format!("{g:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+    let mut scim_side = Side::new();
+    for (idp, platform) in scim {
+        add(&mut scim_side, idp, platform);
+    }
+    let mut saml_side = Side::new();
+    for m in saml {
+        add(&mut saml_side, &m.idp_group, &m.platform_group);
+    }
+    let mut out = Vec::new();
+    for (key, (idp, scim_groups)) in &scim_side {
+        match saml_side.get(key) {
+            Some((_, saml_groups)) if keys(scim_groups) != keys(saml_groups) => out.push(format!(
+                "warning: the identity provider's group {idp:?} maps to {} in provisioning.group_mappings (SCIM) but to {} in the SSO authenticator's table (import.sso_group_mappings, SAML sign-in); SCIM provisioning and SAML sign-in put its members into different platform groups",
+                listed(scim_groups),
+                listed(saml_groups)
+            )),
+            Some(_) => {}
+            None => out.push(format!(
+                "the identity provider's group {idp:?} is mapped to {} in provisioning.group_mappings (SCIM) but not in the SSO authenticator's table (import.sso_group_mappings)",
+                listed(scim_groups)
+            )),
+        }
+    }
+    for (key, (idp, saml_groups)) in &saml_side {
+        // Without a mapping SCIM uses the platform group of the IdP group's own name, so a SAML
+        // row saying the same is no surprise.
+        if scim_side.contains_key(key) || saml_groups.iter().all(|g| &policy_key(g) == key) {
+            continue;
+        }
+        out.push(format!(
+            "the identity provider's group {idp:?} is mapped to {} in the SSO authenticator's table (import.sso_group_mappings) but not in provisioning.group_mappings, so SCIM provisions it as the platform group {idp:?}",
+            listed(saml_groups)
+        ));
+    }
+    out
+}
+
 fn parse_cidr(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
@@ -1594,6 +1739,148 @@ format = "xml"
         assert!(c.scim.auto_start);
         assert_eq!(c.auth.jwt.len(), 1);
         assert_eq!(c.auth.jwt[0].issuer, "https://mine/");
+    }
+
+    fn warnings(c: &Config) -> Vec<&str> {
+        c.notes
+            .iter()
+            .map(String::as_str)
+            .filter(|n| n.starts_with("warning:"))
+            .collect()
+    }
+
+    const BASE: &str = "[[listeners]]\naddress = \"127.0.0.1:0\"\ntls = { self_signed = true }\n[upstream]\nurl = \"http://a:8080\"\n";
+
+    #[test]
+    fn mapping_into_an_excluded_group_warns_unless_listed_as_on_purpose() {
+        let mappings = "[provisioning.group_mappings]\n\"IdP Admins\" = \"Administrators\"\n\"Audit\" = \"Auditors\"\n";
+        let c = parse_str(&format!(
+            "{BASE}[provisioning]\ngroup_exclusions = [\"auditors\"]\n{mappings}"
+        ))
+        .unwrap();
+        let w = warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w
+            .iter()
+            .all(|n| n.contains("excluded_groups_mapped_on_purpose")));
+
+        // Listed in any spelling the policy folds together: silent.
+        let c = parse_str(&format!(
+            "{BASE}[provisioning]\ngroup_exclusions = [\"auditors\"]\nexcluded_groups_mapped_on_purpose = [\"ADMINISTRATORS\", \" Auditors\"]\n{mappings}"
+        ))
+        .unwrap();
+        assert!(warnings(&c).is_empty(), "{:?}", c.notes);
+        // It changes no decision, so it is not part of the provisioning policy.
+        let without = parse_str(&format!(
+            "{BASE}[provisioning]\ngroup_exclusions = [\"auditors\"]\n{mappings}"
+        ))
+        .unwrap();
+        assert_eq!(c.provisioning, without.provisioning);
+
+        // Entries that match nothing are leftovers or typos.
+        let c = parse_str(&format!(
+            "{BASE}[provisioning]\nexcluded_groups_mapped_on_purpose = [\"Engineering\", \"Designers\"]\n"
+        ))
+        .unwrap();
+        let w = warnings(&c);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("\"Engineering\", which is not an excluded group"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("\"Designers\", but no provisioning.group_mappings entry maps to it"),
+            "{w:?}"
+        );
+
+        let err = parse_str(&format!(
+            "{BASE}[provisioning]\nexcluded_groups_mapped_on_purpose = [\"\"]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("provisioning.excluded_groups_mapped_on_purpose[0]: is empty"),
+            "{err}"
+        );
+    }
+
+    fn saml(rows: &[(&str, &str)]) -> Vec<import::SsoGroupMapping> {
+        rows.iter()
+            .map(|(i, p)| import::SsoGroupMapping {
+                idp_group: i.to_string(),
+                platform_group: p.to_string(),
+            })
+            .collect()
+    }
+
+    fn scim(rows: &[(&str, &str)]) -> Vec<(String, String)> {
+        rows.iter()
+            .map(|(i, p)| (i.to_string(), p.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn scim_and_saml_mappings_are_compared_the_way_the_policy_folds_names() {
+        let out = compare_group_mappings(
+            &scim(&[
+                ("Platform Admins", "Administrators"),
+                ("Engineering", "Engineering Team"),
+                ("Contractors", "External"),
+            ]),
+            &saml(&[
+                // Same group in another spelling on both sides: agreement.
+                ("platform%20admins", "ADMINISTRATORS"),
+                ("ENGINEERING", "Developers"),
+                ("ENGINEERING", "Engineering Team"),
+                ("Operators", " operators"),
+                ("Auditors", "SecurityAuditors"),
+            ]),
+        );
+        assert_eq!(out.len(), 3, "{out:#?}");
+        assert!(out[0].starts_with("the identity provider's group \"Contractors\" is mapped to \"External\" in provisioning.group_mappings (SCIM) but not in"), "{out:#?}");
+        assert!(out[1].starts_with("warning: the identity provider's group \"Engineering\" maps to \"Engineering Team\" in provisioning.group_mappings (SCIM) but to \"Developers\", \"Engineering Team\" in the SSO authenticator's table"), "{out:#?}");
+        // SAML-only rows naming the IdP group's own name agree with SCIM's default; others not.
+        assert!(out[2].starts_with("the identity provider's group \"Auditors\" is mapped to \"SecurityAuditors\" in the SSO authenticator's table"), "{out:#?}");
+        assert!(
+            out[2].ends_with("SCIM provisions it as the platform group \"Auditors\""),
+            "{out:#?}"
+        );
+        assert!(compare_group_mappings(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn sso_group_mapping_file_is_read_and_its_problems_name_the_setting() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/platform");
+        let text = format!(
+            "{BASE}[provisioning]\nexcluded_groups_mapped_on_purpose = [\"Administrators\"]\n[provisioning.group_mappings]\n\"platform admins\" = \"Administrators\"\n\"Engineering\" = \"Engineering Team\"\n[import]\nsso_group_mappings = \"sso-group-mappings.json\"\n"
+        );
+        let c = parse(&text, &fixtures, &Overrides::default()).unwrap();
+        let w = warnings(&c);
+        assert_eq!(w.len(), 1, "{:#?}", c.notes);
+        assert!(
+            w[0].contains("\"Engineering\" maps to \"Engineering Team\""),
+            "{w:?}"
+        );
+        assert!(c
+            .notes
+            .iter()
+            .any(|n| n.starts_with("import: ") && n.contains("row 5")));
+        assert!(c
+            .notes
+            .iter()
+            .any(|n| n.contains("\"Auditors\" is mapped to \"SecurityAuditors\"")));
+
+        let text = format!("{BASE}[import]\nsso_group_mappings = \"platform-settings.json\"\n");
+        let err = parse(&text, &fixtures, &Overrides::default()).unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err}")
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].setting, "import.sso_group_mappings");
+        assert!(
+            problems[0].message.contains("neither an infotable"),
+            "{problems:?}"
+        );
     }
 
     #[test]

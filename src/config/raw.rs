@@ -36,6 +36,8 @@ pub struct RawConfig {
 pub struct RawImport {
     pub platform_settings: Option<String>,
     pub sso_settings: Option<String>,
+    /// The SSO authenticator's group-mapping table, exported as JSON.
+    pub sso_group_mappings: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +144,8 @@ pub struct RawProvisioning {
     pub external_id_property: Option<String>,
     pub group_external_id_vocabulary: Option<String>,
     pub audit_log: Option<String>,
+    #[serde(default)]
+    pub excluded_groups_mapped_on_purpose: Vec<String>,
     #[serde(default)]
     pub user_defaults: RawUserDefaults,
     #[serde(default)]

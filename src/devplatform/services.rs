@@ -5,6 +5,7 @@ use super::secret::PasswordHash;
 use super::store::{self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag};
 use super::DevPlatform;
 use crate::platform::names::fold;
+use crate::platform::EntityKind;
 use serde_json::{json, Map, Value};
 
 /// A stricter platform policy would reject more; this is the length rule every version has.
@@ -51,6 +52,13 @@ fn table(fields: &[(&str, &str)], rows: Vec<Value>) -> Value {
         })
         .collect();
     json!({"dataShape": {"fieldDefinitions": definitions}, "rows": rows})
+}
+
+/// What `GetEntityList` lists: users and groups, or the model entities provisioning names.
+#[derive(Debug, Clone, Copy)]
+enum Listed {
+    Principal(Kind),
+    Model(EntityKind),
 }
 
 /// A primitive result: one row, one field named `result`.
@@ -331,12 +339,14 @@ impl DevPlatform {
     }
 
     fn entity_list(&self, p: &Params) -> Result<Reply, Fault> {
-        let kind = match p.required("type")?.as_str() {
-            "User" => Kind::User,
-            "Group" => Kind::Group,
+        let listed = match p.required("type")?.as_str() {
+            "User" => Listed::Principal(Kind::User),
+            "Group" => Listed::Principal(Kind::Group),
+            "Project" => Listed::Model(EntityKind::Project),
+            "Mashup" => Listed::Model(EntityKind::Mashup),
             other => {
                 return Err(Fault::bad_request(format!(
-                    "Entity type [{other}] is not available on the development platform (User or Group)"
+                    "Entity type [{other}] is not available on the development platform (User, Group, Project or Mashup)"
                 )))
             }
         };
@@ -347,28 +357,41 @@ impl DevPlatform {
             (mask.is_empty() || mask_matches(&mask, name))
                 && wanted.iter().all(|t| tags.contains(t))
         };
-        let row = |name: &str, description: &str, home: &str, tags: &[Tag]| {
+        let row = |name: &str, description: &str, system: bool, home: &str, tags: &[Tag]| {
             json!({
                 "name": name,
                 "description": description,
-                "isSystemObject": is_system_object(kind, name),
+                "isSystemObject": system,
                 "homeMashup": home,
                 "avatar": "",
                 "tags": tags_value(tags),
             })
         };
-        let rows: Vec<Value> = self.read(|s| match kind {
-            Kind::User => s
+        let rows: Vec<Value> = self.read(|s| match listed {
+            Listed::Principal(Kind::User) => s
                 .users()
                 .filter(|u| keep(&u.name, &u.tags))
                 .take(max)
-                .map(|u| row(&u.name, &u.description, &u.home_mashup, &u.tags))
+                .map(|u| {
+                    let system = is_system_object(Kind::User, &u.name);
+                    row(&u.name, &u.description, system, &u.home_mashup, &u.tags)
+                })
                 .collect(),
-            Kind::Group => s
+            Listed::Principal(Kind::Group) => s
                 .groups()
                 .filter(|g| keep(&g.name, &g.tags))
                 .take(max)
-                .map(|g| row(&g.name, &g.description, &g.home_mashup, &g.tags))
+                .map(|g| {
+                    let system = is_system_object(Kind::Group, &g.name);
+                    row(&g.name, &g.description, system, &g.home_mashup, &g.tags)
+                })
+                .collect(),
+            // Only the names matter to provisioning, so these carry no tags of their own.
+            Listed::Model(kind) => s
+                .model(kind)
+                .filter(|e| keep(&e.name, &[]))
+                .take(max)
+                .map(|e| row(&e.name, &e.description, false, "", &[]))
                 .collect(),
         });
         Ok(Reply::Json(table(

@@ -4,6 +4,7 @@
 use super::error::{DevPlatformError, Fault};
 use super::secret::PasswordHash;
 use crate::platform::names::{fold, invalid_reason, same};
+use crate::platform::EntityKind;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -50,6 +51,14 @@ const BUILTIN_GROUPS: [(&str, &str); 8] = [
         "Solution Central site administrators",
     ),
     (ALL_USERS, "All users"),
+];
+/// Projects and mashups a new platform has: the names config/scimgate.example.toml gives the
+/// user and group defaults, so a configuration started from it passes `scimgate check` against
+/// `scimgate dev`.
+const SEEDED_PROJECTS: [(&str, &str); 1] = [("MyProject", "Example project")];
+const SEEDED_MASHUPS: [(&str, &str); 2] = [
+    ("Home", "Example home mashup"),
+    ("MobileHome", "Example mobile home mashup"),
 ];
 /// Membership in either (direct or nested) grants the management services.
 const ADMIN_GROUPS: [&str; 2] = ["Administrators", "SecurityAdministrators"];
@@ -178,6 +187,33 @@ impl Group {
     }
 }
 
+/// A project or mashup: provisioning only refers to these by name (in defaults), so the
+/// development platform keeps nothing but the name and a description.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ModelEntity {
+    pub name: String,
+    pub description: String,
+}
+
+fn seed(entities: &[(&str, &str)]) -> Vec<ModelEntity> {
+    entities
+        .iter()
+        .map(|(name, description)| ModelEntity {
+            name: name.to_string(),
+            description: description.to_string(),
+        })
+        .collect()
+}
+
+/// A state saved before projects and mashups were kept gets the ones a new platform has.
+fn seeded_projects() -> Vec<ModelEntity> {
+    seed(&SEEDED_PROJECTS)
+}
+
+fn seeded_mashups() -> Vec<ModelEntity> {
+    seed(&SEEDED_MASHUPS)
+}
+
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AppKey {
@@ -236,6 +272,8 @@ pub(crate) struct NewGroup {
 pub(crate) struct State {
     users: BTreeMap<String, User>,
     groups: BTreeMap<String, Group>,
+    projects: BTreeMap<String, ModelEntity>,
+    mashups: BTreeMap<String, ModelEntity>,
     app_keys: Vec<AppKey>,
 }
 
@@ -245,6 +283,8 @@ struct StoredRef<'a> {
     version: u32,
     users: Vec<&'a User>,
     groups: Vec<&'a Group>,
+    projects: Vec<&'a ModelEntity>,
+    mashups: Vec<&'a ModelEntity>,
     application_keys: &'a [AppKey],
 }
 
@@ -254,6 +294,10 @@ struct Stored {
     version: u32,
     users: Vec<User>,
     groups: Vec<Group>,
+    #[serde(default = "seeded_projects")]
+    projects: Vec<ModelEntity>,
+    #[serde(default = "seeded_mashups")]
+    mashups: Vec<ModelEntity>,
     application_keys: Vec<AppKey>,
 }
 
@@ -304,6 +348,12 @@ impl State {
                 kind: Kind::User,
             });
         }
+        for entity in seeded_projects() {
+            state.projects.insert(fold(&entity.name), entity);
+        }
+        for entity in seeded_mashups() {
+            state.mashups.insert(fold(&entity.name), entity);
+        }
         state
     }
 
@@ -312,6 +362,8 @@ impl State {
             version: STATE_VERSION,
             users: self.users.values().collect(),
             groups: self.groups.values().collect(),
+            projects: self.projects.values().collect(),
+            mashups: self.mashups.values().collect(),
             application_keys: &self.app_keys,
         })
     }
@@ -356,6 +408,21 @@ impl State {
             let key = fold(&group.name);
             if state.groups.insert(key, group).is_some() {
                 return Err("two groups share a name".to_string());
+            }
+        }
+        for (kind, entities) in [
+            (EntityKind::Project, stored.projects),
+            (EntityKind::Mashup, stored.mashups),
+        ] {
+            let what = kind.as_str().to_lowercase();
+            for entity in entities {
+                if let Some(reason) = invalid_reason(&entity.name) {
+                    return Err(format!("{what} name {:?}: {reason}", entity.name));
+                }
+                let key = fold(&entity.name);
+                if state.model_mut(kind).insert(key, entity).is_some() {
+                    return Err(format!("two {what}s share a name"));
+                }
             }
         }
         for group in state.groups.values() {
@@ -404,6 +471,21 @@ impl State {
 
     pub fn groups(&self) -> impl Iterator<Item = &Group> {
         self.groups.values()
+    }
+
+    /// Projects or mashups, sorted by name.
+    pub fn model(&self, kind: EntityKind) -> impl Iterator<Item = &ModelEntity> {
+        match kind {
+            EntityKind::Project => self.projects.values(),
+            EntityKind::Mashup => self.mashups.values(),
+        }
+    }
+
+    fn model_mut(&mut self, kind: EntityKind) -> &mut BTreeMap<String, ModelEntity> {
+        match kind {
+            EntityKind::Project => &mut self.projects,
+            EntityKind::Mashup => &mut self.mashups,
+        }
     }
 
     pub fn user(&self, name: &str) -> Result<&User, Fault> {
@@ -956,5 +1038,47 @@ mod tests {
         assert!(err.contains("ghost"), "{err}");
         value["version"] = serde_json::json!(99);
         assert!(State::from_json(&serde_json::to_vec(&value).unwrap()).is_err());
+    }
+
+    fn model_names(s: &State, kind: EntityKind) -> Vec<&str> {
+        s.model(kind).map(|e| e.name.as_str()).collect()
+    }
+
+    #[test]
+    fn projects_and_mashups_are_seeded_and_kept() {
+        let s = fresh();
+        assert_eq!(model_names(&s, EntityKind::Project), ["MyProject"]);
+        assert_eq!(model_names(&s, EntityKind::Mashup), ["Home", "MobileHome"]);
+
+        let mut value: serde_json::Value = serde_json::from_slice(&s.to_json().unwrap()).unwrap();
+        value["projects"] = serde_json::json!([
+            {"name": "Plant", "description": ""},
+            {"name": "MyProject", "description": "kept"}
+        ]);
+        value["mashups"] = serde_json::json!([]);
+        let kept = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(
+            model_names(&kept, EntityKind::Project),
+            ["MyProject", "Plant"]
+        );
+        assert!(model_names(&kept, EntityKind::Mashup).is_empty());
+        assert_eq!(State::from_json(&kept.to_json().unwrap()).unwrap(), kept);
+
+        // A state saved before these were kept gets what a new platform has.
+        let object = value.as_object_mut().unwrap();
+        object.remove("projects");
+        object.remove("mashups");
+        let older = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(older, s);
+
+        value["mashups"] = serde_json::json!([
+            {"name": "Home", "description": ""},
+            {"name": "HOME", "description": ""}
+        ]);
+        let err = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert_eq!(err, "two mashups share a name");
+        value["mashups"] = serde_json::json!([{"name": "a/b", "description": ""}]);
+        let err = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(err.starts_with("mashup name \"a/b\""), "{err}");
     }
 }

@@ -165,6 +165,23 @@ pub struct ActiveUser {
     pub last_connection: Option<i64>,
 }
 
+/// Model entities provisioning names (in user and group defaults) but never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntityKind {
+    Project,
+    Mashup,
+}
+
+impl EntityKind {
+    /// The entity type as `GetEntityList` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Project => "Project",
+            EntityKind::Mashup => "Mashup",
+        }
+    }
+}
+
 /// User extension properties (`firstName`, `emailAddress`, ...), by property name.
 pub type Extensions = BTreeMap<String, String>;
 
@@ -216,6 +233,10 @@ pub trait Platform: Send + Sync {
 
     async fn active_users(&self) -> Result<Vec<ActiveUser>, PlatformError>;
     async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError>;
+
+    /// Whether a project or mashup of this name exists, so `scimgate check` can catch defaults
+    /// that name something the platform lacks before users are provisioned with them.
+    async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError>;
 }
 
 #[cfg(test)]

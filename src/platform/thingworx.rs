@@ -5,8 +5,8 @@
 use super::infotable::{text, InfoTable};
 use super::names;
 use super::{
-    ActiveUser, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup, NewUser, Platform,
-    PlatformError, Tag, User,
+    ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup,
+    NewUser, Platform, PlatformError, Tag, User,
 };
 use crate::body::{empty, full};
 use crate::config::{PlatformConfig, PlatformCredentials, Secret, UpstreamConfig};
@@ -737,6 +737,25 @@ impl Platform for ThingWorx {
         self.session_service("TerminateUserSessions", json!({ "userName": user }))
             .await?;
         Ok(())
+    }
+
+    async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
+        // One EntityServices call works for every entity type, and an absent entity is an
+        // empty list rather than an error whose status differs between versions. Entity names
+        // cannot contain '*', so the mask is the name itself; the answer is still compared by
+        // name, in case a version treats the mask more loosely.
+        let body = json!({
+            "type": kind.as_str(),
+            "maxItems": LIST_MAX_ITEMS,
+            "nameMask": name,
+            "tags": "",
+        });
+        let found = summaries(
+            &self
+                .entity_services("GetEntityList", body, Repeat::Safe)
+                .await?,
+        )?;
+        Ok(found.iter().any(|e| names::same(&e.name, name)))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{GroupDefaults, ProvisioningConfig, Secret, UserDefaults};
-use crate::platform::{ActiveUser, EntitySummary, Group, Tag, User};
+use crate::platform::{ActiveUser, EntityKind, EntitySummary, Group, Tag, User};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
@@ -30,7 +30,7 @@ const KNOWN_PROPERTIES: [&str; 16] = [
 ];
 
 /// Calls that only read; everything else changes the platform.
-const READS: [&str; 10] = [
+const READS: [&str; 11] = [
     "current_user",
     "list_users",
     "get_user",
@@ -41,6 +41,7 @@ const READS: [&str; 10] = [
     "get_group",
     "group_members",
     "active_users",
+    "entity_exists",
 ];
 
 #[derive(Debug, Clone)]
@@ -98,6 +99,8 @@ struct State {
     users: Vec<FakeUser>,
     groups: Vec<FakeGroup>,
     sessions: BTreeSet<String>,
+    /// Projects and mashups, which provisioning only names.
+    entities: Vec<(EntityKind, String)>,
 }
 
 impl State {
@@ -177,6 +180,15 @@ impl FakePlatform {
             Err(_) => state.groups.push(group),
         }
         drop(state);
+        self
+    }
+
+    fn with_entity(self, kind: EntityKind, name: &str) -> Self {
+        self.state
+            .lock()
+            .unwrap()
+            .entities
+            .push((kind, name.to_string()));
         self
     }
 
@@ -579,6 +591,16 @@ impl Platform for FakePlatform {
         self.call(format!("terminate_sessions {user}")).await?;
         self.lock().sessions.retain(|s| !names::same(s, user));
         Ok(())
+    }
+
+    async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
+        self.call(format!("entity_exists {} {name}", kind.as_str()))
+            .await?;
+        Ok(self
+            .lock()
+            .entities
+            .iter()
+            .any(|(k, n)| *k == kind && names::same(n, name)))
     }
 }
 
@@ -2081,4 +2103,55 @@ async fn a_changed_configuration_without_the_option_ends_no_session() {
     assert_eq!(prov.replace_policy(Policy::new(next)).await.unwrap(), 0);
     assert_eq!(fake.log(), Vec::<String>::new());
     assert_eq!(fake.sessions(), strings(&["alice"]));
+}
+
+// ------------------------------------------------------------------ defaults checked live
+
+#[tokio::test]
+async fn defaults_naming_missing_projects_and_mashups_are_found_asking_once_per_name() {
+    let mut cfg = config();
+    // The same project, spelled differently, for users and groups: asked once.
+    cfg.group_defaults.project = Some("SCIMPROJECT".into());
+    let fake = FakePlatform::new()
+        .with_entity(EntityKind::Project, "ScimProject")
+        // A project of the mashup's name does not make the mashup exist.
+        .with_entity(EntityKind::Project, "HomeMashup")
+        .with_entity(EntityKind::Mashup, "mobilemashup");
+    let missing = missing_defaults(&fake, &cfg).await.unwrap();
+    assert_eq!(
+        missing,
+        vec![MissingDefault {
+            setting: "provisioning.user_defaults.home_mashup",
+            kind: EntityKind::Mashup,
+            name: "HomeMashup".into(),
+        }]
+    );
+    assert_eq!(
+        fake.log(),
+        strings(&[
+            "entity_exists Project ScimProject",
+            "entity_exists Mashup HomeMashup",
+            "entity_exists Mashup MobileMashup",
+        ])
+    );
+
+    // Nothing named, nothing asked; empty names clear a value and are not entities.
+    let mut cfg = config();
+    cfg.user_defaults = UserDefaults {
+        project: Some(" ".into()),
+        ..UserDefaults::default()
+    };
+    cfg.group_defaults = GroupDefaults::default();
+    let fake = FakePlatform::new();
+    assert!(missing_defaults(&fake, &cfg).await.unwrap().is_empty());
+    assert!(fake.log().is_empty());
+}
+
+#[tokio::test]
+async fn a_platform_that_cannot_answer_ends_the_defaults_check() {
+    let fake = FakePlatform::new();
+    fake.fail_next("entity_exists");
+    let err = missing_defaults(&fake, &config()).await.unwrap_err();
+    assert!(matches!(err, PlatformError::Unavailable(_)), "{err}");
+    assert_eq!(fake.log().len(), 1, "{:?}", fake.log());
 }

@@ -4,9 +4,12 @@
 //! nothing here knows a SCIM version.
 
 pub mod audit;
+mod defaults;
 #[cfg(test)]
 mod fake_tests;
 pub mod policy;
+
+pub use defaults::{missing_defaults, named_entities, MissingDefault};
 
 use crate::config::{DeprovisionMode, Secret};
 use crate::platform::{
