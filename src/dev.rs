@@ -82,6 +82,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         address: options.platform_listen,
         source,
     })?;
+    tracing::info!(listener = "jwks", address = %jwks_address, tls = false, "listening");
     tokio::spawn(crate::dev_issuer::serve_jwks(jwks_socket, issuer.jwks()));
 
     let platform_socket = tokio::net::TcpListener::bind(options.platform_listen)

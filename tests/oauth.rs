@@ -621,7 +621,10 @@ async fn key_rotation_refetches_once_and_random_kids_are_rate_limited() {
     .await;
     env.ready().await;
     let mut f = Findings::default();
-    f.accepted("old key", &env.bearer(&old.token("RS256", &claims())).await);
+    let old_token = old.token("RS256", &claims());
+    f.accepted("old key", &env.bearer(&old_token).await);
+    // Verified signatures are remembered; a second call with the same token still passes.
+    f.accepted("old key, again", &env.bearer(&old_token).await);
 
     // Past min_refetch_interval since the start-up fetch, the IdP rotates.
     tokio::time::sleep(Duration::from_millis(4500)).await;
@@ -635,6 +638,15 @@ async fn key_rotation_refetches_once_and_random_kids_are_rate_limited() {
     f.check(after_rotation == before + 1, || {
         format!("rotation: expected one refetch, fetches went {before} -> {after_rotation}")
     });
+    // The remembered signature does not outlive the key that made it: the IdP no longer serves
+    // the old key, so the very token accepted before is now refused.
+    let r = env.bearer(&old_token).await;
+    f.refused(
+        "old token after its key left the JWKS",
+        &r,
+        401,
+        Challenge::Error("invalid_token"),
+    );
 
     // A flood of random kids, all at once, within min_refetch_interval.
     let tokens: Vec<String> = (0..50)

@@ -2280,3 +2280,43 @@ async fn schemas_say_what_the_platform_allows_and_reads_round_trip() {
         "{r}"
     );
 }
+
+/// `userName eq` and `id eq` are answered by one read rather than a listing; the answers must
+/// be the listing's: case-insensitive names, excluded users absent, paging honoured.
+#[tokio::test]
+async fn single_user_lookups_answer_like_a_listing() {
+    let env = setup(DEFAULTS).await;
+    let s = &env.scim;
+    s.create_user(user2("Lookup.Person@corp.com", "L", "P", "lookup@corp.com"))
+        .await;
+    let id = id_of("Lookup.Person@corp.com");
+    for filter in [
+        "userName eq \"lookup.person@corp.com\"".to_string(),
+        "USERNAME eq \"LOOKUP.PERSON@CORP.COM\"".to_string(),
+        format!("id eq \"{id}\""),
+    ] {
+        let r = s.filter("/Users", &filter).await;
+        let found = r.list(&filter);
+        assert_eq!(
+            user_names(&found),
+            ["Lookup.Person@corp.com"],
+            "{filter}: {r}"
+        );
+        assert_eq!(r.total(), 1, "{filter}: {r}");
+        let r = s
+            .get(&format!("/Users?filter={}&startIndex=2", enc(&filter)))
+            .await;
+        assert!(r.list("second page").is_empty(), "{filter} page 2: {r}");
+        assert_eq!(r.total(), 1, "{filter} page 2: {r}");
+    }
+    for filter in [
+        "userName eq \"nobody@corp.com\"",
+        // Built-in users are on the exclusion list: SCIM never sees them.
+        "userName eq \"Administrator\"",
+        "id eq \"not-base64!\"",
+    ] {
+        let r = s.filter("/Users", filter).await;
+        assert!(r.list(filter).is_empty(), "{filter}: {r}");
+        assert_eq!(r.total(), 0, "{filter}: {r}");
+    }
+}

@@ -13,6 +13,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Signatures remembered as verified. Identity providers reuse one token for up to an hour, so a
+/// few thousand entries cover every client; when full the memory starts over.
+const MAX_VERIFIED: usize = 4096;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -76,6 +79,12 @@ pub struct JwtProvider {
     /// Held by whoever fetches; the value is when the last fetch finished (millis since start).
     fetch: tokio::sync::Mutex<Option<Instant>>,
     fetches: AtomicU64,
+    /// Bumped whenever the key set is replaced, so a remembered signature is only trusted while
+    /// the keys that verified it are still the ones served.
+    key_generation: AtomicU64,
+    /// SHA-256 of tokens whose signature verified, with the key generation that verified them.
+    /// Only the signature is remembered: expiry, audience and scope are checked on every call.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 impl JwtProvider {
@@ -88,6 +97,8 @@ impl JwtProvider {
             loaded: AtomicBool::new(!needs_keys),
             fetch: tokio::sync::Mutex::new(None),
             fetches: AtomicU64::new(0),
+            key_generation: AtomicU64::new(0),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -170,6 +181,7 @@ impl JwtProvider {
                     Ok(mut k) => *k = Arc::new(keys),
                     Err(p) => *p.into_inner() = Arc::new(keys),
                 }
+                self.key_generation.fetch_add(1, Ordering::SeqCst);
                 self.loaded.store(true, Ordering::SeqCst);
                 crate::metrics::metrics()
                     .count("scimgate_jwks_refreshes_total", &[("result", "ok")]);
@@ -227,7 +239,8 @@ impl JwtProvider {
             let key = aws_lc_rs::hmac::Key::new(algorithm, secret.expose().as_bytes());
             aws_lc_rs::hmac::verify(&key, token.signed.as_bytes(), &token.signature)
                 .map_err(|_| AuthError::Invalid("bad signature".into()))?;
-        } else {
+        } else if !self.verified_before(&token) {
+            let generation = self.key_generation.load(Ordering::SeqCst);
             let kid = token.header.get("kid").and_then(Value::as_str);
             if !self.verify_with_keys(alg, kid, &token) {
                 let missed = Instant::now();
@@ -244,8 +257,39 @@ impl JwtProvider {
                     return Err(AuthError::Invalid("bad signature".into()));
                 }
             }
+            // The generation read before verifying: keys replaced meanwhile make it stale.
+            self.remember_verified(&token, generation);
         }
         self.check_claims(&token.claims)
+    }
+
+    fn token_digest(token: &Unverified) -> [u8; 32] {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        ctx.update(token.signed.as_bytes());
+        ctx.update(b".");
+        ctx.update(&token.signature);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+
+    fn verified_before(&self, token: &Unverified) -> bool {
+        let digest = Self::token_digest(token);
+        let generation = self.key_generation.load(Ordering::SeqCst);
+        match self.verified.lock() {
+            Ok(v) => v.get(&digest) == Some(&generation),
+            Err(_) => false,
+        }
+    }
+
+    fn remember_verified(&self, token: &Unverified, generation: u64) {
+        let digest = Self::token_digest(token);
+        if let Ok(mut v) = self.verified.lock() {
+            if v.len() >= MAX_VERIFIED {
+                v.clear();
+            }
+            v.insert(digest, generation);
+        }
     }
 
     fn verify_with_keys(&self, alg: JwtAlgorithm, kid: Option<&str>, token: &Unverified) -> bool {

@@ -799,6 +799,26 @@ impl ScimService {
         query: &Query,
     ) -> Result<(usize, usize, Vec<Value>), ScimError> {
         let filter = query.filter(ctx.dialect(), USER_ATTRIBUTES)?;
+        // `userName eq "x"` is what every identity provider sends before a create, and the
+        // platform looks names up case-insensitively, as SCIM compares userName: one read
+        // answers it, however many users the platform holds.
+        if let Some(name) = filter.as_ref().and_then(lookup_name) {
+            let found = match p.read_user(&name).await {
+                Ok(user) => vec![user],
+                Err(crate::provisioning::ProvisionError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            let kept: Vec<Value> = found
+                .iter()
+                .map(|u| ctx.render_user(u))
+                .filter(|v| {
+                    filter
+                        .as_ref()
+                        .is_none_or(|f| filter::matches(f, v, &case_exact))
+                })
+                .collect();
+            return Ok(self.page(kept, query));
+        }
         let names = p.user_names().await?;
         let cheap = |path: &AttrPath| {
             path.urn.is_none()
@@ -1422,6 +1442,21 @@ fn sort<T>(items: &mut [T], query: &Query, view: impl Fn(&T) -> &Value, default:
             (None, None) => std::cmp::Ordering::Equal,
         }
     });
+}
+
+/// The platform name a filter of the form `userName eq "x"` or `id eq "x"` asks for.
+fn lookup_name(f: &filter::Filter) -> Option<String> {
+    let (path, value) = filter::as_simple_equality(f)?;
+    if path.sub_attr.is_some() || path.urn.as_deref().is_some_and(|u| u != v2::USER) {
+        return None;
+    }
+    if path.attr.eq_ignore_ascii_case("userName") {
+        Some(value.to_string())
+    } else if path.attr.eq_ignore_ascii_case("id") {
+        crate::provisioning::name_for(value)
+    } else {
+        None
+    }
 }
 
 /// The resource as the response carries it: projected by `attributes`/`excludedAttributes`,
