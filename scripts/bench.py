@@ -166,7 +166,7 @@ http {{
 """
 
 # The equivalent of scimgate's pass-through: TLS 1.2/1.3 with ALPN h2, keep-alive upstream pool,
-# X-Forwarded-* headers, bodies streamed rather than spooled, an access log line per request.
+# X-Forwarded-* headers, an access log line per request.
 PROXY_CONF = NGINX_COMMON + """
 http {{
     access_log {work}/nginx.access.log;
@@ -194,7 +194,10 @@ http {{
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header X-Forwarded-Host $host;
-            proxy_request_buffering off;
+            # nginx's default request buffering, in memory: with `proxy_request_buffering off`
+            # it dropped client connections whenever the upstream answered before reading the
+            # whole body (wrk counted write errors), which would understate nginx.
+            client_body_buffer_size 128k;
         }}
     }}
 }}
@@ -207,6 +210,7 @@ tls = {{ cert = "{cert}", key = "{key}" }}
 
 [upstream]
 url = "http://127.0.0.1:{upstream_port}"
+pool_max_idle_per_host = 256      # as nginx's `keepalive 256`
 
 [admin]
 address = "127.0.0.1:{admin_port}"
@@ -255,13 +259,20 @@ def pin_all(pids, core):
         pin(pid, core)
 
 
+def median_result(results):
+    return Result(statistics.median(r.rps for r in results),
+                  statistics.median(r.p50 for r in results),
+                  statistics.median(r.p99 for r in results),
+                  sum(r.errors for r in results))
+
+
 def ratio(a, b):
     return a / b if b else float("nan")
 
 
 def print_table(title, rows):
     print(f"\n{title}")
-    print(f"  {'path':<10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}")
+    print(f"  {'path':<10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}  (errors: all rounds)")
     for name, r in rows:
         if r is None:
             print(f"  {name:<10} {'n/a':>10}")
@@ -309,7 +320,8 @@ def proxy_benchmarks(args, work, binary, summary):
                   f"test (upstream alone for direct, else the proxy) on core {sut_core}")
         else:
             print("CPU layout: not pinned (fewer than 2 cores, or --no-pin)")
-        print(f"connections {args.connections}, {args.duration}s per run, "
+        print(f"connections {args.connections}, {args.duration}s per run, median of {args.rounds} "
+              f"rounds, "
               f"nginx {nginx_version()}, wrk and h2load from the system packages")
         post_lua = os.path.join(work, "post.lua")
         with open(post_lua, "w") as f:
@@ -333,14 +345,20 @@ def proxy_benchmarks(args, work, binary, summary):
             "new connection per request (TLS handshake; direct: plain TCP)": lambda base, dur: run_wrk(
                 f"{base}/hello", min(c, 16), dur, load_core, headers=["Connection: close"]),
         }
+        names = list(targets)
         for title, run in workloads.items():
-            rows = []
-            for name, base in targets.items():
-                # Direct: the upstream gets the core the proxies get.
-                pin_all(nginx_pids(upstream), sut_core if name == "direct" else load_core)
-                run(base, 2)  # warm-up: pools, caches, allocator
-                rows.append((name, run(base, d)))
+            runs = {name: [] for name in names}
+            for r in range(args.rounds):
+                # Each round starts with another target, so drift in the machine's speed does
+                # not always favour the same one; the median of the rounds is reported.
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    # Direct: the upstream gets the core the proxies get.
+                    pin_all(nginx_pids(upstream), sut_core if name == "direct" else load_core)
+                    if r == 0:
+                        run(targets[name], 2)  # warm-up: pools, caches, allocator
+                    runs[name].append(run(targets[name], d))
             pin_all(nginx_pids(upstream), load_core)
+            rows = [(name, median_result(runs[name])) for name in names]
             summary[title] = print_table(title, rows)
         gw_pid = gateway.p.pid
         summary["scimgate RSS after the runs (MiB)"] = rss_kib(gw_pid) / 1024
@@ -432,6 +450,7 @@ def main():
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "scimgate"))
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is printed")
     ap.add_argument("--soak", type=int, default=60, help="seconds of load before the last memory reading")
     ap.add_argument("--only", choices=["proxy", "memory"], action="append")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")

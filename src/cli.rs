@@ -192,7 +192,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Dev(args) => {
-            crate::logging::init(&config::LogConfig {
+            let _log = crate::logging::init(&config::LogConfig {
                 format: if args.log_format == "json" {
                     config::LogFormat::Json
                 } else {
@@ -231,7 +231,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            crate::logging::init(&config.log);
+            let _log = crate::logging::init(&config.log);
             for note in &config.notes {
                 tracing::info!(note = %note, "configuration note");
             }

@@ -16,7 +16,6 @@ use crate::proxy::{Proxy, ProxyBuildError};
 use crate::router::Router;
 use crate::scim::{ScimService, ScimState};
 use activity::{Activity, TrackedIo};
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
@@ -531,15 +530,29 @@ async fn handle_stream(
     match tls {
         None => {
             let io = TrackedIo::new(stream, activity.clone());
-            serve_http(io, peer, "http", activity, gateway, &limits, drain).await;
+            serve_http(
+                io,
+                Protocol::Detect,
+                peer,
+                "http",
+                activity,
+                gateway,
+                &limits,
+                drain,
+            )
+            .await;
         }
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
             match handshake {
                 Ok(Ok(tls_stream)) => {
+                    let protocol = negotiated(&tls_stream);
                     let io = TrackedIo::new(tls_stream, activity.clone());
-                    serve_http(io, peer, "https", activity, gateway, &limits, drain).await;
+                    serve_http(
+                        io, protocol, peer, "https", activity, gateway, &limits, drain,
+                    )
+                    .await;
                 }
                 Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
@@ -548,8 +561,97 @@ async fn handle_stream(
     }
 }
 
+/// Which HTTP a connection speaks. Over TLS, ALPN has already said (h2 needs ALPN; without it
+/// the client speaks HTTP/1.1), so the connection is served by that protocol alone: no sniffing
+/// of the first bytes and none of the other protocol's state, which an idle keep-alive
+/// connection would otherwise carry. Plain connections may be HTTP/2 with prior knowledge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Detect,
+    Http1,
+    Http2,
+}
+
+fn negotiated(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> Protocol {
+    match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    }
+}
+
+/// A served connection that can be asked to finish its in-flight requests and close.
+trait GracefulConnection: std::future::Future<Output = Result<(), BoxedError>> {
+    fn close_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+type BoxedError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adapts hyper's connection futures, whose error types differ, to one trait.
+struct Served<C>(std::pin::Pin<Box<C>>);
+
+macro_rules! graceful_connection {
+    ($conn:ty, $($bounds:tt)*) => {
+        impl<$($bounds)*> std::future::Future for Served<$conn> {
+            type Output = Result<(), BoxedError>;
+            fn poll(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Self::Output> {
+                self.0.as_mut().poll(cx).map_err(Into::into)
+            }
+        }
+        impl<$($bounds)*> GracefulConnection for Served<$conn> {
+            fn close_gracefully(mut self: std::pin::Pin<&mut Self>) {
+                self.0.as_mut().graceful_shutdown();
+            }
+        }
+    };
+}
+
+type ServiceFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<hyper::Response<crate::body::Body>, Infallible>>
+            + Send,
+    >,
+>;
+
+/// The gateway as one connection's hyper service.
+#[derive(Clone)]
+struct Svc {
+    gateway: Arc<GatewayHolder>,
+    connection: Connection,
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Svc {
+    type Response = hyper::Response<crate::body::Body>;
+    type Error = Infallible;
+    type Future = ServiceFuture;
+
+    fn call(&self, req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        let gateway = self.gateway.clone();
+        let connection = self.connection.clone();
+        // Each request takes the configuration current when it starts, start to end.
+        Box::pin(async move { Ok(gateway.current().handle(req, &connection).await) })
+    }
+}
+
+graceful_connection!(
+    hyper::server::conn::http1::UpgradeableConnection<TokioIo<I>, Svc>,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static
+);
+graceful_connection!(
+    hyper::server::conn::http2::Connection<TokioIo<I>, Svc, TokioExecutor>,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static
+);
+graceful_connection!(
+    auto::UpgradeableConnection<'a, TokioIo<I>, Svc, TokioExecutor>,
+    'a, I: AsyncRead + AsyncWrite + Unpin + Send + 'static
+);
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_http<I>(
     io: I,
+    protocol: Protocol,
     peer: SocketAddr,
     scheme: &'static str,
     activity: Arc<Activity>,
@@ -564,31 +666,63 @@ async fn serve_http<I>(
         scheme,
         activity: activity.clone(),
     };
-    let service = service_fn(move |req| {
-        let gateway = gateway.clone();
-        let connection = connection.clone();
-        // Each request takes the configuration current when it starts, start to end.
-        async move { Ok::<_, Infallible>(gateway.current().handle(req, &connection).await) }
-    });
+    let service = Svc {
+        gateway,
+        connection,
+    };
+    let io = TokioIo::new(io);
+    let keep_alive_interval = Some(Duration::from_secs(30));
+    let max_header_list = limits.max_header_bytes.min(u32::MAX as usize) as u32;
+    match protocol {
+        Protocol::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(Served(Box::pin(conn)), peer, &activity, limits, drain).await
+        }
+        Protocol::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_header_list)
+                .keep_alive_interval(keep_alive_interval)
+                .serve_connection(io, service);
+            drive(Served(Box::pin(conn)), peer, &activity, limits, drain).await
+        }
+        Protocol::Detect => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes)
+                .keep_alive(true);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(max_header_list)
+                .keep_alive_interval(keep_alive_interval);
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            drive(Served(Box::pin(conn)), peer, &activity, limits, drain).await
+        }
+    }
+}
 
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+/// Serves a connection until it ends: a drain or an idle connection closes it gracefully.
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    peer: SocketAddr,
+    activity: &Activity,
+    limits: &Limits,
+    drain: CancellationToken,
+) {
     tokio::pin!(conn);
     let mut closing = false;
     loop {
-        let idle_check = idle_check_delay(&activity, limits.idle_timeout);
+        let idle_check = idle_check_delay(activity, limits.idle_timeout);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -598,13 +732,13 @@ async fn serve_http<I>(
             }
             _ = drain.cancelled(), if !closing => {
                 closing = true;
-                conn.as_mut().graceful_shutdown();
+                conn.as_mut().close_gracefully();
             }
             _ = tokio::time::sleep(idle_check), if !closing => {
                 if activity.idle_for().is_some_and(|idle| idle >= limits.idle_timeout) {
                     tracing::debug!(client = %peer, "closing idle connection");
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().close_gracefully();
                 }
             }
         }
