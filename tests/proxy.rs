@@ -610,3 +610,68 @@ async fn https_upstream_requiring_a_client_certificate() {
     assert_eq!(r.status, 502, "body: {}", r.text());
     assert_eq!(upstream.requests(), before);
 }
+
+/// Small bodies of a declared length are read whole before the upstream request starts; they
+/// must arrive intact, and a client that stalls mid-body gets 408 without the upstream ever
+/// seeing a half request.
+#[tokio::test]
+async fn small_bodies_are_forwarded_whole_and_a_stalled_one_times_out() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = TestUpstream::start().await;
+    let gw = Gateway::start(&config_toml(
+        &plain_listener(),
+        &upstream.url(),
+        "request_timeout = \"1s\"",
+        "",
+    ))
+    .await;
+    let host = gw.gateway_addr.to_string();
+    let payload: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    let resp = send_plain(
+        gw.gateway_addr,
+        request(Method::POST, &host, "/echo", full(payload.clone())),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.body.as_ref(),
+        payload.as_slice(),
+        "the echoed body differs"
+    );
+
+    let before = upstream.requests();
+    let mut tcp = tokio::net::TcpStream::connect(gw.gateway_addr)
+        .await
+        .unwrap();
+    tcp.write_all(
+        format!("POST /echo HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1000\r\n\r\nonly ten..")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled body");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "stalled body: {text}");
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "the upstream saw the stalled request"
+    );
+}
