@@ -147,20 +147,7 @@ fn wait_listening(log: &Path, listener: &str) -> SocketAddr {
 fn start_dev(dir: &Path) -> Dev {
     let data = dir.join("dev");
     let log = dir.join("dev.log");
-    let child = Command::new(bin())
-        .args(["dev", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--platform-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .env_remove("RUST_LOG")
+    let child = dev_command(&data)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -248,6 +248,32 @@ def start_nginx(work, name, conf_text):
     return proc
 
 
+def start_upstream(work, name):
+    """The upstream nginx; returns the process, its HTTP/1.1 port and its h2c port."""
+    port, h2c_port = free_port(), free_port()
+    proc = start_nginx(work, name, UPSTREAM_CONF.format(
+        work=work, name=name, port=port, h2c_port=h2c_port))
+    wait_port(port)
+    return proc, port, h2c_port
+
+
+def start_scimgate(work, name, binary, cert, key, upstream_port, core=None):
+    """scimgate in front of the upstream; returns the process and its TLS port."""
+    port, admin_port = free_port(), free_port()
+    conf = os.path.join(work, f"{name}.toml")
+    with open(conf, "w") as f:
+        f.write(SCIMGATE_CONF.format(port=port, cert=cert, key=key, upstream_port=upstream_port,
+                                     admin_port=admin_port))
+    cmd = [binary, "serve", "--config", conf]
+    if core is not None:
+        # Started on its core so the runtime sizes itself to one worker, like nginx's one process.
+        cmd = ["taskset", "-c", str(core)] + cmd
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIMGATE_") and k != "RUST_LOG"}
+    proc = Proc(cmd, os.path.join(work, f"{name}.log"), env=env)
+    wait_port(port)
+    return proc, port
+
+
 def nginx_pids(proc):
     """The master and its worker processes."""
     out = subprocess.run(["pgrep", "-P", str(proc.p.pid)], capture_output=True, text=True).stdout
@@ -291,28 +317,16 @@ def proxy_benchmarks(args, work, binary, summary):
     cpu = cores()
     load_core, sut_core = (cpu[0], cpu[1]) if len(cpu) >= 2 and not args.no_pin else (None, None)
     cert, key = make_cert(work)
-    up_port, h2c_port = free_port(), free_port()
-    upstream = start_nginx(work, "upstream", UPSTREAM_CONF.format(
-        work=work, name="upstream", port=up_port, h2c_port=h2c_port))
-    wait_port(up_port)
-    ng_port = free_port()
-    nginx = start_nginx(work, "nginx", PROXY_CONF.format(
-        work=work, name="nginx", port=ng_port, upstream_port=up_port, cert=cert, key=key))
-    wait_port(ng_port)
-    gw_port, admin_port = free_port(), free_port()
-    conf = os.path.join(work, "scimgate.toml")
-    with open(conf, "w") as f:
-        f.write(SCIMGATE_CONF.format(port=gw_port, cert=cert, key=key, upstream_port=up_port,
-                                     admin_port=admin_port))
-    # Started on its core so the runtime sizes itself to one worker, like nginx's one process.
-    gw_cmd = [binary, "serve", "--config", conf]
-    if sut_core is not None:
-        gw_cmd = ["taskset", "-c", str(sut_core)] + gw_cmd
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIMGATE_") and k != "RUST_LOG"}
-    gateway = Proc(gw_cmd, os.path.join(work, "scimgate.log"), env=env)
-    procs = [upstream, nginx, gateway]
+    upstream, up_port, h2c_port = start_upstream(work, "upstream")
+    procs = [upstream]
     try:
-        wait_port(gw_port)
+        ng_port = free_port()
+        nginx = start_nginx(work, "nginx", PROXY_CONF.format(
+            work=work, name="nginx", port=ng_port, upstream_port=up_port, cert=cert, key=key))
+        procs.append(nginx)
+        wait_port(ng_port)
+        gateway, gw_port = start_scimgate(work, "scimgate", binary, cert, key, up_port, sut_core)
+        procs.append(gateway)
         pin_all(nginx_pids(upstream), load_core)
         pin_all(nginx_pids(nginx), sut_core)
         if load_core is not None:
@@ -394,20 +408,11 @@ def open_idle_connections(port, n, ctx):
 
 def memory_benchmarks(args, work, binary, summary):
     cert, key = make_cert(work)
-    up_port, h2c_port = free_port(), free_port()
-    upstream = start_nginx(work, "mem-upstream", UPSTREAM_CONF.format(
-        work=work, name="mem-upstream", port=up_port, h2c_port=h2c_port))
-    wait_port(up_port)
-    gw_port, admin_port = free_port(), free_port()
-    conf = os.path.join(work, "mem.toml")
-    with open(conf, "w") as f:
-        f.write(SCIMGATE_CONF.format(port=gw_port, cert=cert, key=key, upstream_port=up_port,
-                                     admin_port=admin_port))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SCIMGATE_") and k != "RUST_LOG"}
-    gateway = Proc([binary, "serve", "--config", conf], os.path.join(work, "mem-scimgate.log"), env=env)
+    upstream, up_port, _ = start_upstream(work, "mem-upstream")
     conns = []
+    gateway = None
     try:
-        wait_port(gw_port)
+        gateway, gw_port = start_scimgate(work, "mem-scimgate", binary, cert, key, up_port)
         time.sleep(1.0)
         pid = gateway.p.pid
         idle = rss_kib(pid)
@@ -441,7 +446,8 @@ def memory_benchmarks(args, work, binary, summary):
     finally:
         for s in conns:
             s.close()
-        gateway.stop()
+        if gateway is not None:
+            gateway.stop()
         upstream.stop()
 
 

@@ -40,19 +40,7 @@ fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<S
 
 impl Dev {
     fn start(data_dir: &Path) -> Dev {
-        let mut child = Command::new(bin())
-            .args(["dev", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--platform-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+        let mut child = dev_command(data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

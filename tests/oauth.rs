@@ -1136,21 +1136,7 @@ impl Drop for Dev {
 
 impl Dev {
     fn start(data_dir: &Path) -> Dev {
-        let mut child = Command::new(common::bin())
-            .args(["dev", "--data-dir"])
-            .arg(data_dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--platform-listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
+        let mut child = common::dev_command(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

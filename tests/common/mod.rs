@@ -494,6 +494,28 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_scimgate")
 }
 
+/// `scimgate dev` on ephemeral loopback ports with JSON logs and no inherited `RUST_LOG`;
+/// the caller chooses where its output goes.
+pub fn dev_command(data_dir: &Path) -> Command {
+    let mut command = Command::new(bin());
+    command
+        .args(["dev", "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--platform-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
 /// A running `scimgate serve`. Killed on drop; its logs are printed if the test panicked.
 pub struct Gateway {
     _dir: Option<tempfile::TempDir>,
