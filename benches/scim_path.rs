@@ -431,6 +431,49 @@ struct Figures {
     failures: usize,
     latencies_ms: Vec<f64>,
     elapsed: Duration,
+    /// CPU seconds used during the run by: this process (the load generator), the measured
+    /// gateway, the development platform.
+    cpu: [f64; 3],
+}
+
+/// The processes whose CPU time each run reports: the measured gateway and the platform.
+static WATCHED: std::sync::OnceLock<[u32; 2]> = std::sync::OnceLock::new();
+
+/// CPU seconds (user and system, all threads) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let hz = *TICKS_PER_SECOND.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |n: usize| {
+        fields
+            .get(n)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields of the line, 12th and 13th after the name.
+    (field(11) + field(12)) / hz
+}
+
+fn cpu_now() -> [f64; 3] {
+    let [gateway, platform] = WATCHED.get().copied().unwrap_or_default();
+    [
+        cpu_seconds(std::process::id()),
+        cpu_seconds(gateway),
+        cpu_seconds(platform),
+    ]
 }
 
 impl Figures {
@@ -453,6 +496,7 @@ where
     Fut: std::future::Future<Output = bool> + Send,
 {
     let started = Instant::now();
+    let cpu_before = cpu_now();
     let deadline = started + duration;
     let mut tasks = Vec::new();
     for w in 0..workers {
@@ -477,6 +521,7 @@ where
         failures: 0,
         latencies_ms: Vec::new(),
         elapsed: Duration::ZERO,
+        cpu: [0.0; 3],
     };
     for t in tasks {
         let (lat, failures) = t.await.unwrap();
@@ -485,6 +530,10 @@ where
         f.latencies_ms.extend(lat);
     }
     f.elapsed = started.elapsed();
+    let cpu_after = cpu_now();
+    for (i, used) in f.cpu.iter_mut().enumerate() {
+        *used = cpu_after[i] - cpu_before[i];
+    }
     f
 }
 
@@ -498,6 +547,16 @@ fn print_row(name: &str, native_calls: usize, scim: &Figures, direct: &Figures) 
         direct.p(0.99),
         scim.rate() / direct.rate(),
         scim.failures + direct.failures,
+    );
+    let per_op = |f: &Figures, i: usize| f.cpu[i] * 1e6 / f.ops.max(1) as f64;
+    println!(
+        "  {:<38} CPU µs per operation: load generator {:.0}, gateway {:.0}, platform {:.0}; direct: {:.0}, -, {:.0}",
+        "",
+        per_op(scim, 0),
+        per_op(scim, 1),
+        per_op(scim, 2),
+        per_op(direct, 0),
+        per_op(direct, 2),
     );
 }
 
@@ -617,6 +676,8 @@ async fn main() {
         ),
         &jwt_auth,
     );
+
+    let _ = WATCHED.set([measured_child.id(), dev.child.id()]);
 
     // Users and a group to look up and to change membership of.
     let mut setup = Scim::connect(measured, &jwt).await;

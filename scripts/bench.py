@@ -360,6 +360,9 @@ def proxy_benchmarks(args, work, binary, summary):
                 f"{base}/hello", min(c, 16), dur, load_core, headers=["Connection: close"]),
         }
         names = list(targets)
+        if args.workload:
+            workloads = {t: w for t, w in workloads.items()
+                         if any(pick.lower() in t.lower() for pick in args.workload)}
         for title, run in workloads.items():
             runs = {name: [] for name in names}
             for r in range(args.rounds):
@@ -459,6 +462,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is printed")
     ap.add_argument("--soak", type=int, default=60, help="seconds of load before the last memory reading")
     ap.add_argument("--only", choices=["proxy", "memory"], action="append")
+    ap.add_argument("--workload", action="append", metavar="TEXT",
+                    help="run only the proxy workloads whose title contains TEXT (repeatable)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
