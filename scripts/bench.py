@@ -6,8 +6,8 @@ Everything listens on loopback ports chosen here; every figure is printed, nothi
 
 CPU layout on a 2-core machine (printed with the results): the load generator and the upstream
 share core 0 and the system under test gets core 1 to itself: the upstream alone for "direct",
-the proxy alone for "nginx" and "scimgate". nginx runs one worker, scimgate one tokio worker
-thread (it sizes its runtime from the CPUs it may use), so both proxies get the same core.
+the proxy alone for "nginx" and "scimgate". nginx runs one worker, scimgate a single-threaded
+runtime (it sizes its runtime from the CPUs it may use), so both proxies get the same core.
 """
 
 import argparse
@@ -266,7 +266,7 @@ def start_scimgate(work, name, binary, cert, key, upstream_port, core=None):
                                      admin_port=admin_port))
     cmd = [binary, "serve", "--config", conf]
     if core is not None:
-        # Started on its core so the runtime sizes itself to one worker, like nginx's one process.
+        # Started on its core so its runtime is single-threaded, like nginx's one worker process.
         cmd = ["taskset", "-c", str(core)] + cmd
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCIMGATE_") and k != "RUST_LOG"}
     proc = Proc(cmd, os.path.join(work, f"{name}.log"), env=env)

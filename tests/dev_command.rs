@@ -40,7 +40,11 @@ fn collect_lines(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<S
 
 impl Dev {
     fn start(data_dir: &Path) -> Dev {
-        let mut child = dev_command(data_dir)
+        Dev::spawn(dev_command(data_dir))
+    }
+
+    fn spawn(mut command: Command) -> Dev {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -214,5 +218,70 @@ async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
     .await
     .unwrap();
     assert!(list.text().contains("made-through-dev"), "{}", list.text());
+    assert!(dev.stop().success());
+}
+
+/// On one CPU (a CPU set of one, or a container's quota of one) the gateway runs a
+/// single-threaded runtime: everything it does must still work there, the platform beside it
+/// included, down to the clean stop.
+#[tokio::test]
+async fn on_one_cpu_the_gateway_runs_single_threaded_and_serves_everything() {
+    if Command::new("taskset").arg("-V").output().is_err() {
+        eprintln!("skipped: taskset (util-linux) is not installed");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let dev_args: Vec<std::ffi::OsString> = dev_command(data.path())
+        .get_args()
+        .map(|a| a.to_os_string())
+        .collect();
+    let mut one_cpu = Command::new("taskset");
+    one_cpu
+        .args(["-c", "0", bin()])
+        .args(dev_args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    let mut dev = Dev::spawn(one_cpu);
+    let gateway = dev.address("gateway").await;
+    let runtime = dev.stderr.lock().unwrap().iter().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["message"] == "async runtime").then(|| v["runtime"].clone())
+    });
+    assert_eq!(runtime, Some(serde_json::json!("current_thread")));
+
+    let cert = std::fs::read(data.path().join("tls/cert.pem")).unwrap();
+    let key = std::fs::read_to_string(data.path().join("gateway.appkey")).unwrap();
+    let token = std::fs::read_to_string(data.path().join("scim.token")).unwrap();
+    let host = format!("localhost:{}", gateway.port());
+    let tls = client_config(&cert, &[b"http/1.1"]);
+    let native = send_tls(
+        gateway,
+        "localhost",
+        tls.clone(),
+        native_call(
+            &host,
+            "/Thingworx/Resources/EntityServices/Services/CreateUser",
+            &key,
+            r#"{"name":"one-cpu-user","password":"a-long-password-1"}"#,
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(native.status, 200, "{}", native.text());
+    let mut scim = get(
+        &host,
+        "/Thingworx/SCIMProvider/SCIM/v2/Users?filter=userName%20eq%20%22one-cpu-user%22",
+    );
+    scim.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    let found = send_tls(gateway, "localhost", tls, scim).await.unwrap();
+    assert_eq!(found.status, 200, "{}", found.text());
+    assert!(
+        found.text().contains("\"totalResults\":1"),
+        "{}",
+        found.text()
+    );
     assert!(dev.stop().success());
 }
