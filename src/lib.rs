@@ -19,6 +19,7 @@ pub mod pem;
 pub mod platform;
 pub mod provisioning;
 pub mod proxy;
+mod random;
 pub mod router;
 pub mod scim;
 pub mod server;

@@ -5,15 +5,14 @@
 mod common;
 
 use base64::Engine;
+use common::scim::{enc, id_of, Scim, ScimResp};
 use common::{config_toml, self_signed_listener, Gateway};
-use http::{HeaderMap, Method, Request};
+use http::Method;
 use scimgate::config::{self, Overrides, Secret};
 use scimgate::devplatform::DevPlatform;
 use scimgate::platform::{NewUser, Platform, PlatformError, Tag, ThingWorx};
 use serde_json::{json, Value};
-use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// 32 characters, as a real deployment's token would be.
@@ -39,27 +38,7 @@ tags = ["Applications:SCIM"]
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-/// One SCIM answer: status, headers and the body parsed as JSON (`Null` when it is not JSON).
-struct ScimResp {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
-
-impl fmt::Display for ScimResp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP {} {}", self.status, self.text)
-    }
-}
-
 impl ScimResp {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    }
-
     /// The first 1.1 error's description.
     fn description(&self) -> String {
         self.body["Errors"][0]["description"]
@@ -101,61 +80,9 @@ impl ScimResp {
             .cloned()
             .unwrap_or_else(|| panic!("no Resources: {self}"))
     }
-
-    fn id(&self) -> String {
-        self.body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no id: {self}"))
-            .to_string()
-    }
-}
-
-/// A SCIM client speaking HTTP/1.1 over TLS to the gateway.
-struct Scim {
-    addr: SocketAddr,
-    host: String,
-    tls: Arc<rustls::ClientConfig>,
 }
 
 impl Scim {
-    /// `scheme://host` as the gateway should report it in `Location`.
-    fn origin(&self) -> String {
-        format!("https://{}", self.host)
-    }
-
-    /// A request to an absolute path with exactly the given headers.
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> ScimResp {
-        let mut builder = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(path)
-            .header("host", &self.host)
-            .header("accept", "application/json");
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let body = match body {
-            Some(b) => common::full(b),
-            None => common::empty(),
-        };
-        let req = builder.body(body).unwrap();
-        let resp = common::send_tls(self.addr, "gw.test", self.tls.clone(), req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let text = resp.text();
-        ScimResp {
-            status: resp.status.as_u16(),
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers: resp.headers,
-            text,
-        }
-    }
-
     /// An authenticated SCIM call; `rel` is relative to the SCIM base path.
     async fn call(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
@@ -187,16 +114,6 @@ impl Scim {
         assert_eq!(r.status, 201, "POST /Users: {r}");
         r.id()
     }
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The id the gateway derives, computed independently: base64url (no padding) of the
-/// lower-cased platform name.
-fn id_of(name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.to_lowercase())
 }
 
 fn user_body(user_name: &str, given: &str, family: &str, email: &str) -> Value {
@@ -259,12 +176,7 @@ async fn setup(provisioning: &str, scim_extra: &str) -> Env {
         &extra,
     );
     let gw = Gateway::start(&toml).await;
-    let ca = std::fs::read(gw.dir.join("tls").join("cert.pem")).unwrap();
-    let scim = Scim {
-        addr: gw.gateway_addr,
-        host: format!("localhost:{}", gw.gateway_addr.port()),
-        tls: common::client_config(&ca, &[b"http/1.1"]),
-    };
+    let scim = Scim::of(&gw, Some("application/json"));
     let tw = platform_client(platform_addr, &format!("app_key = \"{key}\""));
     Env {
         gw,

@@ -6,17 +6,14 @@
 
 mod common;
 
-use base64::Engine;
+use common::scim::{enc, id_of, Scim, ScimResp};
 use common::{config_toml, self_signed_listener, Gateway};
-use http::{HeaderMap, Method, Request};
 use scimgate::config::{self, Overrides};
 use scimgate::devplatform::DevPlatform;
 use scimgate::platform::{Member, Platform, PlatformError, Tag, ThingWorx};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// 32 characters, as a real deployment's token would be.
@@ -70,34 +67,7 @@ const MAPPING: &str = r#"
 // Harness
 // ---------------------------------------------------------------------------------------------
 
-/// One SCIM answer: status, headers and the body parsed as JSON (`Null` when it is not JSON).
-struct ScimResp {
-    status: u16,
-    headers: HeaderMap,
-    body: Value,
-    text: String,
-}
-
-impl fmt::Display for ScimResp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HTTP {} {}", self.status, self.text)
-    }
-}
-
 impl ScimResp {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    }
-
-    fn id(&self) -> String {
-        self.body["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no id: {self}"))
-            .to_string()
-    }
-
     fn assert_scim_json(&self, what: &str) {
         let ct = self.header("content-type").unwrap_or_default();
         assert!(
@@ -214,51 +184,7 @@ fn has_schema(body: &Value, urn: &str) -> bool {
         .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(urn)))
 }
 
-/// A SCIM client speaking HTTP/1.1 over TLS to the gateway.
-struct Scim {
-    addr: SocketAddr,
-    host: String,
-    tls: Arc<rustls::ClientConfig>,
-}
-
 impl Scim {
-    /// `scheme://host` as the gateway should report it in `Location`.
-    fn origin(&self) -> String {
-        format!("https://{}", self.host)
-    }
-
-    /// A request to an absolute path with exactly the given headers.
-    async fn send(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<Vec<u8>>,
-    ) -> ScimResp {
-        let mut builder = Request::builder()
-            .method(Method::from_bytes(method.as_bytes()).unwrap())
-            .uri(path)
-            .header("host", &self.host);
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let body = match body {
-            Some(b) => common::full(b),
-            None => common::empty(),
-        };
-        let req = builder.body(body).unwrap();
-        let resp = common::send_tls(self.addr, "gw.test", self.tls.clone(), req)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let text = resp.text();
-        ScimResp {
-            status: resp.status.as_u16(),
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            headers: resp.headers,
-            text,
-        }
-    }
-
     /// An authenticated SCIM 2.0 call with extra headers; `rel` is relative to the 2.0 base.
     async fn call_with(
         &self,
@@ -352,16 +278,6 @@ impl Scim {
         assert_eq!(r.status, 200, "GET /Schemas/{urn}: {r}");
         r.body
     }
-}
-
-fn enc(s: &str) -> String {
-    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The id the gateway derives, computed independently: base64url (no padding) of the
-/// lower-cased platform name.
-fn id_of(name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.to_lowercase())
 }
 
 /// A random version-4 GUID, as Entra ID's connection test sends.
@@ -510,12 +426,7 @@ async fn setup(provisioning: &str) -> Env {
         &extra,
     );
     let gw = Gateway::start(&toml).await;
-    let ca = std::fs::read(gw.dir.join("tls").join("cert.pem")).unwrap();
-    let scim = Scim {
-        addr: gw.gateway_addr,
-        host: format!("localhost:{}", gw.gateway_addr.port()),
-        tls: common::client_config(&ca, &[b"http/1.1"]),
-    };
+    let scim = Scim::of(&gw, None);
     let tw = platform_client(platform_addr, &format!("app_key = \"{key}\""));
     Env {
         gw,

@@ -1,8 +1,7 @@
 //! Random tokens and stored password hashes.
 
 use aws_lc_rs::pbkdf2;
-use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -14,29 +13,7 @@ const ITERATIONS: NonZeroU32 = NonZeroU32::MIN.saturating_add(99_999);
 const SALT_BYTES: usize = 16;
 const HASH_BYTES: usize = 32;
 
-#[derive(Debug, thiserror::Error)]
-#[error("no secure random numbers are available")]
-pub(crate) struct NoRandom;
-
-fn random_bytes<const N: usize>() -> Result<[u8; N], NoRandom> {
-    let mut bytes = [0u8; N];
-    SystemRandom::new().fill(&mut bytes).map_err(|_| NoRandom)?;
-    Ok(bytes)
-}
-
-/// 256 random bits in URL- and header-safe text (43 characters): app key ids and session ids.
-pub(crate) fn random_token() -> Result<String, NoRandom> {
-    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<32>()?))
-}
-
-/// A password for the Administrator account; the suffix satisfies policies that demand every
-/// character class, should the file be copied to a stricter server.
-pub(crate) fn random_password() -> Result<String, NoRandom> {
-    Ok(format!(
-        "{}aA1!",
-        URL_SAFE_NO_PAD.encode(random_bytes::<24>()?)
-    ))
-}
+pub(crate) use crate::random::{password as random_password, token as random_token, NoRandom};
 
 /// PBKDF2-HMAC-SHA256 of a password. The iteration count is stored with it so it can be raised
 /// later without invalidating existing passwords.
@@ -58,7 +35,7 @@ impl fmt::Debug for PasswordHash {
 
 impl PasswordHash {
     pub fn new(password: &str) -> Result<Self, NoRandom> {
-        let salt = random_bytes::<SALT_BYTES>()?;
+        let salt = crate::random::bytes::<SALT_BYTES>()?;
         let mut out = [0u8; HASH_BYTES];
         pbkdf2::derive(
             pbkdf2::PBKDF2_HMAC_SHA256,

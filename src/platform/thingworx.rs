@@ -424,16 +424,7 @@ fn entity_object(bytes: &Bytes, requested: &str) -> Result<Map<String, Value>, P
 }
 
 fn random_password() -> Result<String, PlatformError> {
-    use aws_lc_rs::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| unexpected("cannot generate a password", "no randomness"))?;
-    // The suffix satisfies complexity policies that demand every character class.
-    Ok(format!(
-        "{}aA1!",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
+    crate::random::password().map_err(|e| unexpected("cannot generate a password", e))
 }
 
 fn refuse_invalid_name(name: &str) -> Result<(), PlatformError> {

@@ -339,18 +339,9 @@ pub fn client_with_roots(
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .build(connector))
+        .build(connector(tls, connect_timeout, false)))
 }
 
 /// A pooled client to the configured upstream (HTTP/1.1 and, where offered, HTTP/2).
@@ -363,26 +354,34 @@ fn build_client(
     tls: rustls::ClientConfig,
     http1_only: bool,
 ) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(upstream.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let connector = if http1_only {
-        builder.enable_http1().wrap_connector(http)
-    } else {
-        builder.enable_http1().enable_http2().wrap_connector(http)
-    };
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
         .pool_idle_timeout(upstream.pool_idle_timeout)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
         .http2_only(upstream.http2_prior_knowledge && !http1_only)
-        .build(connector)
+        .build(connector(tls, upstream.connect_timeout, http1_only))
+}
+
+/// TCP (no Nagle delay, keep-alive probes) with TLS where the URL says https.
+fn connector(
+    tls: rustls::ClientConfig,
+    connect_timeout: Duration,
+    http1_only: bool,
+) -> hyper_rustls::HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    if http1_only {
+        builder.enable_http1().wrap_connector(http)
+    } else {
+        builder.enable_http1().enable_http2().wrap_connector(http)
+    }
 }
 
 #[cfg(test)]

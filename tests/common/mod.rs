@@ -2,6 +2,8 @@
 //! started from a TOML config, HTTP/1, HTTP/2 and TLS clients, and a few small parsers.
 #![allow(dead_code)]
 
+pub mod scim;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
