@@ -17,6 +17,57 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
+/// A body already read in full, kept in the pieces it arrived in: gluing them into one buffer
+/// would copy every byte once more, and the client writes the pieces in one vectored write.
+pub struct Chunks {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl Chunks {
+    /// Reads the rest of `body`; trailers, if any, are dropped.
+    pub async fn read<B>(mut body: B) -> Result<Chunks, B::Error>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+    {
+        let mut chunks = std::collections::VecDeque::new();
+        let mut remaining = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                if !data.is_empty() {
+                    remaining += data.len() as u64;
+                    chunks.push_back(data);
+                }
+            }
+        }
+        Ok(Chunks { chunks, remaining })
+    }
+}
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.pop_front();
+        if let Some(chunk) = &next {
+            self.remaining -= chunk.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|chunk| Ok(http_body::Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// A short plain-text answer from the gateway itself.
 pub fn text_response(status: http::StatusCode, text: &str) -> http::Response<Body> {
     let mut response = http::Response::new(full(format!("{text}\n")));
@@ -78,4 +129,34 @@ async fn drain(mut body: hyper::body::Incoming) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+
+    #[tokio::test]
+    async fn chunks_keep_the_pieces_in_order_with_an_exact_length() {
+        let pieces: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> =
+            ["first ", "", "second ", "third"]
+                .into_iter()
+                .map(|p| Ok(http_body::Frame::data(Bytes::from(p))))
+                .collect();
+        let streamed = http_body_util::StreamBody::new(futures_util::stream::iter(pieces));
+        let chunks = match Chunks::read(streamed).await {
+            Ok(c) => c,
+            Err(never) => match never {},
+        };
+        assert_eq!(chunks.size_hint().exact(), Some(18));
+        assert!(!chunks.is_end_stream());
+        let mut pieces = Vec::new();
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(Ok(frame)) = chunks.frame().await {
+            pieces.push(frame.into_data().unwrap_or_default());
+        }
+        assert_eq!(pieces, ["first ", "second ", "third"]);
+        assert!(chunks.is_end_stream());
+        assert_eq!(chunks.size_hint().exact(), Some(0));
+    }
 }

@@ -184,16 +184,14 @@ impl Proxy {
         let body = match declared {
             Some(len) if len > 0 && len <= WHOLE_BODY_UP_TO && upgrade.is_none() => {
                 let limit = self.upstream.request_timeout;
-                match tokio::time::timeout(limit, body.collect()).await {
+                match tokio::time::timeout(limit, crate::body::Chunks::read(body)).await {
                     Err(_) => return Err(ProxyError::ClientTimeout(len, limit)),
                     Ok(Err(_)) => {
                         return Err(ProxyError::BadRequest(
                             "the request body ended before its declared length",
                         ))
                     }
-                    Ok(Ok(whole)) => http_body_util::Full::new(whole.to_bytes())
-                        .map_err(|never| match never {})
-                        .boxed(),
+                    Ok(Ok(whole)) => whole.map_err(|never| match never {}).boxed(),
                 }
             }
             _ => body.map_err(BoxError::from).boxed(),
