@@ -2,6 +2,8 @@
 //!
 //!   cargo bench --bench scim_path [-- --duration 5 --connections 8 --ops lookup,create,membership]
 //!
+//! With `SCIM_BENCH_SHOW_CALLS=1` in the environment it also lists each operation's native calls.
+//!
 //! Starts the release `scimgate dev` (development platform with the gateway in front of it) and,
 //! for four operations identity providers repeat all day, measures:
 //! - through scimgate: a `scimgate serve` process of its own in front of the platform, over
@@ -765,6 +767,11 @@ async fn main() {
         assert!(s.is_success(), "recording {name}: {s} {b:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         let calls = std::mem::take(&mut *recording.lock().unwrap());
+        if std::env::var_os("SCIM_BENCH_SHOW_CALLS").is_some() {
+            for c in &calls {
+                eprintln!("{name}: {} {}", c.method, c.path);
+            }
+        }
         plans.push((name, waves(calls)));
     }
     let _ = rec_child.kill();

@@ -2231,3 +2231,61 @@ async fn single_user_lookups_answer_like_a_listing() {
         assert_eq!(r.total(), 0, "{filter}: {r}");
     }
 }
+
+/// Native calls made so far, from the admin listener's metrics.
+async fn platform_calls(env: &Env) -> u64 {
+    let metrics = common::http_get(env.gw.admin_addr, "/metrics")
+        .await
+        .unwrap()
+        .text();
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("scimgate_platform_calls_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A PATCH reads the resource once: the read that checks its version (and that a user PATCH is
+/// applied to) is the one the update starts from, so the platform is not asked twice.
+#[tokio::test]
+async fn a_patch_reads_the_resource_from_the_platform_once() {
+    let env = setup(&format!("deprovision = \"delete\"\n{DEFAULTS}")).await;
+    let s = &env.scim;
+    let name = "once@corp.com";
+    let user = s.create_user(user2(name, "Read", "Once", name)).await;
+    let r = s
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "read-once"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let group = r.id();
+
+    let before = platform_calls(&env).await;
+    let r = s
+        .patch(
+            &format!("/Groups/{group}"),
+            json!([{"op": "add", "path": "members", "value": [{"value": user}]}]),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 204, "{r}");
+    // The group and its members (2), the new member (1), AddMember (1), the group and its
+    // members again for the answer (2).
+    assert_eq!(platform_calls(&env).await - before, 6, "membership PATCH");
+
+    let before = platform_calls(&env).await;
+    let r = s
+        .patch_ok(
+            &format!("/Users/{user}"),
+            json!([{"op": "replace", "path": "title", "value": "Reader"}]),
+            "User",
+        )
+        .await;
+    assert_eq!(r.body["title"], json!("Reader"), "{r}");
+    // The user (4), SetPropertyValues (1), the user again for the answer (4).
+    assert_eq!(platform_calls(&env).await - before, 9, "user PATCH");
+    env.assert_ext(name, &[("title", "Reader")], "user PATCH")
+        .await;
+}

@@ -568,6 +568,31 @@ impl Provisioner {
             ));
         }
         let current = self.read_user(&name).await?;
+        self.update_read_user(actor, current, change).await
+    }
+
+    /// `update_user` for a user the caller has just read (to check its version or to apply a
+    /// PATCH to it), so the platform is not asked for the same user twice.
+    pub async fn update_read_user(
+        &self,
+        actor: &Actor,
+        current: UserRecord,
+        change: UserChange,
+    ) -> Result<UserRecord, ProvisionError> {
+        let policy = self.policy();
+        // Checked again: a reload may have excluded the user since it was read.
+        if policy.is_user_excluded(&current.user_name) {
+            return Err(self.refuse(
+                actor,
+                "update_user",
+                &current.user_name,
+                Rule::UserExclusion,
+                format!(
+                    "{} is on the user provisioning exclusion list",
+                    current.user_name
+                ),
+            ));
+        }
         if let Some(new_name) = &change.user_name {
             if !names::same(new_name.trim(), &current.user_name) {
                 return Err(ProvisionError::invalid(
@@ -873,6 +898,32 @@ impl Provisioner {
             ));
         }
         let current = self.read_group(&platform_name).await?;
+        self.update_read_group(actor, current, change).await
+    }
+
+    /// `update_group` for a group the caller has just read, so the platform is not asked for
+    /// the same group and its members twice.
+    pub async fn update_read_group(
+        &self,
+        actor: &Actor,
+        current: GroupRecord,
+        change: GroupChange,
+    ) -> Result<GroupRecord, ProvisionError> {
+        let policy = self.policy();
+        let id = current.id.clone();
+        let Some(platform_name) = name_for(&id) else {
+            return Err(ProvisionError::NotFound(format!("Group {id}")));
+        };
+        // Checked again: a reload may have excluded the group since it was read.
+        if !policy.is_group_visible(&platform_name) {
+            return Err(self.refuse(
+                actor,
+                "update_group",
+                &platform_name,
+                Rule::GroupExclusion,
+                format!("{platform_name} is on the group provisioning exclusion list"),
+            ));
+        }
         if let Some(new_name) = &change.display_name {
             let target = policy.platform_group(new_name);
             if !names::same(&target, &platform_name) {
@@ -895,7 +946,7 @@ impl Provisioner {
                 .platform
                 .get_group(&platform_name)
                 .await
-                .map_err(not_found_as("Group", id))?;
+                .map_err(not_found_as("Group", &id))?;
             let tags = with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
             if tags != platform_group.tags {
                 if policy.is_group_excluded(&platform_name) {

@@ -543,13 +543,16 @@ impl ScimService {
                     }
                     ("PUT", Some(id)) | ("PATCH", Some(id)) => {
                         let body = body.unwrap_or(Value::Null);
-                        let current = self.read(ctx, p, resource, &id).await?;
-                        if let Some(tag) = current["meta"]["version"].as_str() {
-                            conditions.check_write(tag)?;
-                        }
                         let patch = method == Method::PATCH;
+                        // The record read for the version check (and for applying a PATCH) is
+                        // handed on, so the update does not read it from the platform again.
                         let rendered = match resource {
                             Resource::Users => {
+                                let record = p.get_user(&id).await?;
+                                let current = ctx.render_user(&record);
+                                if let Some(tag) = current["meta"]["version"].as_str() {
+                                    conditions.check_write(tag)?;
+                                }
                                 let change = match (v, patch) {
                                     (Version::V1, false) => {
                                         v1::parse_user(&body, v1::Mode::Replace)?
@@ -560,16 +563,21 @@ impl ScimService {
                                     }
                                     (Version::V2, true) => v2::patch_user(&current, &body)?,
                                 };
-                                let user = p.update_user(&ctx.actor, &id, change).await?;
+                                let user = p.update_read_user(&ctx.actor, record, change).await?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
+                                let record = p.get_group(&id).await?;
+                                let current = ctx.render_group(&record);
+                                if let Some(tag) = current["meta"]["version"].as_str() {
+                                    conditions.check_write(tag)?;
+                                }
                                 let change = match (v, patch) {
                                     (_, false) => v1::parse_group(&body, v1::Mode::Replace)?,
                                     (Version::V1, true) => v1::parse_group(&body, v1::Mode::Patch)?,
                                     (Version::V2, true) => v2::patch_group(&body)?,
                                 };
-                                let group = p.update_group(&ctx.actor, &id, change).await?;
+                                let group = p.update_read_group(&ctx.actor, record, change).await?;
                                 if patch && v == Version::V2 && self.settings.group_patch_no_content
                                 {
                                     return Ok(Reply::empty(StatusCode::NO_CONTENT));
