@@ -36,6 +36,14 @@ impl Drop for LogGuard {
             shared.lock().closing = true;
             shared.line_pending.notify_one();
             let _ = thread.join();
+            // Whatever is logged from now on (the runtime's last words) is written in place,
+            // and so is anything that arrived after the writer's last batch.
+            let late = {
+                let mut state = shared.lock();
+                state.unbatched = true;
+                std::mem::take(&mut state.pending)
+            };
+            let _ = std::io::stderr().write_all(&late);
         }
     }
 }
