@@ -347,9 +347,24 @@ fn unexpected(what: &str, detail: impl std::fmt::Display) -> PlatformError {
 }
 
 /// Service results are infotables; services that return nothing may answer with no body at all.
-fn table(bytes: &Bytes) -> Result<InfoTable, PlatformError> {
+/// An infotable answer as the gateway reads it: its rows. The data shape is skipped without
+/// being built, as nothing here reads it and it is often most of a small answer.
+#[derive(Default, serde::Deserialize)]
+struct Answer {
+    #[serde(default)]
+    rows: Vec<Map<String, Value>>,
+}
+
+impl Answer {
+    /// The `result` field of a service's one-row answer.
+    fn result(&self) -> Option<&Value> {
+        self.rows.first().and_then(|r| r.get("result"))
+    }
+}
+
+fn table(bytes: &Bytes) -> Result<Answer, PlatformError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(InfoTable::default());
+        return Ok(Answer::default());
     }
     serde_json::from_slice(bytes).map_err(|e| unexpected("the answer is not an infotable", e))
 }
