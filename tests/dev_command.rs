@@ -108,6 +108,29 @@ fn native_call(host: &str, path: &str, app_key: &str, body: &str) -> http::Reque
     req
 }
 
+/// `CreateUser` through the gateway's pass-through, asserting the platform's 200.
+async fn create_user_natively(
+    gateway: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    app_key: &str,
+    name: &str,
+) {
+    let created = send_tls(
+        gateway,
+        "localhost",
+        tls,
+        native_call(
+            &format!("localhost:{}", gateway.port()),
+            "/Thingworx/Resources/EntityServices/Services/CreateUser",
+            app_key,
+            &serde_json::json!({"name": name, "password": "a-long-password-1"}).to_string(),
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status, 200, "{}", created.text());
+}
+
 #[tokio::test]
 async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
     let data = tempfile::tempdir().unwrap();
@@ -137,20 +160,7 @@ async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
     assert_eq!(list.status, 200, "{}", list.text());
     assert!(list.text().contains("Administrator"), "{}", list.text());
 
-    let created = send_tls(
-        gateway,
-        "localhost",
-        tls.clone(),
-        native_call(
-            &host,
-            "/Thingworx/Resources/EntityServices/Services/CreateUser",
-            &key,
-            r#"{"name":"made-through-dev","password":"a-long-password-1"}"#,
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(created.status, 200, "{}", created.text());
+    create_user_natively(gateway, tls.clone(), &key, "made-through-dev").await;
 
     // A plain web page passes through too, and the SCIM paths are the gateway's.
     let home = send_tls(gateway, "localhost", tls.clone(), get(&host, "/Thingworx"))
@@ -254,20 +264,7 @@ async fn on_one_cpu_the_gateway_runs_single_threaded_and_serves_everything() {
     let token = std::fs::read_to_string(data.path().join("scim.token")).unwrap();
     let host = format!("localhost:{}", gateway.port());
     let tls = client_config(&cert, &[b"http/1.1"]);
-    let native = send_tls(
-        gateway,
-        "localhost",
-        tls.clone(),
-        native_call(
-            &host,
-            "/Thingworx/Resources/EntityServices/Services/CreateUser",
-            &key,
-            r#"{"name":"one-cpu-user","password":"a-long-password-1"}"#,
-        ),
-    )
-    .await
-    .unwrap();
-    assert_eq!(native.status, 200, "{}", native.text());
+    create_user_natively(gateway, tls.clone(), &key, "one-cpu-user").await;
     let mut scim = get(
         &host,
         "/Thingworx/SCIMProvider/SCIM/v2/Users?filter=userName%20eq%20%22one-cpu-user%22",

@@ -553,22 +553,27 @@ impl Provisioner {
         id: &str,
         change: UserChange,
     ) -> Result<UserRecord, ProvisionError> {
-        let policy = self.policy();
         let name = match name_for(id) {
             Some(n) => n,
             None => return Err(ProvisionError::NotFound(format!("User {id}"))),
         };
-        if policy.is_user_excluded(&name) {
+        self.refuse_if_user_excluded(actor, &name)?;
+        let current = self.read_user(&name).await?;
+        self.update_read_user(actor, current, change).await
+    }
+
+    /// An audited refusal when the user is on the exclusion list.
+    fn refuse_if_user_excluded(&self, actor: &Actor, name: &str) -> Result<(), ProvisionError> {
+        if self.policy().is_user_excluded(name) {
             return Err(self.refuse(
                 actor,
                 "update_user",
-                &name,
+                name,
                 Rule::UserExclusion,
                 format!("{name} is on the user provisioning exclusion list"),
             ));
         }
-        let current = self.read_user(&name).await?;
-        self.update_read_user(actor, current, change).await
+        Ok(())
     }
 
     /// `update_user` for a user the caller has just read (to check its version or to apply a
@@ -579,20 +584,9 @@ impl Provisioner {
         current: UserRecord,
         change: UserChange,
     ) -> Result<UserRecord, ProvisionError> {
-        let policy = self.policy();
         // Checked again: a reload may have excluded the user since it was read.
-        if policy.is_user_excluded(&current.user_name) {
-            return Err(self.refuse(
-                actor,
-                "update_user",
-                &current.user_name,
-                Rule::UserExclusion,
-                format!(
-                    "{} is on the user provisioning exclusion list",
-                    current.user_name
-                ),
-            ));
-        }
+        self.refuse_if_user_excluded(actor, &current.user_name)?;
+        let policy = self.policy();
         if let Some(new_name) = &change.user_name {
             if !names::same(new_name.trim(), &current.user_name) {
                 return Err(ProvisionError::invalid(
@@ -884,11 +878,17 @@ impl Provisioner {
         id: &str,
         change: GroupChange,
     ) -> Result<GroupRecord, ProvisionError> {
-        let policy = self.policy();
+        let platform_name = self.updatable_group(actor, id)?;
+        let current = self.read_group(&platform_name).await?;
+        self.update_read_group(actor, current, change).await
+    }
+
+    /// The platform name of a group that may be updated; an audited refusal when it is excluded.
+    fn updatable_group(&self, actor: &Actor, id: &str) -> Result<String, ProvisionError> {
         let Some(platform_name) = name_for(id) else {
             return Err(ProvisionError::NotFound(format!("Group {id}")));
         };
-        if !policy.is_group_visible(&platform_name) {
+        if !self.policy().is_group_visible(&platform_name) {
             return Err(self.refuse(
                 actor,
                 "update_group",
@@ -897,8 +897,7 @@ impl Provisioner {
                 format!("{platform_name} is on the group provisioning exclusion list"),
             ));
         }
-        let current = self.read_group(&platform_name).await?;
-        self.update_read_group(actor, current, change).await
+        Ok(platform_name)
     }
 
     /// `update_group` for a group the caller has just read, so the platform is not asked for
@@ -909,21 +908,10 @@ impl Provisioner {
         current: GroupRecord,
         change: GroupChange,
     ) -> Result<GroupRecord, ProvisionError> {
-        let policy = self.policy();
         let id = current.id.clone();
-        let Some(platform_name) = name_for(&id) else {
-            return Err(ProvisionError::NotFound(format!("Group {id}")));
-        };
         // Checked again: a reload may have excluded the group since it was read.
-        if !policy.is_group_visible(&platform_name) {
-            return Err(self.refuse(
-                actor,
-                "update_group",
-                &platform_name,
-                Rule::GroupExclusion,
-                format!("{platform_name} is on the group provisioning exclusion list"),
-            ));
-        }
+        let platform_name = self.updatable_group(actor, &id)?;
+        let policy = self.policy();
         if let Some(new_name) = &change.display_name {
             let target = policy.platform_group(new_name);
             if !names::same(&target, &platform_name) {
