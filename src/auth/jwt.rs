@@ -239,26 +239,29 @@ impl JwtProvider {
             let key = aws_lc_rs::hmac::Key::new(algorithm, secret.expose().as_bytes());
             aws_lc_rs::hmac::verify(&key, token.signed.as_bytes(), &token.signature)
                 .map_err(|_| AuthError::Invalid("bad signature".into()))?;
-        } else if !self.verified_before(&token) {
-            let generation = self.key_generation.load(Ordering::SeqCst);
-            let kid = token.header.get("kid").and_then(Value::as_str);
-            if !self.verify_with_keys(alg, kid, &token) {
-                let missed = Instant::now();
-                let known = self
-                    .current_keys()
-                    .iter()
-                    .any(|k| kid.is_some() && k.kid.as_deref() == kid);
-                if !known {
-                    self.refetch_after_miss(missed).await;
-                    if !self.verify_with_keys(alg, kid, &token) {
-                        return Err(AuthError::Invalid("no key verifies the signature".into()));
+        } else {
+            let digest = Self::token_digest(&token);
+            if !self.verified_before(&digest) {
+                let generation = self.key_generation.load(Ordering::SeqCst);
+                let kid = token.header.get("kid").and_then(Value::as_str);
+                if !self.verify_with_keys(alg, kid, &token) {
+                    let missed = Instant::now();
+                    let known = self
+                        .current_keys()
+                        .iter()
+                        .any(|k| kid.is_some() && k.kid.as_deref() == kid);
+                    if !known {
+                        self.refetch_after_miss(missed).await;
+                        if !self.verify_with_keys(alg, kid, &token) {
+                            return Err(AuthError::Invalid("no key verifies the signature".into()));
+                        }
+                    } else {
+                        return Err(AuthError::Invalid("bad signature".into()));
                     }
-                } else {
-                    return Err(AuthError::Invalid("bad signature".into()));
                 }
+                // The generation read before verifying: keys replaced meanwhile make it stale.
+                self.remember_verified(digest, generation);
             }
-            // The generation read before verifying: keys replaced meanwhile make it stale.
-            self.remember_verified(&token, generation);
         }
         self.check_claims(&token.claims)
     }
@@ -273,17 +276,15 @@ impl JwtProvider {
         out
     }
 
-    fn verified_before(&self, token: &Unverified) -> bool {
-        let digest = Self::token_digest(token);
+    fn verified_before(&self, digest: &[u8; 32]) -> bool {
         let generation = self.key_generation.load(Ordering::SeqCst);
         match self.verified.lock() {
-            Ok(v) => v.get(&digest) == Some(&generation),
+            Ok(v) => v.get(digest) == Some(&generation),
             Err(_) => false,
         }
     }
 
-    fn remember_verified(&self, token: &Unverified, generation: u64) {
-        let digest = Self::token_digest(token);
+    fn remember_verified(&self, digest: [u8; 32], generation: u64) {
         if let Ok(mut v) = self.verified.lock() {
             if v.len() >= MAX_VERIFIED {
                 v.clear();
