@@ -119,7 +119,11 @@ impl Conditions {
         Self::tags(list).any(|t| t == "*" || t == etag)
     }
 
-    fn check_write(&self, current: &str) -> Result<(), ScimError> {
+    /// Refuses a write when `If-Match` names another version than the rendered resource's.
+    fn check_write(&self, resource: &Value) -> Result<(), ScimError> {
+        let Some(current) = resource["meta"]["version"].as_str() else {
+            return Ok(());
+        };
         match &self.if_match {
             Some(list) if !Self::matches(list, current) => Err(ScimError {
                 status: StatusCode::PRECONDITION_FAILED,
@@ -550,9 +554,7 @@ impl ScimService {
                             Resource::Users => {
                                 let record = p.get_user(&id).await?;
                                 let current = ctx.render_user(&record);
-                                if let Some(tag) = current["meta"]["version"].as_str() {
-                                    conditions.check_write(tag)?;
-                                }
+                                conditions.check_write(&current)?;
                                 let change = match (v, patch) {
                                     (Version::V1, false) => {
                                         v1::parse_user(&body, v1::Mode::Replace)?
@@ -568,9 +570,9 @@ impl ScimService {
                             }
                             Resource::Groups => {
                                 let record = p.get_group(&id).await?;
-                                let current = ctx.render_group(&record);
-                                if let Some(tag) = current["meta"]["version"].as_str() {
-                                    conditions.check_write(tag)?;
+                                // Rendered (all its members) only to compare versions.
+                                if conditions.if_match.is_some() {
+                                    conditions.check_write(&ctx.render_group(&record))?;
                                 }
                                 let change = match (v, patch) {
                                     (_, false) => v1::parse_group(&body, v1::Mode::Replace)?,
@@ -593,10 +595,7 @@ impl ScimService {
                     }
                     ("DELETE", Some(id)) => {
                         if v == Version::V2 && conditions.if_match.is_some() {
-                            let current = self.read(ctx, p, resource, &id).await?;
-                            if let Some(tag) = current["meta"]["version"].as_str() {
-                                conditions.check_write(tag)?;
-                            }
+                            conditions.check_write(&self.read(ctx, p, resource, &id).await?)?;
                         }
                         match resource {
                             Resource::Users => p.delete_user(&ctx.actor, &id).await?,
