@@ -63,7 +63,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
 
     let token_file = data_dir.join(SCIM_TOKEN_FILE);
     if !token_file.exists() {
-        let token = crate::devplatform::secret::random_token().map_err(|e| DevError::Io {
+        let token = crate::random::token().map_err(|e| DevError::Io {
             path: token_file.display().to_string(),
             source: std::io::Error::other(e),
         })?;

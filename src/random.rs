@@ -42,4 +42,15 @@ mod tests {
         assert!(a.chars().any(|c| c.is_ascii_digit()));
         assert!(a.chars().any(|c| !c.is_ascii_alphanumeric()));
     }
+
+    #[test]
+    fn tokens_are_long_and_distinct() {
+        let (a, b) = (token().unwrap(), token().unwrap());
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(password().unwrap().len() >= 32);
+    }
 }

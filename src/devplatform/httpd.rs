@@ -2,7 +2,6 @@
 //! filter, routing, and plain-text errors.
 
 use super::error::Fault;
-use super::secret;
 use super::services::{Caller, Reply, Target};
 use super::store::Kind;
 use super::DevPlatform;
@@ -487,7 +486,7 @@ impl DevPlatform {
                 return Ok(None);
             }
         }
-        let id = secret::random_token()
+        let id = crate::random::token()
             .map_err(|_| Fault::internal("No secure random numbers available"))?;
         sessions.create(id.clone(), user_key);
         Ok(Some(id))

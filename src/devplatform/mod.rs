@@ -13,8 +13,9 @@ mod store;
 pub use error::DevPlatformError;
 
 use crate::fsutil::{write_atomically, Access};
+use crate::random::NoRandom;
 use error::Fault;
-use secret::{NoRandom, PasswordHash};
+use secret::PasswordHash;
 use session::Sessions;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -59,7 +60,7 @@ impl DevPlatform {
             Ok(bytes) => State::from_json(&bytes)
                 .map_err(|reason| DevPlatformError::Corrupt { path, reason })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let password = secret::random_password()?;
+                let password = crate::random::password()?;
                 let state = State::fresh(PasswordHash::new(&password)?);
                 // The password file goes first: a state file never exists without it, and a
                 // crash in between just means a new password on the next start.
@@ -96,7 +97,7 @@ impl DevPlatform {
     /// The key id of the application key named `name` bound to `user`, created and persisted
     /// when absent (stable across restarts).
     pub fn ensure_app_key(&self, name: &str, user: &str) -> Result<String, DevPlatformError> {
-        let fresh_id = secret::random_token()?;
+        let fresh_id = crate::random::token()?;
         let mut state = self.lock_state();
         let mut next = state.clone();
         let id = next.ensure_app_key(name, user, fresh_id)?;
