@@ -346,7 +346,6 @@ fn unexpected(what: &str, detail: impl std::fmt::Display) -> PlatformError {
     }
 }
 
-/// Service results are infotables; services that return nothing may answer with no body at all.
 /// An infotable answer as the gateway reads it: its rows. The data shape is skipped without
 /// being built, as nothing here reads it and it is often most of a small answer.
 #[derive(Default, serde::Deserialize)]
@@ -362,6 +361,7 @@ impl Answer {
     }
 }
 
+/// Service results are infotables; services that return nothing may answer with no body at all.
 fn table(bytes: &Bytes) -> Result<Answer, PlatformError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Answer::default());
