@@ -671,40 +671,43 @@ async fn serve_http<I>(
         connection,
     };
     let io = TokioIo::new(io);
-    let keep_alive_interval = Some(Duration::from_secs(30));
-    let max_header_list = limits.max_header_bytes.min(u32::MAX as usize) as u32;
-    match protocol {
-        Protocol::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
+    // hyper's own builders and the detecting one's halves have the same setters but no common
+    // type: one list each keeps the detected protocols configured like the negotiated ones.
+    macro_rules! http1_settings {
+        ($builder:expr) => {
+            $builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 .max_buf_size(limits.max_header_bytes)
                 .keep_alive(true)
+        };
+    }
+    macro_rules! http2_settings {
+        ($builder:expr) => {
+            $builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+        };
+    }
+    match protocol {
+        Protocol::Http1 => {
+            let conn = http1_settings!(hyper::server::conn::http1::Builder::new())
                 .serve_connection(io, service)
                 .with_upgrades();
             drive(Served(Box::pin(conn)), peer, &activity, limits, drain).await
         }
         Protocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(max_header_list)
-                .keep_alive_interval(keep_alive_interval)
-                .serve_connection(io, service);
+            let conn = http2_settings!(hyper::server::conn::http2::Builder::new(
+                TokioExecutor::new()
+            ))
+            .serve_connection(io, service);
             drive(Served(Box::pin(conn)), peer, &activity, limits, drain).await
         }
         Protocol::Detect => {
             let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
-                .keep_alive(true);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(max_header_list)
-                .keep_alive_interval(keep_alive_interval);
+            http1_settings!(builder.http1());
+            http2_settings!(builder.http2());
             let conn = builder.serve_connection_with_upgrades(io, service);
             drive(Served(Box::pin(conn)), peer, &activity, limits, drain).await
         }
