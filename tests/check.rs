@@ -236,9 +236,11 @@ async fn check_async(toml: String) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defaults_are_checked_live_against_the_platform() {
     let platform = live_platform().await;
+    let url = format!("http://{}", platform.addr);
+    let with_key = format!("[platform]\napp_key = \"{}\"\n", platform.key);
     let toml = with_defaults(
-        &format!("http://{}", platform.addr),
-        &format!("[platform]\napp_key = \"{}\"\n", platform.key),
+        &url,
+        &with_key,
         "project = \"NoSuchProject\"\nhome_mashup = \"home\"\nmobile_mashup = \"NoSuchMashup\"",
         "project = \"MyProject\"",
     );
@@ -262,8 +264,8 @@ async fn defaults_are_checked_live_against_the_platform() {
 
     // The defaults config/scimgate.example.toml suggests all exist on the development platform.
     let toml = with_defaults(
-        &format!("http://{}", platform.addr),
-        &format!("[platform]\napp_key = \"{}\"\n", platform.key),
+        &url,
+        &with_key,
         "project = \"MyProject\"\nhome_mashup = \"Home\"\nmobile_mashup = \"MobileHome\"",
         "project = \"MyProject\"",
     );
@@ -273,7 +275,7 @@ async fn defaults_are_checked_live_against_the_platform() {
 
     // Reached, but the key is refused: a warning, and still no failed check.
     let toml = with_defaults(
-        &format!("http://{}", platform.addr),
+        &url,
         "[platform]\napp_key = \"not-the-key\"\n",
         "project = \"MyProject\"",
         "",
