@@ -20,6 +20,7 @@
 mod common;
 
 use bytes::Bytes;
+use common::scim::{enc, id_of};
 use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -43,11 +44,6 @@ const GROUP: &str = "bench-group";
 
 fn user_name(n: usize) -> String {
     format!("bench-user-{n:04}")
-}
-
-fn scim_id(name: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.to_lowercase())
 }
 
 struct Args {
@@ -615,8 +611,8 @@ fn new_user(name: &str) -> Value {
 
 fn membership(op: &str, user: &str) -> Value {
     let patch = match op {
-        "add" => json!({"op": "add", "path": "members", "value": [{"value": scim_id(user)}]}),
-        _ => json!({"op": "remove", "path": format!("members[value eq \"{}\"]", scim_id(user))}),
+        "add" => json!({"op": "add", "path": "members", "value": [{"value": id_of(user)}]}),
+        _ => json!({"op": "remove", "path": format!("members[value eq \"{}\"]", id_of(user))}),
     };
     json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [patch]})
 }
@@ -697,7 +693,7 @@ async fn main() {
         )
         .await;
     assert!(s == StatusCode::CREATED, "setup group: {s} {b:?}");
-    let group_id = scim_id(GROUP);
+    let group_id = id_of(GROUP);
 
     // What each operation sends to the platform.
     let recording: Recording = Arc::default();
@@ -722,7 +718,7 @@ async fn main() {
     let recorded_new = "bench-recorded-new".to_string();
     let filter_path = format!(
         "/Users?filter={}",
-        percent_encode(&format!("userName eq \"{recorded_user}\""))
+        enc(&format!("userName eq \"{recorded_user}\""))
     );
     let mut plans: Vec<(&str, Vec<Vec<NativeCall>>)> = Vec::new();
     let ops: Vec<(&str, Method, String, Option<Value>)> = vec![
@@ -735,7 +731,7 @@ async fn main() {
         (
             "GET /Users/{id}",
             Method::GET,
-            format!("/Users/{}", scim_id(&recorded_user)),
+            format!("/Users/{}", id_of(&recorded_user)),
             None,
         ),
         (
@@ -824,13 +820,13 @@ async fn main() {
             Arc::new(|n: usize| {
                 format!(
                     "/Users?filter={}",
-                    percent_encode(&format!("userName eq \"{}\"", user_name(n)))
+                    enc(&format!("userName eq \"{}\"", user_name(n)))
                 )
             }) as Arc<dyn Fn(usize) -> String + Send + Sync>,
         ),
         (
             "GET /Users/{id}",
-            Arc::new(|n: usize| format!("/Users/{}", scim_id(&user_name(n)))),
+            Arc::new(|n: usize| format!("/Users/{}", id_of(&user_name(n)))),
         ),
     ]
     .into_iter()
@@ -941,15 +937,4 @@ async fn main() {
         .status();
     let _ = measured_child.wait();
     drop(dev);
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
