@@ -20,7 +20,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::scim::{enc, id_of};
+use common::scim::{enc, group_id_of, id_of};
 use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -693,7 +693,7 @@ async fn main() {
         )
         .await;
     assert!(s == StatusCode::CREATED, "setup group: {s} {b:?}");
-    let group_id = id_of(GROUP);
+    let group_id = group_id_of(GROUP);
 
     // What each operation sends to the platform.
     let recording: Recording = Arc::default();

@@ -87,7 +87,7 @@ fn sample_user(n: usize) -> UserRecord {
         groups: ["Operators", "Plant-Boston", "Engineering"]
             .iter()
             .map(|g| GroupRef {
-                id: crate::provisioning::id_for(g),
+                id: crate::provisioning::group_id_for(g),
                 display: g.to_string(),
             })
             .collect(),
@@ -112,7 +112,8 @@ impl ScimFixture {
             })
             .collect();
         let group = GroupRecord {
-            id: crate::provisioning::id_for("Operators"),
+            id: crate::provisioning::group_id_for("Operators"),
+            platform_name: "Operators".into(),
             display_name: "Operators".into(),
             external_id: Some("3b9f8c1d-52e4-4d7a-8f0e-1c2b3a4d5e6f".into()),
             members,

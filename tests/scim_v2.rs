@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::scim::{enc, id_of, Scim, ScimResp};
+use common::scim::{enc, group_id_of, id_of, Scim, ScimResp};
 use common::{config_toml, self_signed_listener, Gateway};
 use scimgate::config::{self, Overrides};
 use scimgate::devplatform::DevPlatform;
@@ -1844,7 +1844,7 @@ async fn bulk_with_bulk_id_references_and_fail_on_errors() {
         .unwrap_or_else(|| panic!("no Operations: {r}"));
     assert_eq!(ops.len(), 2, "{r}");
     let uid = id_of("bulk.one@corp.com");
-    let gid = id_of("Bulk Group");
+    let gid = group_id_of("Bulk Group");
     for (op, bulk_id, location) in [
         (&ops[0], "u1", format!("{}{BASE2}/Users/{uid}", s.origin())),
         (&ops[1], "g1", format!("{}{BASE2}/Groups/{gid}", s.origin())),
@@ -1958,7 +1958,7 @@ async fn error_shapes_uniqueness_patch_errors_and_policy() {
         .await
         .assert_error(404, None, "GET unknown user");
     s.patch(
-        &format!("/Groups/{}", id_of("no group")),
+        &format!("/Groups/{}", group_id_of("no group")),
         json!([{"op": "add", "path": "members", "value": [{"value": id}]}]),
     )
     .await

@@ -48,23 +48,16 @@ impl Audit {
         Self { file: None }
     }
 
-    pub fn record(
-        &self,
-        client: &str,
-        operation: &str,
-        target: &str,
-        outcome: Outcome,
-        detail: &str,
-        changes: &[String],
-    ) {
+    pub fn record(&self, entry: &Entry<'_>) {
         let line = json!({
             "time": rfc3339_now(),
-            "client": client,
-            "operation": operation,
-            "target": target,
-            "result": outcome.as_str(),
-            "reason": if detail.is_empty() { Value::Null } else { json!(detail) },
-            "changes": changes,
+            "client": entry.client,
+            "operation": entry.operation,
+            "target": entry.target,
+            "result": entry.outcome.as_str(),
+            "rule": entry.rule,
+            "reason": if entry.reason.is_empty() { Value::Null } else { json!(entry.reason) },
+            "changes": entry.changes,
         });
         match &self.file {
             Some(file) => {
@@ -81,6 +74,20 @@ impl Audit {
             None => tracing::info!(target: "scimgate::audit", record = %line, "audit"),
         }
     }
+}
+
+/// One audit line: who asked for what on which entity, what came of it, and under which rule.
+pub struct Entry<'a> {
+    pub client: &'a str,
+    pub operation: &'a str,
+    /// The entity in the platform's spelling.
+    pub target: &'a str,
+    pub outcome: Outcome,
+    /// The policy rule that refused or skipped something, if one did.
+    pub rule: Option<&'a str>,
+    pub reason: &'a str,
+    /// Changes the platform confirmed, never ones merely attempted.
+    pub changes: &'a [String],
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date library.
@@ -125,22 +132,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let audit = Audit::open(Some(&path)).unwrap();
-        audit.record(
-            "10.0.0.1",
-            "create_user",
-            "jdoe",
-            Outcome::Done,
-            "",
-            &["created".into()],
-        );
-        audit.record(
-            "10.0.0.1",
-            "delete_user",
-            "Administrator",
-            Outcome::Refused,
-            "excluded",
-            &[],
-        );
+        audit.record(&Entry {
+            client: "10.0.0.1",
+            operation: "create_user",
+            target: "jdoe",
+            outcome: Outcome::Done,
+            rule: None,
+            reason: "",
+            changes: &["created".into()],
+        });
+        audit.record(&Entry {
+            client: "10.0.0.1",
+            operation: "delete_user",
+            target: "Administrator",
+            outcome: Outcome::Refused,
+            rule: Some("user_exclusion_list"),
+            reason: "excluded",
+            changes: &[],
+        });
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -149,5 +158,7 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["result"], "refused");
         assert_eq!(lines[1]["reason"], "excluded");
+        assert_eq!(lines[1]["rule"], "user_exclusion_list");
+        assert!(lines[0]["rule"].is_null());
     }
 }

@@ -139,7 +139,8 @@ struct FakePlatform {
     state: Mutex<State>,
     log: Mutex<Vec<String>>,
     /// The next call whose log line starts with this (ignoring case) fails with `Unavailable`.
-    fail_on: Mutex<Option<String>>,
+    /// Each prefix fails the first call it matches, once.
+    fail_on: Mutex<Vec<String>>,
     /// Every `set_user_extensions` call with its values, in order.
     extension_writes: Mutex<Vec<(String, Extensions)>>,
 }
@@ -157,7 +158,7 @@ impl FakePlatform {
         FakePlatform {
             state: Mutex::new(state),
             log: Mutex::new(Vec::new()),
-            fail_on: Mutex::new(None),
+            fail_on: Mutex::new(Vec::new()),
             extension_writes: Mutex::new(Vec::new()),
         }
     }
@@ -198,7 +199,7 @@ impl FakePlatform {
     }
 
     fn fail_next(&self, prefix: &str) {
-        *self.fail_on.lock().unwrap() = Some(prefix.to_string());
+        self.fail_on.lock().unwrap().push(prefix.to_string());
     }
 
     /// Logs a call and fails it when it is the one injected. Every call yields once first, as
@@ -208,11 +209,11 @@ impl FakePlatform {
         self.log.lock().unwrap().push(line.clone());
         let mut fail = self.fail_on.lock().unwrap();
         // Case-insensitive, like the platform's names.
-        if fail
-            .as_deref()
-            .is_some_and(|p| names::fold(&line).starts_with(&names::fold(p)))
+        if let Some(i) = fail
+            .iter()
+            .position(|p| names::fold(&line).starts_with(&names::fold(p)))
         {
-            *fail = None;
+            fail.remove(i);
             return Err(PlatformError::Unavailable(format!(
                 "injected failure of {line}"
             )));
@@ -882,8 +883,8 @@ async fn create_user_is_audited_without_the_password() {
 #[tokio::test]
 async fn licence_cap_refuses_before_the_platform_creates_and_ignores_built_ins() {
     let mut cfg = config();
-    cfg.max_users = Some(1);
-    // Built-ins and a configured excluded user exist but do not count.
+    cfg.max_users = Some(2);
+    // The built-ins do not count; a configured excluded user is a named user and does.
     let (fake, prov) = provisioner(cfg, FakePlatform::new().with_user("svc-backup", &[]));
 
     prov.create_user(&actor(), new_user("alice")).await.unwrap();
@@ -898,11 +899,25 @@ async fn licence_cap_refuses_before_the_platform_creates_and_ignores_built_ins()
         ProvisionError::Refused {
             rule: Rule::LicenceCap,
             detail,
-        } => assert!(detail.contains('1'), "{detail}"),
+        } => assert!(detail.contains('2'), "{detail}"),
         other => panic!("expected a licence cap refusal, got {other:?}"),
     }
     assert!(fake.user("bob").is_none());
     assert_eq!(fake.writes(), Vec::<String>::new(), "no create call");
+
+    // A disabled user still holds its licence; a deleted one frees it.
+    let mut disable = new_user("alice");
+    disable.active = Some(false);
+    prov.update_user(&actor(), &id_for("alice"), disable)
+        .await
+        .unwrap();
+    let err = prov
+        .create_user(&actor(), new_user("bob"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProvisionError::Refused { .. }), "{err:?}");
+    prov.delete_user(&actor(), &id_for("alice")).await.unwrap();
+    prov.create_user(&actor(), new_user("bob")).await.unwrap();
 }
 
 #[tokio::test]
@@ -1398,7 +1413,7 @@ async fn excluded_users_cannot_be_updated_or_deleted_and_the_platform_is_not_cal
             assert!(
                 matches!(
                     err,
-                    ProvisionError::Refused {
+                    ProvisionError::Hidden {
                         rule: Rule::UserExclusion,
                         ..
                     }
@@ -1412,7 +1427,7 @@ async fn excluded_users_cannot_be_updated_or_deleted_and_the_platform_is_not_cal
             assert!(
                 matches!(
                     err,
-                    ProvisionError::Refused {
+                    ProvisionError::Hidden {
                         rule: Rule::UserExclusion,
                         ..
                     }
@@ -1467,15 +1482,15 @@ async fn read_user_hides_excluded_groups_and_shows_mapped_ones_under_the_idp_nam
         groups,
         vec![
             GroupRef {
-                id: id_for("Engineering"),
+                id: group_id_for("Engineering"),
                 display: "Eng Team".into()
             },
             GroupRef {
-                id: id_for("Administrators"),
+                id: group_id_for("Administrators"),
                 display: "IdP Admins".into()
             },
             GroupRef {
-                id: id_for("Sales"),
+                id: group_id_for("Sales"),
                 display: "Sales".into()
             },
         ]
@@ -1497,7 +1512,7 @@ async fn create_group_applies_group_defaults() {
         .unwrap();
 
     assert_eq!(record.display_name, "Sales");
-    assert_eq!(record.id, id_for("Sales"));
+    assert_eq!(record.id, group_id_for("Sales"));
     assert!(record.members.is_empty());
     let group = fake.group("Sales").unwrap();
     assert_eq!(group.description, "Group provisioned by SCIM");
@@ -1550,7 +1565,7 @@ async fn create_through_an_idp_mapping_creates_the_platform_name() {
         .unwrap();
 
     assert_eq!(record.display_name, "Eng Team");
-    assert_eq!(record.id, id_for("Engineering"));
+    assert_eq!(record.id, group_id_for("Engineering"));
     assert!(fake.group("Engineering").is_some());
     assert!(fake.group("eng team").is_none());
     assert_eq!(fake.writes(), strings(&["create_group Engineering"]));
@@ -1622,29 +1637,33 @@ async fn create_group_removes_the_group_again_when_a_member_add_fails() {
 }
 
 #[tokio::test]
-async fn an_excluded_user_cannot_become_a_member_and_is_named() {
-    let (fake, prov) = provisioner(
-        config(),
+async fn an_excluded_user_is_skipped_as_a_member_and_the_rest_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let fake = Arc::new(
         FakePlatform::new()
             .with_user("alice", &[])
             .with_user("svc-backup", &[])
             .with_group("Engineering", &[]),
     );
+    let prov = Provisioner::new(
+        fake.clone(),
+        Policy::new(config()),
+        Audit::open(Some(&path)).unwrap(),
+    );
 
-    // Through a create: the whole group goes again, and the error names the member.
+    // Through a create: the group is made with its other members.
     let mut change = group_change("Sales");
     change.members = MembersChange::Replace(vec![user_ref("alice"), user_ref("Administrator")]);
-    let err = prov.create_group(&actor(), change).await.unwrap_err();
-    assert!(
-        err.to_string().to_lowercase().contains("administrator"),
-        "{err}"
-    );
-    assert!(fake.group("Sales").is_none());
+    let record = prov.create_group(&actor(), change).await.unwrap();
+    assert_eq!(record.members.len(), 1, "{record:?}");
+    assert_eq!(fake.member_names("Sales"), strings(&["alice"]));
     assert!(!fake.log().iter().any(|l| l
         .to_lowercase()
         .starts_with("add_group_member sales administrator")));
 
-    // Through a membership edit, with and without a declared kind.
+    // Through a membership edit, with every declared kind: a lie that says Group, no kind, and
+    // spellings that fold to the excluded name.
     for member in [
         user_ref("svc-backup"),
         MemberRef {
@@ -1653,9 +1672,19 @@ async fn an_excluded_user_cannot_become_a_member_and_is_named() {
             kind: None,
         },
         MemberRef {
+            id: id_for("Administrator"),
+            display: None,
+            kind: Some(MemberKind::Group),
+        },
+        MemberRef {
             id: id_for("ａｄｍｉｎｉｓｔｒａｔｏｒ"),
             display: None,
             kind: Some(MemberKind::User),
+        },
+        MemberRef {
+            id: id_for("svc-backup"),
+            display: None,
+            kind: Some(MemberKind::Group),
         },
     ] {
         fake.clear_log();
@@ -1663,33 +1692,33 @@ async fn an_excluded_user_cannot_become_a_member_and_is_named() {
             external_id: Change::Keep,
             display_name: None,
             members: MembersChange::Edit {
-                add: vec![member.clone()],
+                add: vec![member.clone(), user_ref("alice")],
                 remove: Vec::new(),
             },
         };
-        let err = prov
-            .update_group(&actor(), &id_for("Engineering"), change)
+        prov.update_group(&actor(), &group_id_for("Engineering"), change)
             .await
-            .unwrap_err();
-        match &err {
-            ProvisionError::Refused {
-                rule: Rule::UserExclusion,
-                detail,
-            } => {
-                let named = name_for(&member.id).unwrap();
-                assert!(detail.contains(&named), "{detail}");
-            }
-            other => panic!("{member:?}: expected a refusal, got {other:?}"),
-        }
-        assert_eq!(fake.writes(), Vec::<String>::new());
+            .unwrap_or_else(|e| panic!("{member:?}: {e:?}"));
+        assert_eq!(
+            fake.member_names("Engineering"),
+            strings(&["alice"]),
+            "{member:?}"
+        );
     }
-    assert!(fake.member_names("Engineering").is_empty());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let skips: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|l: &serde_json::Value| l["rule"] == "user_exclusion_list")
+        .collect();
+    assert_eq!(skips.len(), 6, "{text}");
+    assert!(skips.iter().all(|l| l["result"] == "refused"), "{text}");
 }
 
 // ------------------------------------------------------------------ groups: update
 
 #[tokio::test]
-async fn a_failed_member_add_is_reported_as_partial_naming_exactly_that_member() {
+async fn a_failed_member_add_takes_back_the_members_already_added() {
     let (fake, prov) = provisioner(
         config(),
         FakePlatform::new()
@@ -1709,16 +1738,14 @@ async fn a_failed_member_add_is_reported_as_partial_naming_exactly_that_member()
     };
 
     let err = prov
-        .update_group(&actor(), &id_for("Sales"), change)
+        .update_group(&actor(), &group_id_for("Sales"), change)
         .await
         .unwrap_err();
 
     match &err {
         ProvisionError::Partial { detail, first } => {
             assert!(detail.contains("bob"), "{detail}");
-            assert!(!detail.contains("alice"), "{detail}");
-            assert!(!detail.contains("carol"), "{detail}");
-            assert!(detail.starts_with("1 member change(s) failed"), "{detail}");
+            assert!(detail.contains("nothing was changed"), "{detail}");
             assert!(
                 matches!(
                     **first,
@@ -1727,49 +1754,81 @@ async fn a_failed_member_add_is_reported_as_partial_naming_exactly_that_member()
                 "{first:?}"
             );
         }
-        other => panic!("expected a partial failure, got {other:?}"),
+        other => panic!("expected the failed member named, got {other:?}"),
     }
-    assert_eq!(fake.member_names("Sales"), strings(&["alice", "carol"]));
+    assert!(fake.member_names("Sales").is_empty());
     assert_eq!(
         fake.writes(),
         strings(&[
-            "add_group_member sales alice",
-            "add_group_member sales bob",
-            "add_group_member sales carol"
+            "add_group_member Sales alice",
+            "add_group_member Sales bob",
+            "remove_group_member Sales alice",
         ])
     );
 }
 
 #[tokio::test]
-async fn every_failed_member_is_named_when_a_refusal_and_a_platform_failure_mix() {
+async fn a_member_that_names_nothing_fails_the_change_before_anything_is_written() {
     let (fake, prov) = provisioner(
         config(),
         FakePlatform::new()
-            .with_user("bob", &[])
+            .with_user("alice", &[])
             .with_group("Sales", &[]),
     );
-    fake.fail_next("add_group_member sales bob");
     let change = GroupChange {
         external_id: Change::Keep,
         display_name: None,
         members: MembersChange::Edit {
-            add: vec![user_ref("Administrator"), user_ref("bob")],
+            add: vec![
+                user_ref("alice"),
+                user_ref("Administrator"),
+                user_ref("ghost"),
+            ],
             remove: Vec::new(),
         },
     };
 
     let err = prov
-        .update_group(&actor(), &id_for("Sales"), change)
+        .update_group(&actor(), &group_id_for("Sales"), change)
         .await
         .unwrap_err();
 
-    let text = err.to_string();
-    assert!(text.to_lowercase().contains("administrator"), "{text}");
-    assert!(
-        text.contains("bob"),
-        "the failed add of bob is not reported: {text}"
-    );
+    assert!(matches!(err, ProvisionError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().contains(&id_for("ghost")), "{err}");
     assert!(fake.member_names("Sales").is_empty());
+    assert_eq!(fake.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_take_back_that_fails_is_reported_as_partial() {
+    let (fake, prov) = provisioner(
+        config(),
+        FakePlatform::new()
+            .with_user("alice", &[])
+            .with_user("bob", &[])
+            .with_group("Sales", &[]),
+    );
+    fake.fail_next("add_group_member Sales bob");
+    fake.fail_next("remove_group_member Sales alice");
+    let change = GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Edit {
+            add: vec![user_ref("alice"), user_ref("bob")],
+            remove: Vec::new(),
+        },
+    };
+    let err = prov
+        .update_group(&actor(), &group_id_for("Sales"), change)
+        .await
+        .unwrap_err();
+    match &err {
+        ProvisionError::Partial { detail, .. } => {
+            assert!(detail.contains("bob"), "{detail}");
+            assert!(detail.contains("added User alice"), "{detail}");
+        }
+        other => panic!("expected a partial failure, got {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -1799,16 +1858,16 @@ async fn replace_applies_only_the_difference_and_keeps_hidden_members() {
     };
 
     let record = prov
-        .update_group(&actor(), &id_for("Sales"), change)
+        .update_group(&actor(), &group_id_for("Sales"), change)
         .await
         .unwrap();
 
-    // Updates address the group by the name its id holds (case-folded): the platform ignores case.
+    // Updates address the group and its members by the platform's own spelling.
     assert_eq!(
         fake.writes(),
         strings(&[
-            "add_group_member sales carol",
-            "remove_group_member sales alice"
+            "add_group_member Sales carol",
+            "remove_group_member Sales alice"
         ])
     );
     assert_eq!(
@@ -1831,11 +1890,11 @@ async fn a_group_cannot_be_renamed() {
             .with_group("Sales", &[]),
     );
     for (id, new_name) in [
-        (id_for("Sales"), "Marketing"),
-        (id_for("Engineering"), "Engineering Old"),
+        (group_id_for("Sales"), "Marketing"),
+        (group_id_for("Engineering"), "Engineering Old"),
         // Maps to another platform group.
-        (id_for("Sales"), "Eng Team"),
-        (id_for("Sales"), "IdP Admins"),
+        (group_id_for("Sales"), "Eng Team"),
+        (group_id_for("Sales"), "IdP Admins"),
     ] {
         let err = prov
             .update_group(&actor(), &id, group_change(new_name))
@@ -1853,10 +1912,14 @@ async fn a_group_cannot_be_renamed() {
         );
     }
     // The IdP name of the group itself, or its platform name in another case, is no rename.
-    prov.update_group(&actor(), &id_for("Engineering"), group_change("ENG TEAM"))
-        .await
-        .unwrap();
-    prov.update_group(&actor(), &id_for("Sales"), group_change("sales"))
+    prov.update_group(
+        &actor(),
+        &group_id_for("Engineering"),
+        group_change("ENG TEAM"),
+    )
+    .await
+    .unwrap();
+    prov.update_group(&actor(), &group_id_for("Sales"), group_change("sales"))
         .await
         .unwrap();
     assert_eq!(fake.writes(), Vec::<String>::new());
@@ -1875,7 +1938,7 @@ async fn a_mapped_excluded_group_is_visible_and_takes_members_but_cannot_be_dele
                 &[Member::user("Administrator"), Member::user("bob")],
             ),
     );
-    let id = id_for("Administrators");
+    let id = group_id_for("Administrators");
 
     let record = prov.read_group("Administrators").await.unwrap();
     assert_eq!(record.display_name, "IdP Admins");
@@ -1910,8 +1973,8 @@ async fn a_mapped_excluded_group_is_visible_and_takes_members_but_cannot_be_dele
     assert_eq!(
         fake.writes(),
         strings(&[
-            "add_group_member administrators alice",
-            "remove_group_member administrators bob"
+            "add_group_member Administrators alice",
+            "remove_group_member Administrators bob"
         ])
     );
 
@@ -1960,7 +2023,7 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
     assert_eq!(names, strings(&["Administrators", "Sales"]));
 
     for name in ["Designers", "Users", "Auditors", "Guests"] {
-        let id = id_for(name);
+        let id = group_id_for(name);
         let err = prov.get_group(&id).await.unwrap_err();
         assert!(
             matches!(err, ProvisionError::NotFound(_)),
@@ -1979,11 +2042,12 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
                 remove: Vec::new(),
             },
         };
+        // Changed through its id, it is as absent as when read; the rule stays for the audit.
         let err = prov.update_group(&actor(), &id, change).await.unwrap_err();
         assert!(
             matches!(
                 err,
-                ProvisionError::Refused {
+                ProvisionError::Hidden {
                     rule: Rule::GroupExclusion,
                     ..
                 }
@@ -1994,7 +2058,7 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
         assert!(
             matches!(
                 err,
-                ProvisionError::Refused {
+                ProvisionError::Hidden {
                     rule: Rule::GroupExclusion,
                     ..
                 }
@@ -2002,33 +2066,24 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
             "{name}: {err:?}"
         );
     }
-    // Nor can such a group be nested into a visible one.
+    // Nor can such a group be nested into a visible one: it is skipped, not fatal.
     let change = GroupChange {
         external_id: Change::Keep,
         display_name: None,
         members: MembersChange::Edit {
             add: vec![MemberRef {
-                id: id_for("Designers"),
+                id: group_id_for("Designers"),
                 display: Some("Designers".into()),
                 kind: Some(MemberKind::Group),
             }],
             remove: Vec::new(),
         },
     };
-    let err = prov
-        .update_group(&actor(), &id_for("Sales"), change)
+    let record = prov
+        .update_group(&actor(), &group_id_for("Sales"), change)
         .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ProvisionError::Refused {
-                rule: Rule::GroupExclusion,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+        .unwrap();
+    assert!(record.members.is_empty(), "{record:?}");
     assert_eq!(fake.writes(), Vec::<String>::new());
     assert!(fake.member_names("Designers").is_empty());
 }
@@ -2036,11 +2091,13 @@ async fn unmapped_excluded_groups_are_invisible_and_untouchable() {
 #[tokio::test]
 async fn delete_group_deletes_a_provisioned_group() {
     let (fake, prov) = provisioner(config(), FakePlatform::new().with_group("Sales", &[]));
-    prov.delete_group(&actor(), &id_for("sales")).await.unwrap();
+    prov.delete_group(&actor(), &group_id_for("sales"))
+        .await
+        .unwrap();
     assert!(fake.group("Sales").is_none());
     assert_eq!(fake.writes(), strings(&["delete_group Sales"]));
     let err = prov
-        .delete_group(&actor(), &id_for("Sales"))
+        .delete_group(&actor(), &group_id_for("Sales"))
         .await
         .unwrap_err();
     assert!(matches!(err, ProvisionError::NotFound(_)), "{err:?}");
@@ -2154,4 +2211,211 @@ async fn a_platform_that_cannot_answer_ends_the_defaults_check() {
     let err = missing_defaults(&fake, &config()).await.unwrap_err();
     assert!(matches!(err, PlatformError::Unavailable(_)), "{err}");
     assert_eq!(fake.log().len(), 1, "{:?}", fake.log());
+}
+
+// ------------------------------------------------------------------ issue 13: ids, audit truth
+
+/// A provisioner writing its audit log to a file, and a reader for its lines.
+fn audited_provisioner(
+    config: ProvisioningConfig,
+    fake: FakePlatform,
+) -> (
+    Arc<FakePlatform>,
+    Provisioner,
+    impl Fn() -> Vec<serde_json::Value>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let fake = Arc::new(fake);
+    let prov = Provisioner::new(
+        fake.clone(),
+        Policy::new(config),
+        Audit::open(Some(&path)).unwrap(),
+    );
+    let read = move || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    (fake, prov, read, dir)
+}
+
+#[test]
+fn users_and_groups_of_one_name_have_different_ids() {
+    assert_ne!(id_for("ops"), group_id_for("ops"));
+    assert_eq!(group_name_for(&group_id_for("Ops")).as_deref(), Some("ops"));
+    // The form issued before groups had their own id space is still read as a group id.
+    assert_eq!(group_name_for(&id_for("Ops")).as_deref(), Some("ops"));
+    // A group id never reads as a user id.
+    assert!(name_for(&group_id_for("ops")).is_none());
+}
+
+#[tokio::test]
+async fn a_member_id_in_the_group_form_names_the_group_whatever_the_type_says() {
+    let (fake, prov) = provisioner(
+        config(),
+        FakePlatform::new()
+            .with_user("ops", &[])
+            .with_group("ops", &[])
+            .with_group("Sales", &[]),
+    );
+    let change = GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Edit {
+            add: vec![MemberRef {
+                id: group_id_for("ops"),
+                display: None,
+                kind: Some(MemberKind::User),
+            }],
+            remove: Vec::new(),
+        },
+    };
+    let record = prov
+        .update_group(&actor(), &group_id_for("Sales"), change)
+        .await
+        .unwrap();
+    assert_eq!(fake.writes(), strings(&["add_group_member Sales ops"]));
+    assert_eq!(record.members[0].kind, Some(MemberKind::Group));
+    assert_eq!(record.members[0].id, group_id_for("ops"));
+}
+
+#[tokio::test]
+async fn a_mapped_built_in_group_put_applies_the_membership_and_ignores_the_external_id() {
+    let mut cfg = config();
+    cfg.group_external_id_vocabulary = Some("SCIMExternalId".into());
+    let (fake, prov) = provisioner(
+        cfg,
+        FakePlatform::new()
+            .with_user("alice", &[])
+            .with_group("Administrators", &[Member::user("Administrator")]),
+    );
+    let change = GroupChange {
+        external_id: Change::Set("7f3e-entra-object-id".into()),
+        display_name: Some("IdP Admins".into()),
+        members: MembersChange::Replace(vec![user_ref("alice")]),
+    };
+    let record = prov
+        .update_group(&actor(), &group_id_for("Administrators"), change)
+        .await
+        .unwrap();
+    assert_eq!(record.external_id, None);
+    assert_eq!(
+        fake.member_names("Administrators"),
+        strings(&["Administrator", "alice"])
+    );
+    assert_eq!(
+        fake.writes(),
+        strings(&["add_group_member Administrators alice"])
+    );
+}
+
+#[tokio::test]
+async fn the_audit_log_claims_no_create_that_failed_and_names_the_platform_spelling() {
+    let (_fake, prov, audit, _dir) = audited_provisioner(
+        config(),
+        FakePlatform::new()
+            .with_user("jdoe", &[])
+            .with_user("alice", &[]),
+    );
+    let err = prov
+        .create_user(&actor(), new_user("JDoe"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProvisionError::Conflict(_)), "{err:?}");
+    let lines = audit();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["result"], "failed");
+    assert_eq!(lines[0]["changes"], serde_json::json!([]), "{lines:?}");
+
+    prov.create_group(&actor(), group_change("Corp-Sales"))
+        .await
+        .unwrap();
+    let change = GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Edit {
+            add: vec![user_ref("alice")],
+            remove: Vec::new(),
+        },
+    };
+    prov.update_group(&actor(), &group_id_for("corp-sales"), change)
+        .await
+        .unwrap();
+    let lines = audit();
+    let targets: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, ["Corp-Sales", "Corp-Sales"], "{lines:?}");
+    assert_eq!(
+        lines[2]["changes"],
+        serde_json::json!(["added User alice"]),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_refusal_has_an_audit_line_with_its_rule() {
+    let (fake, prov, audit, _dir) = audited_provisioner(
+        config(),
+        FakePlatform::new()
+            .with_user("jdoe", &[])
+            .with_user("svc-backup", &[])
+            .with_group("Sales", &[]),
+    );
+    // A rename (validation), an excluded user's update and delete (hidden), an excluded
+    // group's update (hidden), and an excluded user's create (policy).
+    let mut rename = new_user("someone-else");
+    rename.active = Some(true);
+    prov.update_user(&actor(), &id_for("jdoe"), rename)
+        .await
+        .unwrap_err();
+    prov.update_user(&actor(), &id_for("svc-backup"), new_user("svc-backup"))
+        .await
+        .unwrap_err();
+    prov.delete_user(&actor(), &id_for("Administrator"))
+        .await
+        .unwrap_err();
+    prov.update_group(
+        &actor(),
+        &group_id_for("Designers"),
+        group_change("Designers"),
+    )
+    .await
+    .unwrap_err();
+    prov.create_user(&actor(), new_user("SuperUser"))
+        .await
+        .unwrap_err();
+    let lines = audit();
+    let summary: Vec<(String, String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["operation"].as_str().unwrap().to_string(),
+                l["result"].as_str().unwrap().to_string(),
+                l["rule"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("update_user", "refused", "-"),
+        ("update_user", "refused", "user_exclusion_list"),
+        ("delete_user", "refused", "user_exclusion_list"),
+        ("update_group", "refused", "group_exclusion_list"),
+        ("create_user", "refused", "user_exclusion_list"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(summary, expected, "{lines:?}");
+    assert_eq!(lines[0]["target"], "jdoe");
+    assert!(lines[1]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exclusion list"));
+    assert_eq!(fake.writes(), Vec::<String>::new());
 }

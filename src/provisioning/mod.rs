@@ -92,19 +92,42 @@ pub fn default_user_attributes() -> BTreeMap<String, String> {
     .collect()
 }
 
-/// A resource's `id`: the platform cannot store ours nor rename entities, so the id is derived
-/// from the name: base64url of the case-folded name. Stable, reversible, URL-safe, and the same
-/// for every spelling the (case-insensitive) platform treats as one entity.
+/// A user's `id`: the platform cannot store ours nor rename entities, so the id is derived from
+/// the name: base64url of the case-folded name. Stable, reversible, URL-safe, and the same for
+/// every spelling the (case-insensitive) platform treats as one entity.
 pub fn id_for(name: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(names::fold(name))
 }
 
+/// Group ids carry this prefix, so a user and a group of the same name never share an id
+/// (RFC 7643 §3.1: ids are unique across all resources). `.` is outside base64url's alphabet,
+/// so no user id can start with it.
+const GROUP_ID_PREFIX: &str = "g.";
+
+/// A group's `id`: [`GROUP_ID_PREFIX`] and the user-id encoding of the case-folded name.
+pub fn group_id_for(name: &str) -> String {
+    format!("{GROUP_ID_PREFIX}{}", id_for(name))
+}
+
+/// The user name behind a user id.
 pub fn name_for(id: &str) -> Option<String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(id.trim())
         .ok()?;
     let name = String::from_utf8(bytes).ok()?;
     (!name.is_empty() && names::fold(&name) == name).then_some(name)
+}
+
+/// The group name behind a group id. Ids issued before groups had their own id space (no
+/// prefix) are still read where the request can only mean a group.
+pub fn group_name_for(id: &str) -> Option<String> {
+    let id = id.trim();
+    name_for(id.strip_prefix(GROUP_ID_PREFIX).unwrap_or(id))
+}
+
+/// The id a member reference has when it names a group in the current form.
+fn is_group_id(id: &str) -> bool {
+    id.trim().starts_with(GROUP_ID_PREFIX)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +158,8 @@ pub struct MemberRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupRecord {
     pub id: String,
+    /// The name the platform stores, in its spelling: what the audit log names.
+    pub platform_name: String,
     pub display_name: String,
     pub external_id: Option<String>,
     pub members: Vec<MemberRef>,
@@ -199,6 +224,14 @@ impl Rule {
 pub enum ProvisionError {
     #[error("{0} not found")]
     NotFound(String),
+    /// The request names an excluded user or group. Excluded entities do not exist for SCIM, so
+    /// the answer is the same not-found a read gets; the audit log keeps the rule.
+    #[error("{what} not found")]
+    Hidden {
+        rule: Rule,
+        what: String,
+        detail: String,
+    },
     #[error("{0}")]
     Conflict(String),
     #[error("refused by policy ({}): {detail}", rule.as_str())]
@@ -208,7 +241,8 @@ pub enum ProvisionError {
     Invalid { kind: &'static str, detail: String },
     #[error("{0}")]
     Platform(#[from] PlatformError),
-    /// Some members were changed and some were not; the message lists which failed and why.
+    /// A member change failed: the detail names it and says whether what was done before it
+    /// was taken back; `first` is the cause, which decides the status.
     #[error("{detail}")]
     Partial {
         detail: String,
@@ -223,6 +257,54 @@ impl ProvisionError {
         ProvisionError::Invalid {
             kind,
             detail: detail.into(),
+        }
+    }
+
+    /// How the audit log classes this failure: the client's request was refused (policy,
+    /// validation, an id that names nothing), or the platform failed it.
+    fn audit_outcome(&self) -> Outcome {
+        match self {
+            ProvisionError::NotFound(_)
+            | ProvisionError::Hidden { .. }
+            | ProvisionError::Refused { .. }
+            | ProvisionError::Invalid { .. } => Outcome::Refused,
+            ProvisionError::Conflict(_)
+            | ProvisionError::Platform(_)
+            | ProvisionError::Partial { .. }
+            | ProvisionError::Stopped => Outcome::Failed,
+        }
+    }
+
+    fn rule(&self) -> Option<Rule> {
+        match self {
+            ProvisionError::Hidden { rule, .. } | ProvisionError::Refused { rule, .. } => {
+                Some(*rule)
+            }
+            _ => None,
+        }
+    }
+
+    /// The reason the audit log gives: for a hidden entity the rule's text, not "not found".
+    fn audit_reason(&self) -> String {
+        match self {
+            ProvisionError::Hidden { detail, .. } => detail.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// What one write did, for its audit line: the target in the platform's spelling once it is
+/// known, and only the changes the platform confirmed.
+struct Trail {
+    target: String,
+    changes: Vec<String>,
+}
+
+impl Trail {
+    fn new(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            changes: Vec::new(),
         }
     }
 }
@@ -245,6 +327,23 @@ pub struct Provisioner {
 pub struct Page<T> {
     pub total: usize,
     pub items: Vec<T>,
+}
+
+/// A member reference resolved to a platform principal, or the reason it is left alone.
+enum Resolved {
+    Principal(Member),
+    /// Excluded by policy: neither added nor removed, audited, and the rest of the change goes on.
+    Skipped {
+        rule: Rule,
+        detail: String,
+    },
+}
+
+/// One membership write to make, and how to take it back.
+#[derive(Clone)]
+struct MemberWrite {
+    adding: bool,
+    member: Member,
 }
 
 impl Provisioner {
@@ -285,62 +384,87 @@ impl Provisioner {
             self.platform.terminate_sessions(&user.name).await?;
             ended += 1;
         }
-        self.audit.record(
-            "configuration",
-            "terminate_sessions",
-            "*",
-            Outcome::Done,
-            "provisioning configuration changed",
-            &[format!("{ended} users' sessions ended")],
-        );
+        self.audit.record(&audit::Entry {
+            client: "configuration",
+            operation: "terminate_sessions",
+            target: "*",
+            outcome: Outcome::Done,
+            rule: None,
+            reason: "provisioning configuration changed",
+            changes: &[format!("{ended} users' sessions ended")],
+        });
         Ok(ended)
     }
 
-    fn refuse(
-        &self,
-        actor: &Actor,
-        operation: &str,
-        target: &str,
-        rule: Rule,
-        detail: String,
-    ) -> ProvisionError {
-        self.audit.record(
-            &actor.client,
+    /// Records a request the SCIM layer refused before it reached the provisioning core (a
+    /// malformed body, a failed precondition), so every refusal has its audit line.
+    pub fn audit_refusal(&self, actor: &Actor, operation: &str, target: &str, reason: &str) {
+        self.audit.record(&audit::Entry {
+            client: &actor.client,
             operation,
             target,
-            Outcome::Refused,
-            &detail,
-            &[],
-        );
-        ProvisionError::Refused { rule, detail }
+            outcome: Outcome::Refused,
+            rule: None,
+            reason,
+            changes: &[],
+        });
     }
 
+    /// The one place a write's outcome becomes an audit line: what the platform confirmed on
+    /// success, the refusal or failure otherwise (with what had been done and undone).
     fn finish<T>(
         &self,
         actor: &Actor,
         operation: &str,
-        target: &str,
-        changes: &[String],
+        trail: &Trail,
         result: Result<T, ProvisionError>,
     ) -> Result<T, ProvisionError> {
         match &result {
             Ok(_) => {
-                if !changes.is_empty() || operation.starts_with("create") {
-                    self.audit
-                        .record(&actor.client, operation, target, Outcome::Done, "", changes)
+                if !trail.changes.is_empty() || operation.starts_with("create") {
+                    self.audit.record(&audit::Entry {
+                        client: &actor.client,
+                        operation,
+                        target: &trail.target,
+                        outcome: Outcome::Done,
+                        rule: None,
+                        reason: "",
+                        changes: &trail.changes,
+                    })
                 }
             }
-            Err(ProvisionError::Refused { .. }) => {}
-            Err(e) => self.audit.record(
-                &actor.client,
-                operation,
-                target,
-                Outcome::Failed,
-                &e.to_string(),
-                changes,
-            ),
+            Err(e) => {
+                let rule = e.rule();
+                if let Some(rule) = rule {
+                    count_refusal(rule);
+                }
+                self.audit.record(&audit::Entry {
+                    client: &actor.client,
+                    operation,
+                    target: &trail.target,
+                    outcome: e.audit_outcome(),
+                    rule: rule.map(Rule::as_str),
+                    reason: &e.audit_reason(),
+                    changes: &trail.changes,
+                })
+            }
         }
         result
+    }
+
+    /// An excluded member left alone: its own audit line, so the identity provider's change
+    /// still succeeds and the operator sees what was not done.
+    fn record_skip(&self, actor: &Actor, operation: &str, group: &str, rule: Rule, detail: &str) {
+        count_refusal(rule);
+        self.audit.record(&audit::Entry {
+            client: &actor.client,
+            operation,
+            target: group,
+            outcome: Outcome::Refused,
+            rule: Some(rule.as_str()),
+            reason: &format!("member skipped: {detail}"),
+            changes: &[],
+        });
     }
 
     // ---------------------------------------------------------------- users
@@ -358,6 +482,19 @@ impl Provisioner {
             .collect())
     }
 
+    /// The users the licence counts: every named user on the platform but the platform's own
+    /// built-in accounts. Disabled users count (they still hold a named-user licence), and so
+    /// do users on the configured exclusion list (real people or service accounts).
+    async fn licensed_users(&self) -> Result<usize, ProvisionError> {
+        Ok(self
+            .platform
+            .list_users()
+            .await?
+            .iter()
+            .filter(|u| !policy::is_built_in_user(&u.name))
+            .count())
+    }
+
     /// The user behind an id, or not found (excluded users do not exist for SCIM).
     fn user_name_of(&self, id: &str) -> Result<String, ProvisionError> {
         let name = name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("User {id}")))?;
@@ -372,6 +509,46 @@ impl Provisioner {
         self.read_user(&name).await
     }
 
+    /// The user a PUT or PATCH is about to change, read once for the version check and the
+    /// change itself. An excluded user is not found, as for a read, and the attempt is audited.
+    pub async fn user_for_change(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        id: &str,
+    ) -> Result<UserRecord, ProvisionError> {
+        let mut trail = Trail::new(name_for(id).unwrap_or_else(|| id.to_string()));
+        let result = self.changeable_user(id, &mut trail).await;
+        match result {
+            Ok(user) => Ok(user),
+            Err(e) => self.finish(actor, operation, &trail, Err(e)),
+        }
+    }
+
+    async fn changeable_user(
+        &self,
+        id: &str,
+        trail: &mut Trail,
+    ) -> Result<UserRecord, ProvisionError> {
+        let name = name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("User {id}")))?;
+        self.hide_excluded_user(&name, id)?;
+        let user = self.read_user(&name).await?;
+        trail.target = user.user_name.clone();
+        Ok(user)
+    }
+
+    /// Not found, with the rule kept for the audit log, when the user is excluded.
+    fn hide_excluded_user(&self, name: &str, id: &str) -> Result<(), ProvisionError> {
+        if self.policy().is_user_excluded(name) {
+            return Err(ProvisionError::Hidden {
+                rule: Rule::UserExclusion,
+                what: format!("User {id}"),
+                detail: format!("{name} is on the user provisioning exclusion list"),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads a user by platform name; not-found when excluded or absent.
     pub async fn read_user(&self, name: &str) -> Result<UserRecord, ProvisionError> {
         let policy = self.policy();
@@ -383,6 +560,10 @@ impl Provisioner {
             .get_user(name)
             .await
             .map_err(not_found_as("User", name))?;
+        // The platform's own spelling may fold differently from what was asked.
+        if policy.is_user_excluded(&user.name) {
+            return Err(ProvisionError::NotFound(format!("User {name}")));
+        }
         let (active, extensions, groups) = tokio::try_join!(
             self.platform.is_user_enabled(&user.name),
             self.platform.user_extensions(&user.name),
@@ -406,7 +587,7 @@ impl Provisioner {
             .into_iter()
             .filter(|g| policy.is_group_visible(&g.name))
             .map(|g| GroupRef {
-                id: id_for(&g.name),
+                id: group_id_for(&g.name),
                 display: policy.idp_group(&g.name),
             })
             .collect();
@@ -437,12 +618,25 @@ impl Provisioner {
         actor: &Actor,
         change: UserChange,
     ) -> Result<UserRecord, ProvisionError> {
-        let Some(user_name) = change.user_name.clone().map(|n| n.trim().to_string()) else {
-            return Err(ProvisionError::invalid(
-                "invalidValue",
-                "userName is required",
-            ));
-        };
+        let user_name = change
+            .user_name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+        let mut trail = Trail::new(user_name.clone());
+        let result = self
+            .create_user_checked(&user_name, &change, &mut trail)
+            .await;
+        self.finish(actor, "create_user", &trail, result)
+    }
+
+    async fn create_user_checked(
+        &self,
+        user_name: &str,
+        change: &UserChange,
+        trail: &mut Trail,
+    ) -> Result<UserRecord, ProvisionError> {
         if user_name.is_empty() {
             return Err(ProvisionError::invalid(
                 "invalidValue",
@@ -450,16 +644,13 @@ impl Provisioner {
             ));
         }
         let policy = self.policy();
-        if policy.is_user_excluded(&user_name) {
-            return Err(self.refuse(
-                actor,
-                "create_user",
-                &user_name,
-                Rule::UserExclusion,
-                format!("{user_name} is on the user provisioning exclusion list"),
-            ));
+        if policy.is_user_excluded(user_name) {
+            return Err(ProvisionError::Refused {
+                rule: Rule::UserExclusion,
+                detail: format!("{user_name} is on the user provisioning exclusion list"),
+            });
         }
-        if let Some(reason) = names::invalid_reason(&user_name) {
+        if let Some(reason) = names::invalid_reason(user_name) {
             return Err(ProvisionError::invalid(
                 "invalidValue",
                 format!("userName {user_name:?} cannot be a platform user name: {reason}"),
@@ -470,26 +661,17 @@ impl Provisioner {
             None => None,
         };
         if let Some(cap) = policy.config.max_users {
-            let count = self.user_names().await?.len();
+            let count = self.licensed_users().await?;
             if count >= cap {
-                return Err(self.refuse(
-                    actor,
-                    "create_user",
-                    &user_name,
-                    Rule::LicenceCap,
-                    format!("the licence allows {cap} provisioned users and {count} exist"),
-                ));
+                return Err(ProvisionError::Refused {
+                    rule: Rule::LicenceCap,
+                    detail: format!("the licence allows {cap} named users and {count} exist"),
+                });
             }
         }
-        let mut changes = vec![format!("created {user_name}")];
-        let result = self
-            .create_user_steps(&policy, &user_name, &change, &mut changes)
-            .await;
-        let result = match result {
-            Ok(()) => self.read_user(&user_name).await,
-            Err(e) => Err(e),
-        };
-        self.finish(actor, "create_user", &user_name, &changes, result)
+        self.create_user_steps(&policy, user_name, change, &mut trail.changes)
+            .await?;
+        self.read_user(user_name).await
     }
 
     async fn create_user_steps(
@@ -517,6 +699,7 @@ impl Provisioner {
                 }
                 other => other.into(),
             })?;
+        changes.push(format!("created {user_name}"));
         // From here on the user exists: any failure removes it again, so a retry starts clean.
         let rest = async {
             if let Some(project) = &defaults.project {
@@ -553,27 +736,8 @@ impl Provisioner {
         id: &str,
         change: UserChange,
     ) -> Result<UserRecord, ProvisionError> {
-        let name = match name_for(id) {
-            Some(n) => n,
-            None => return Err(ProvisionError::NotFound(format!("User {id}"))),
-        };
-        self.refuse_if_user_excluded(actor, &name)?;
-        let current = self.read_user(&name).await?;
+        let current = self.user_for_change(actor, "update_user", id).await?;
         self.update_read_user(actor, current, change).await
-    }
-
-    /// An audited refusal when the user is on the exclusion list.
-    fn refuse_if_user_excluded(&self, actor: &Actor, name: &str) -> Result<(), ProvisionError> {
-        if self.policy().is_user_excluded(name) {
-            return Err(self.refuse(
-                actor,
-                "update_user",
-                name,
-                Rule::UserExclusion,
-                format!("{name} is on the user provisioning exclusion list"),
-            ));
-        }
-        Ok(())
     }
 
     /// `update_user` for a user the caller has just read (to check its version or to apply a
@@ -584,8 +748,21 @@ impl Provisioner {
         current: UserRecord,
         change: UserChange,
     ) -> Result<UserRecord, ProvisionError> {
+        let mut trail = Trail::new(current.user_name.clone());
+        let result = self
+            .update_user_checked(&current, &change, &mut trail)
+            .await;
+        self.finish(actor, "update_user", &trail, result)
+    }
+
+    async fn update_user_checked(
+        &self,
+        current: &UserRecord,
+        change: &UserChange,
+        trail: &mut Trail,
+    ) -> Result<UserRecord, ProvisionError> {
         // Checked again: a reload may have excluded the user since it was read.
-        self.refuse_if_user_excluded(actor, &current.user_name)?;
+        self.hide_excluded_user(&current.user_name, &current.id)?;
         let policy = self.policy();
         if let Some(new_name) = &change.user_name {
             if !names::same(new_name.trim(), &current.user_name) {
@@ -598,15 +775,9 @@ impl Provisioner {
                 ));
             }
         }
-        let mut changes = Vec::new();
-        let result = self
-            .update_user_steps(&policy, &current, &change, &mut changes)
-            .await;
-        let result = match result {
-            Ok(()) => self.read_user(&current.user_name).await,
-            Err(e) => Err(e),
-        };
-        self.finish(actor, "update_user", &current.user_name, &changes, result)
+        self.update_user_steps(&policy, current, change, &mut trail.changes)
+            .await?;
+        self.read_user(&current.user_name).await
     }
 
     async fn update_user_steps(
@@ -661,44 +832,38 @@ impl Provisioner {
     }
 
     pub async fn delete_user(&self, actor: &Actor, id: &str) -> Result<(), ProvisionError> {
+        let mut trail = Trail::new(name_for(id).unwrap_or_else(|| id.to_string()));
+        let result = self.delete_user_checked(id, &mut trail).await;
+        self.finish(actor, "delete_user", &trail, result)
+    }
+
+    async fn delete_user_checked(&self, id: &str, trail: &mut Trail) -> Result<(), ProvisionError> {
         let policy = self.policy();
-        let Some(name) = name_for(id) else {
-            return Err(ProvisionError::NotFound(format!("User {id}")));
-        };
-        if policy.is_user_excluded(&name) {
-            return Err(self.refuse(
-                actor,
-                "delete_user",
-                &name,
-                Rule::UserExclusion,
-                format!("{name} is on the user provisioning exclusion list"),
-            ));
-        }
+        let name = name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("User {id}")))?;
+        self.hide_excluded_user(&name, id)?;
         let user = self
             .platform
             .get_user(&name)
             .await
             .map_err(not_found_as("User", id))?;
-        let mut changes = Vec::new();
-        let result = async {
-            match policy.config.deprovision {
-                DeprovisionMode::Delete => {
-                    // Sessions first: a deleted user's session would otherwise linger.
-                    self.platform.terminate_sessions(&user.name).await?;
-                    self.platform.delete_user(&user.name).await?;
-                    changes.push("deleted".to_string());
-                }
-                DeprovisionMode::Disable => {
-                    self.platform.set_user_enabled(&user.name, false).await?;
-                    changes.push("disabled (deprovision = disable)".to_string());
-                    self.platform.terminate_sessions(&user.name).await?;
-                    changes.push("sessions ended".to_string());
-                }
+        trail.target = user.name.clone();
+        self.hide_excluded_user(&user.name, id)?;
+        let changes = &mut trail.changes;
+        match policy.config.deprovision {
+            DeprovisionMode::Delete => {
+                // Sessions first: a deleted user's session would otherwise linger.
+                self.platform.terminate_sessions(&user.name).await?;
+                self.platform.delete_user(&user.name).await?;
+                changes.push("deleted".to_string());
             }
-            Ok::<(), ProvisionError>(())
+            DeprovisionMode::Disable => {
+                self.platform.set_user_enabled(&user.name, false).await?;
+                changes.push("disabled (deprovision = disable)".to_string());
+                self.platform.terminate_sessions(&user.name).await?;
+                changes.push("sessions ended".to_string());
+            }
         }
-        .await;
-        self.finish(actor, "delete_user", &user.name, &changes, result)
+        Ok(())
     }
 
     // ---------------------------------------------------------------- groups
@@ -717,7 +882,8 @@ impl Provisioner {
     }
 
     fn group_name_of(&self, id: &str) -> Result<String, ProvisionError> {
-        let name = name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("Group {id}")))?;
+        let name =
+            group_name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("Group {id}")))?;
         if !self.policy().is_group_visible(&name) {
             return Err(ProvisionError::NotFound(format!("Group {id}")));
         }
@@ -727,6 +893,42 @@ impl Provisioner {
     pub async fn get_group(&self, id: &str) -> Result<GroupRecord, ProvisionError> {
         let name = self.group_name_of(id)?;
         self.read_group(&name).await
+    }
+
+    /// The group a PUT or PATCH is about to change (see [`Self::user_for_change`]).
+    pub async fn group_for_change(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        id: &str,
+    ) -> Result<GroupRecord, ProvisionError> {
+        let mut trail = Trail::new(group_name_for(id).unwrap_or_else(|| id.to_string()));
+        let result = async {
+            let name = self.changeable_group_name(id)?;
+            let group = self.read_group(&name).await?;
+            trail.target = group.platform_name.clone();
+            Ok(group)
+        }
+        .await;
+        match result {
+            Ok(group) => Ok(group),
+            Err(e) => self.finish(actor, operation, &trail, Err(e)),
+        }
+    }
+
+    /// The platform name of a group that SCIM may change; not found (with the rule kept for
+    /// the audit log) when the group is excluded and no mapping makes it visible.
+    fn changeable_group_name(&self, id: &str) -> Result<String, ProvisionError> {
+        let name =
+            group_name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("Group {id}")))?;
+        if !self.policy().is_group_visible(&name) {
+            return Err(ProvisionError::Hidden {
+                rule: Rule::GroupExclusion,
+                what: format!("Group {id}"),
+                detail: format!("{name} is on the group provisioning exclusion list"),
+            });
+        }
+        Ok(name)
     }
 
     pub async fn read_group(&self, platform_name: &str) -> Result<GroupRecord, ProvisionError> {
@@ -747,7 +949,7 @@ impl Provisioner {
             .into_iter()
             .filter(|m| member_visible(&policy, m))
             .map(|m| MemberRef {
-                id: id_for(&m.name),
+                id: member_id(&m),
                 display: Some(match m.kind {
                     MemberKind::Group => policy.idp_group(&m.name),
                     MemberKind::User => m.name.clone(),
@@ -762,8 +964,9 @@ impl Provisioner {
             .and_then(|vocab| group.tags.iter().find(|t| &t.vocabulary == vocab))
             .map(|t| t.term.clone());
         Ok(GroupRecord {
-            id: id_for(&group.name),
+            id: group_id_for(&group.name),
             display_name: policy.idp_group(&group.name),
+            platform_name: group.name,
             external_id,
             members,
         })
@@ -788,28 +991,40 @@ impl Provisioner {
         actor: &Actor,
         change: GroupChange,
     ) -> Result<GroupRecord, ProvisionError> {
-        let Some(idp_name) = change.display_name.clone().map(|n| n.trim().to_string()) else {
-            return Err(ProvisionError::invalid(
-                "invalidValue",
-                "displayName is required",
-            ));
-        };
+        let idp_name = change
+            .display_name
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+        let policy = self.policy();
+        let mut trail = Trail::new(policy.platform_group(&idp_name));
+        let result = self
+            .create_group_checked(actor, &policy, &idp_name, change, &mut trail)
+            .await;
+        self.finish(actor, "create_group", &trail, result)
+    }
+
+    async fn create_group_checked(
+        &self,
+        actor: &Actor,
+        policy: &Policy,
+        idp_name: &str,
+        change: GroupChange,
+        trail: &mut Trail,
+    ) -> Result<GroupRecord, ProvisionError> {
         if idp_name.is_empty() {
             return Err(ProvisionError::invalid(
                 "invalidValue",
                 "displayName is required",
             ));
         }
-        let policy = self.policy();
-        let platform_name = policy.platform_group(&idp_name);
+        let platform_name = policy.platform_group(idp_name);
         if policy.is_group_excluded(&platform_name) {
-            return Err(self.refuse(
-                actor,
-                "create_group",
-                &platform_name,
-                Rule::GroupExclusion,
-                format!("{platform_name} is on the group provisioning exclusion list"),
-            ));
+            return Err(ProvisionError::Refused {
+                rule: Rule::GroupExclusion,
+                detail: format!("{platform_name} is on the group provisioning exclusion list"),
+            });
         }
         if let Some(reason) = names::invalid_reason(&platform_name) {
             return Err(ProvisionError::invalid(
@@ -817,15 +1032,30 @@ impl Provisioner {
                 format!("{platform_name:?} cannot be a platform group name: {reason}"),
             ));
         }
+        let members = match change.members {
+            MembersChange::Replace(m) => m,
+            MembersChange::Edit { add, .. } => add,
+            MembersChange::Keep => Vec::new(),
+        };
+        // Members are resolved before the group exists: a member that names nothing fails the
+        // create before anything is written.
+        let plan = self
+            .plan_members(
+                actor,
+                "create_group",
+                policy,
+                &platform_name,
+                members,
+                Vec::new(),
+            )
+            .await?;
         let defaults = &policy.config.group_defaults;
-        let mut changes = vec![format!("created {platform_name}")];
         let tags = with_external_id(
-            &policy,
+            policy,
             defaults.tags.clone().unwrap_or_default(),
             &change.external_id,
         );
-        let created = self
-            .platform
+        self.platform
             .create_group(&NewGroup {
                 name: platform_name.clone(),
                 description: defaults.description.clone().unwrap_or_default(),
@@ -838,38 +1068,21 @@ impl Provisioner {
                     ProvisionError::Conflict(format!("Group {idp_name} already exists"))
                 }
                 other => other.into(),
+            })?;
+        trail.changes.push(format!("created {platform_name}"));
+        if let Err(e) = self
+            .apply_member_writes(&platform_name, plan, false, &mut trail.changes)
+            .await
+        {
+            // A group with only some of its members is worse than none: the IdP retries.
+            let undo = self.platform.delete_group(&platform_name).await;
+            trail.changes.push(match undo {
+                Ok(()) => format!("removed {platform_name} again after the failure"),
+                Err(u) => format!("could not remove {platform_name}: {u}"),
             });
-        if let Err(e) = created {
-            return self.finish(actor, "create_group", &platform_name, &changes, Err(e));
+            return Err(e);
         }
-        let members = match change.members {
-            MembersChange::Replace(m) => m,
-            MembersChange::Edit { add, .. } => add,
-            MembersChange::Keep => Vec::new(),
-        };
-        let added = self
-            .apply_members(
-                &policy,
-                &platform_name,
-                &[],
-                members,
-                Vec::new(),
-                &mut changes,
-            )
-            .await;
-        let result = match added {
-            Ok(()) => self.read_group(&platform_name).await,
-            Err(e) => {
-                // A group with only some of its members is worse than none: the IdP retries.
-                let undo = self.platform.delete_group(&platform_name).await;
-                changes.push(match undo {
-                    Ok(()) => format!("removed {platform_name} again after the failure"),
-                    Err(u) => format!("could not remove {platform_name}: {u}"),
-                });
-                Err(e)
-            }
-        };
-        self.finish(actor, "create_group", &platform_name, &changes, result)
+        self.read_group(&platform_name).await
     }
 
     pub async fn update_group(
@@ -878,26 +1091,8 @@ impl Provisioner {
         id: &str,
         change: GroupChange,
     ) -> Result<GroupRecord, ProvisionError> {
-        let platform_name = self.updatable_group(actor, id)?;
-        let current = self.read_group(&platform_name).await?;
+        let current = self.group_for_change(actor, "update_group", id).await?;
         self.update_read_group(actor, current, change).await
-    }
-
-    /// The platform name of a group that may be updated; an audited refusal when it is excluded.
-    fn updatable_group(&self, actor: &Actor, id: &str) -> Result<String, ProvisionError> {
-        let Some(platform_name) = name_for(id) else {
-            return Err(ProvisionError::NotFound(format!("Group {id}")));
-        };
-        if !self.policy().is_group_visible(&platform_name) {
-            return Err(self.refuse(
-                actor,
-                "update_group",
-                &platform_name,
-                Rule::GroupExclusion,
-                format!("{platform_name} is on the group provisioning exclusion list"),
-            ));
-        }
-        Ok(platform_name)
     }
 
     /// `update_group` for a group the caller has just read, so the platform is not asked for
@@ -908,258 +1103,433 @@ impl Provisioner {
         current: GroupRecord,
         change: GroupChange,
     ) -> Result<GroupRecord, ProvisionError> {
-        let id = current.id.clone();
+        let mut trail = Trail::new(current.platform_name.clone());
+        let result = self
+            .update_group_checked(actor, &current, change, &mut trail)
+            .await;
+        self.finish(actor, "update_group", &trail, result)
+    }
+
+    async fn update_group_checked(
+        &self,
+        actor: &Actor,
+        current: &GroupRecord,
+        change: GroupChange,
+        trail: &mut Trail,
+    ) -> Result<GroupRecord, ProvisionError> {
         // Checked again: a reload may have excluded the group since it was read.
-        let platform_name = self.updatable_group(actor, &id)?;
+        let platform_name = self.changeable_group_name(&current.id)?;
         let policy = self.policy();
         if let Some(new_name) = &change.display_name {
             let target = policy.platform_group(new_name);
             if !names::same(&target, &platform_name) {
-                let rule_detail = if policy.is_group_excluded(&platform_name) {
-                    " (it is also on the group exclusion list)"
-                } else {
-                    ""
-                };
                 return Err(ProvisionError::invalid(
                     "mutability",
                     format!(
-                        "displayName cannot change from {:?} to {new_name:?}: the platform cannot rename groups{rule_detail}",
+                        "displayName cannot change from {:?} to {new_name:?}: the platform cannot rename groups",
                         current.display_name
                     ),
                 ));
             }
         }
-        if !matches!(change.external_id, Change::Keep) {
-            let platform_group = self
-                .platform
-                .get_group(&platform_name)
-                .await
-                .map_err(not_found_as("Group", &id))?;
-            let tags = with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
-            if tags != platform_group.tags {
-                if policy.is_group_excluded(&platform_name) {
-                    return Err(self.refuse(
-                        actor,
-                        "update_group",
-                        &platform_name,
-                        Rule::GroupExclusion,
-                        format!("{platform_name} is on the group provisioning exclusion list: only its membership may change"),
-                    ));
-                }
-                self.platform.set_group_tags(&platform_name, &tags).await?;
-            }
-        }
-        let (add, remove) = match change.members {
-            MembersChange::Keep => (Vec::new(), Vec::new()),
-            MembersChange::Edit { add, remove } => (add, remove),
-            MembersChange::Replace(wanted) => {
-                let remove = current
-                    .members
-                    .iter()
-                    .filter(|m| !wanted.iter().any(|w| w.id == m.id))
-                    .cloned()
-                    .collect();
-                (wanted, remove)
-            }
+        let (add, remove, replacing) = match change.members {
+            MembersChange::Keep => (Vec::new(), Vec::new(), false),
+            MembersChange::Edit { add, remove } => (add, remove, false),
+            MembersChange::Replace(wanted) => (wanted, Vec::new(), true),
         };
-        let mut changes = Vec::new();
-        let result = self
-            .apply_members(
+        let mut plan = self
+            .plan_members(
+                actor,
+                "update_group",
                 &policy,
-                &platform_name,
-                &current.members,
+                &current.platform_name,
                 add,
                 remove,
-                &mut changes,
             )
-            .await;
-        let result = match result {
-            Ok(()) => self.read_group(&platform_name).await,
-            Err(e) => Err(e),
-        };
-        self.finish(actor, "update_group", &platform_name, &changes, result)
+            .await?;
+        if replacing {
+            // Everything visible that the new list does not name goes; protected groups nested
+            // by an administrator stay, as do members the identity provider cannot see.
+            let wanted: Vec<String> = plan
+                .iter()
+                .filter(|w| w.adding)
+                .map(|w| member_id(&w.member))
+                .collect();
+            for m in &current.members {
+                let Some(kind) = m.kind else { continue };
+                let Some(name) = member_name(m) else { continue };
+                let member = Member { name, kind };
+                if kind == MemberKind::Group && policy.is_group_excluded(&member.name) {
+                    continue;
+                }
+                if !wanted.contains(&m.id) {
+                    plan.push(MemberWrite {
+                        adding: false,
+                        member,
+                    });
+                }
+            }
+        }
+        plan.retain(|w| !w.is_noop(&current.members));
+        if !matches!(change.external_id, Change::Keep) {
+            if policy.is_group_excluded(&platform_name) {
+                // A mapped built-in group: only its membership may change, and the identity
+                // provider's externalId for it is simply not kept.
+                tracing::warn!(
+                    group = %current.platform_name,
+                    "externalId ignored: a protected group's tags are not changed through SCIM"
+                );
+            } else {
+                let platform_group = self
+                    .platform
+                    .get_group(&platform_name)
+                    .await
+                    .map_err(not_found_as("Group", &current.id))?;
+                let tags =
+                    with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
+                if tags != platform_group.tags {
+                    self.platform.set_group_tags(&platform_name, &tags).await?;
+                    trail.changes.push("externalId tag set".into());
+                }
+            }
+        }
+        self.apply_member_writes(&current.platform_name, plan, true, &mut trail.changes)
+            .await?;
+        self.read_group(&current.platform_name).await
     }
 
     pub async fn delete_group(&self, actor: &Actor, id: &str) -> Result<(), ProvisionError> {
-        let policy = self.policy();
-        let Some(platform_name) = name_for(id) else {
-            return Err(ProvisionError::NotFound(format!("Group {id}")));
-        };
-        if policy.is_group_excluded(&platform_name) {
-            return Err(self.refuse(
-                actor,
-                "delete_group",
-                &platform_name,
-                Rule::GroupExclusion,
-                format!("{platform_name} is on the group provisioning exclusion list"),
-            ));
+        let mut trail = Trail::new(group_name_for(id).unwrap_or_else(|| id.to_string()));
+        let result = async {
+            let policy = self.policy();
+            let platform_name = self.changeable_group_name(id)?;
+            let group = self
+                .platform
+                .get_group(&platform_name)
+                .await
+                .map_err(not_found_as("Group", id))?;
+            trail.target = group.name.clone();
+            if policy.is_group_excluded(&group.name) {
+                // Visible only through a mapping, which lets its membership change, nothing else.
+                return Err(ProvisionError::Refused {
+                    rule: Rule::GroupExclusion,
+                    detail: format!(
+                        "{} is on the group provisioning exclusion list: only its membership may change",
+                        group.name
+                    ),
+                });
+            }
+            self.platform.delete_group(&group.name).await?;
+            trail.changes.push("deleted".into());
+            Ok(())
         }
-        let group = self
-            .platform
-            .get_group(&platform_name)
-            .await
-            .map_err(not_found_as("Group", id))?;
-        let result = self
-            .platform
-            .delete_group(&group.name)
-            .await
-            .map_err(ProvisionError::from);
-        self.finish(
-            actor,
-            "delete_group",
-            &group.name,
-            &["deleted".into()],
-            result,
-        )
+        .await;
+        self.finish(actor, "delete_group", &trail, result)
     }
 
-    /// Adds and removes members one by one; every member is checked against policy first,
-    /// and the error names exactly the members that failed.
-    async fn apply_members(
+    /// Resolves every member of a change before anything is written, so a reference that names
+    /// nothing fails the whole change with nothing applied. Excluded members are skipped (and
+    /// audited); changes that are already true are dropped.
+    async fn plan_members(
         &self,
+        actor: &Actor,
+        operation: &str,
         policy: &Policy,
         group: &str,
-        current: &[MemberRef],
         add: Vec<MemberRef>,
         remove: Vec<MemberRef>,
-        changes: &mut Vec<String>,
-    ) -> Result<(), ProvisionError> {
+    ) -> Result<Vec<MemberWrite>, ProvisionError> {
+        let mut plan: Vec<MemberWrite> = Vec::new();
         let mut failures: Vec<(String, ProvisionError)> = Vec::new();
-        for (adding, member) in add
+        for (adding, reference) in add
             .into_iter()
             .map(|m| (true, m))
             .chain(remove.into_iter().map(|m| (false, m)))
         {
-            let label = match &member.display {
-                Some(d) => format!("{d} (id {})", member.id),
-                None => member.id.clone(),
-            };
-            // Policy first: an excluded principal is refused even when the change would be a
-            // no-op, so the identity provider learns it cannot manage it.
-            if let Err(e) = refuse_excluded_member(policy, &member) {
-                failures.push((label, e));
-                continue;
-            }
-            let present = current.iter().any(|c| c.id == member.id);
-            if adding == present {
-                continue;
-            }
-            let resolved = match self.resolve_member(policy, &member).await {
-                Ok(m) => m,
-                Err(e) => {
-                    failures.push((label, e));
-                    continue;
+            match self.resolve_member(policy, group, &reference).await {
+                Ok(Resolved::Principal(member)) => {
+                    let write = MemberWrite { adding, member };
+                    // The same member named twice (or added and removed) counts once, last wins.
+                    plan.retain(|w| member_id(&w.member) != member_id(&write.member));
+                    plan.push(write);
                 }
-            };
-            let outcome = if adding {
-                self.platform.add_group_member(group, &resolved).await
-            } else {
-                self.platform.remove_group_member(group, &resolved).await
-            };
-            match outcome {
-                Ok(()) => changes.push(format!(
-                    "{} {} {}",
-                    if adding { "added" } else { "removed" },
-                    resolved.kind.as_str(),
-                    resolved.name
-                )),
-                Err(PlatformError::NotFound(_)) => {
-                    failures.push((label, missing_member(&member.id, Some(resolved.kind))))
+                Ok(Resolved::Skipped { rule, detail }) => {
+                    self.record_skip(actor, operation, group, rule, &detail)
                 }
-                Err(e) => failures.push((label, e.into())),
+                Err(e) => failures.push((member_label(&reference), e)),
             }
         }
-        if failures.is_empty() {
-            return Ok(());
+        if let Some(e) = combine_failures(failures) {
+            return Err(e);
         }
-        let detail = format!(
-            "{} member change(s) failed: {}",
-            failures.len(),
-            failures
-                .iter()
-                .map(|(m, e)| format!("{m}: {e}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        let single = failures.len() == 1;
-        let first = failures.into_iter().next().map(|(_, e)| e);
-        match first {
-            // One refused member and nothing done: the refusal itself is the clearest answer.
-            Some(first)
-                if single
-                    && changes.is_empty()
-                    && matches!(first, ProvisionError::Refused { .. }) =>
-            {
-                Err(first)
-            }
-            Some(first) => Err(ProvisionError::Partial {
-                detail,
-                first: Box::new(first),
-            }),
-            None => Ok(()),
-        }
+        Ok(plan)
     }
 
-    /// Turns a member reference into a platform principal. An untyped member is a user if such
-    /// a user exists, else a group if such a group exists.
+    /// Makes the planned membership writes. When one fails, the ones already made are taken
+    /// back (RFC 7644 §3.5.2: a PATCH is atomic), so the answer is an error only over an
+    /// unchanged group.
+    async fn apply_member_writes(
+        &self,
+        group: &str,
+        plan: Vec<MemberWrite>,
+        take_back: bool,
+        changes: &mut Vec<String>,
+    ) -> Result<(), ProvisionError> {
+        let mut done: Vec<MemberWrite> = Vec::new();
+        for write in plan {
+            let outcome = if write.adding {
+                self.platform.add_group_member(group, &write.member).await
+            } else {
+                self.platform
+                    .remove_group_member(group, &write.member)
+                    .await
+            };
+            match outcome {
+                Ok(()) => {
+                    changes.push(write.describe());
+                    done.push(write);
+                }
+                Err(e) => {
+                    let label = format!(
+                        "{} {} {}",
+                        if write.adding { "adding" } else { "removing" },
+                        write.member.kind.as_str(),
+                        write.member.name
+                    );
+                    let cause: ProvisionError = match e {
+                        PlatformError::NotFound(_) => {
+                            missing_member(&member_id(&write.member), Some(write.member.kind))
+                        }
+                        other => other.into(),
+                    };
+                    let mut not_undone = Vec::new();
+                    // A group created for this request is removed whole instead.
+                    let undo_each = if take_back { done } else { Vec::new() };
+                    for made in undo_each.into_iter().rev() {
+                        let undo = if made.adding {
+                            self.platform.remove_group_member(group, &made.member).await
+                        } else {
+                            self.platform.add_group_member(group, &made.member).await
+                        };
+                        match undo {
+                            Ok(()) => changes.push(format!("undone: {}", made.describe())),
+                            Err(u) => not_undone.push(format!("{} ({u})", made.describe())),
+                        }
+                    }
+                    if not_undone.is_empty() {
+                        return Err(ProvisionError::Partial {
+                            detail: format!("{label} failed, nothing was changed: {cause}"),
+                            first: Box::new(cause),
+                        });
+                    }
+                    changes.extend(not_undone.iter().map(|n| format!("could not undo: {n}")));
+                    return Err(ProvisionError::Partial {
+                        detail: format!(
+                            "{label} failed: {cause}; these changes could not be taken back: {}",
+                            not_undone.join("; ")
+                        ),
+                        first: Box::new(cause),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The one place where a member reference becomes a platform principal, and so the one
+    /// place the exclusion lists are applied to members: on the name asked for, whatever the
+    /// declared type, and again on the principal the platform resolved it to. A `type` hint
+    /// may choose between a user and a group; it never avoids a check.
     async fn resolve_member(
         &self,
         policy: &Policy,
+        group: &str,
         member: &MemberRef,
-    ) -> Result<Member, ProvisionError> {
-        let name = name_for(&member.id).ok_or_else(|| missing_member(&member.id, member.kind))?;
-        // A declared type that names nothing is treated like no type: clients get it wrong.
-        let declared = match member.kind {
-            Some(MemberKind::User) => self
-                .platform
-                .get_user(&name)
-                .await
-                .map(|_| MemberKind::User),
-            Some(MemberKind::Group) => self
-                .platform
-                .get_group(&name)
-                .await
-                .map(|_| MemberKind::Group),
-            None => Err(PlatformError::NotFound(String::new())),
-        };
-        let kind = match declared {
-            Ok(k) => k,
-            Err(e) if !matches!(e, PlatformError::NotFound(_)) => return Err(e.into()),
-            Err(_) => match self.platform.get_user(&name).await {
-                Ok(_) => MemberKind::User,
-                Err(PlatformError::NotFound(_)) => match self.platform.get_group(&name).await {
-                    Ok(_) => MemberKind::Group,
-                    Err(PlatformError::NotFound(_)) => {
-                        return Err(missing_member(&member.id, member.kind))
-                    }
-                    Err(e) => return Err(e.into()),
-                },
-                Err(e) => return Err(e.into()),
-            },
-        };
-        if kind == MemberKind::Group && !policy.is_group_visible(&name) {
-            return Err(ProvisionError::Refused {
-                rule: Rule::GroupExclusion,
-                detail: format!("{name} is on the group provisioning exclusion list"),
-            });
+    ) -> Result<Resolved, ProvisionError> {
+        let group_id = is_group_id(&member.id);
+        let name = if group_id {
+            group_name_for(&member.id)
+        } else {
+            name_for(&member.id)
         }
-        Ok(Member { name, kind })
+        .ok_or_else(|| missing_member(&member.id, member.kind))?;
+        if let Some(skip) = excluded_member(policy, &name, group_id) {
+            return Ok(skip);
+        }
+        let resolved = if group_id {
+            self.find_group(&name)
+                .await?
+                .ok_or_else(|| missing_member(&member.id, Some(MemberKind::Group)))?
+        } else {
+            // An old-form id names a user or a group; the hint says which to try first, and a
+            // hint that names nothing is treated like no hint (clients get it wrong).
+            let order = match member.kind {
+                Some(MemberKind::Group) => [MemberKind::Group, MemberKind::User],
+                _ => [MemberKind::User, MemberKind::Group],
+            };
+            let mut found = None;
+            for kind in order {
+                found = match kind {
+                    MemberKind::User => self.find_user(&name).await?,
+                    MemberKind::Group => self.find_group(&name).await?,
+                };
+                if found.is_some() {
+                    break;
+                }
+            }
+            found.ok_or_else(|| missing_member(&member.id, member.kind))?
+        };
+        if let Some(skip) = excluded_principal(policy, &resolved) {
+            return Ok(skip);
+        }
+        if resolved.kind == MemberKind::Group && names::same(&resolved.name, group) {
+            return Err(ProvisionError::invalid(
+                "invalidValue",
+                format!("a group cannot be a member of itself ({group})"),
+            ));
+        }
+        Ok(Resolved::Principal(resolved))
+    }
+
+    async fn find_user(&self, name: &str) -> Result<Option<Member>, ProvisionError> {
+        match self.platform.get_user(name).await {
+            Ok(u) => Ok(Some(Member {
+                name: u.name,
+                kind: MemberKind::User,
+            })),
+            Err(PlatformError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_group(&self, name: &str) -> Result<Option<Member>, ProvisionError> {
+        match self.platform.get_group(name).await {
+            Ok(g) => Ok(Some(Member {
+                name: g.name,
+                kind: MemberKind::Group,
+            })),
+            Err(PlatformError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
-/// Refuses a member reference that names an excluded user (whatever its declared type, an
-/// untyped reference could resolve to the user), before the platform is asked anything.
-fn refuse_excluded_member(policy: &Policy, member: &MemberRef) -> Result<(), ProvisionError> {
-    let Some(name) = name_for(&member.id) else {
-        return Ok(());
-    };
-    if member.kind != Some(MemberKind::Group) && policy.is_user_excluded(&name) {
-        return Err(ProvisionError::Refused {
+impl MemberWrite {
+    fn describe(&self) -> String {
+        format!(
+            "{} {} {}",
+            if self.adding { "added" } else { "removed" },
+            self.member.kind.as_str(),
+            self.member.name
+        )
+    }
+
+    /// Adding a member that is there, or removing one that is not.
+    fn is_noop(&self, current: &[MemberRef]) -> bool {
+        let id = member_id(&self.member);
+        let present = current.iter().any(|c| c.id == id);
+        self.adding == present
+    }
+}
+
+/// A member's id in the current form: users and groups have separate id spaces.
+fn member_id(m: &Member) -> String {
+    match m.kind {
+        MemberKind::User => id_for(&m.name),
+        MemberKind::Group => group_id_for(&m.name),
+    }
+}
+
+/// The platform name of a member the gateway rendered itself.
+fn member_name(m: &MemberRef) -> Option<String> {
+    match m.kind {
+        Some(MemberKind::Group) => group_name_for(&m.id),
+        _ => name_for(&m.id),
+    }
+}
+
+fn member_label(member: &MemberRef) -> String {
+    match &member.display {
+        Some(d) => format!("{d} (id {})", member.id),
+        None => member.id.clone(),
+    }
+}
+
+/// Before the platform is asked: a name on a list is left alone whatever type the client
+/// declared, since an untyped (or mistyped) reference could resolve to it.
+fn excluded_member(policy: &Policy, name: &str, group_id: bool) -> Option<Resolved> {
+    if !group_id && policy.is_user_excluded(name) {
+        return Some(Resolved::Skipped {
             rule: Rule::UserExclusion,
             detail: format!("{name} is on the user provisioning exclusion list"),
         });
     }
-    Ok(())
+    // An old-form id that names a protected group is caught once it resolves to the group.
+    if group_id && policy.is_group_excluded(name) {
+        return Some(protected_group(name));
+    }
+    None
+}
+
+/// After the platform resolved the reference: the principal it names, in the platform's own
+/// spelling, is checked against the list for its kind.
+fn excluded_principal(policy: &Policy, member: &Member) -> Option<Resolved> {
+    match member.kind {
+        MemberKind::User if policy.is_user_excluded(&member.name) => Some(Resolved::Skipped {
+            rule: Rule::UserExclusion,
+            detail: format!("{} is on the user provisioning exclusion list", member.name),
+        }),
+        MemberKind::Group if policy.is_group_excluded(&member.name) => {
+            Some(protected_group(&member.name))
+        }
+        _ => None,
+    }
+}
+
+/// A protected group is never nested into (or taken out of) another group through SCIM: its
+/// members would become members of the outer group. A mapping makes its own membership
+/// manageable, not its nesting.
+fn protected_group(name: &str) -> Resolved {
+    Resolved::Skipped {
+        rule: Rule::GroupExclusion,
+        detail: format!(
+            "{name} is on the group provisioning exclusion list and is never nested through SCIM"
+        ),
+    }
+}
+
+/// One error for the members that could not be resolved, naming each.
+fn combine_failures(failures: Vec<(String, ProvisionError)>) -> Option<ProvisionError> {
+    if failures.len() <= 1 {
+        return failures.into_iter().next().map(|(label, e)| match e {
+            ProvisionError::Invalid { kind, detail } => ProvisionError::Invalid {
+                kind,
+                detail: format!("{detail}; nothing was changed ({label})"),
+            },
+            other => other,
+        });
+    }
+    let detail = format!(
+        "{} members could not be resolved, nothing was changed: {}",
+        failures.len(),
+        failures
+            .iter()
+            .map(|(m, e)| format!("{m}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let first = failures.into_iter().next().map(|(_, e)| e)?;
+    Some(match first {
+        ProvisionError::Invalid { kind, .. } => ProvisionError::Invalid { kind, detail },
+        other => ProvisionError::Partial {
+            detail,
+            first: Box::new(other),
+        },
+    })
+}
+
+fn count_refusal(rule: Rule) {
+    crate::metrics::metrics().count("scimgate_policy_refusals_total", &[("rule", rule.as_str())]);
 }
 
 fn missing_member(id: &str, kind: Option<MemberKind>) -> ProvisionError {

@@ -21,6 +21,12 @@ pub const BUILT_IN_GROUPS: [&str; 9] = [
     "Guests",
 ];
 
+/// Whether a name is one of the platform's own accounts, in any spelling.
+pub fn is_built_in_user(name: &str) -> bool {
+    let key = policy_key(name);
+    BUILT_IN_USERS.iter().any(|b| policy_key(b) == key)
+}
+
 /// The form a name takes for every policy comparison: percent-decoded, Unicode compatibility
 /// forms folded (NFKC turns `Ａｄｍｉｎ` into `Admin`), invisible format characters dropped,
 /// surrounding and repeated whitespace removed, and case folded.

@@ -83,15 +83,14 @@ impl From<ProvisionError> for ScimError {
     fn from(e: ProvisionError) -> Self {
         match e {
             ProvisionError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            ProvisionError::Hidden { what, .. } => Self::not_found(format!("{what} not found")),
             ProvisionError::Conflict(detail) => Self {
                 status: StatusCode::CONFLICT,
                 scim_type: Some("uniqueness"),
                 detail,
                 challenge: None,
             },
-            ProvisionError::Refused { rule, detail } => {
-                crate::metrics::metrics()
-                    .count("scimgate_policy_refusals_total", &[("rule", rule.as_str())]);
+            ProvisionError::Refused { detail, .. } => {
                 Self::new(StatusCode::FORBIDDEN, format!("refused by policy: {detail}"))
             }
             ProvisionError::Invalid { kind, detail } => Self::bad_request(kind, detail),

@@ -12,7 +12,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::body::{full, read_limited, Body, BodyError};
 use crate::config::ScimSettings;
 use crate::platform::names;
-use crate::provisioning::{id_for, Actor, Provisioner};
+use crate::provisioning::{group_id_for, id_for, Actor, Provisioner};
 use error::{render, ScimError, Version};
 use filter::{AttrPath, Dialect, Filter};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -341,11 +341,6 @@ impl ScimService {
         }
         let query = Query::parse(req.uri().query().unwrap_or(""));
         let conditions = Conditions::from_headers(req.headers());
-        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
-            Some(self.body(req).await?)
-        } else {
-            None
-        };
         let ctx = Context {
             version,
             origin_prefix: format!("{}{}", info.origin, self.prefix(version, had_v1)),
@@ -354,6 +349,19 @@ impl ScimService {
             },
         };
         let operation = operation_name(&endpoint, &method);
+        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+            let body = self.body(req).await;
+            if let (Err(e), Some(p), false) = (
+                &body,
+                &self.provisioner,
+                method == Method::POST && matches!(endpoint, Endpoint::Search(_)),
+            ) {
+                p.audit_refusal(&ctx.actor, operation, rest, &e.detail);
+            }
+            Some(body?)
+        } else {
+            None
+        };
         let result = self
             .execute(&ctx, &method, endpoint, &query, body, &conditions)
             .await;
@@ -527,14 +535,16 @@ impl ScimService {
                         let rendered = match resource {
                             Resource::Users => {
                                 let change = match v {
-                                    Version::V1 => v1::parse_user(&body, v1::Mode::Create)?,
-                                    Version::V2 => v2::parse_user(&body, v1::Mode::Create)?,
+                                    Version::V1 => v1::parse_user(&body, v1::Mode::Create),
+                                    Version::V2 => v2::parse_user(&body, v1::Mode::Create),
                                 };
+                                let change = audited(p, ctx, "create_user", "", change)?;
                                 let user = p.create_user(&ctx.actor, change).await?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
-                                let change = v1::parse_group(&body, v1::Mode::Create)?;
+                                let change = v1::parse_group(&body, v1::Mode::Create);
+                                let change = audited(p, ctx, "create_group", "", change)?;
                                 let group = p.create_group(&ctx.actor, change).await?;
                                 ctx.render_group(&group)
                             }
@@ -552,33 +562,40 @@ impl ScimService {
                         // handed on, so the update does not read it from the platform again.
                         let rendered = match resource {
                             Resource::Users => {
-                                let record = p.get_user(&id).await?;
+                                let op = "update_user";
+                                let record = p.user_for_change(&ctx.actor, op, &id).await?;
+                                let target = record.user_name.clone();
                                 let current = ctx.render_user(&record);
-                                conditions.check_write(&current)?;
+                                audited(p, ctx, op, &target, conditions.check_write(&current))?;
                                 let change = match (v, patch) {
                                     (Version::V1, false) => {
-                                        v1::parse_user(&body, v1::Mode::Replace)?
+                                        v1::parse_user(&body, v1::Mode::Replace)
                                     }
-                                    (Version::V1, true) => v1::parse_user(&body, v1::Mode::Patch)?,
+                                    (Version::V1, true) => v1::parse_user(&body, v1::Mode::Patch),
                                     (Version::V2, false) => {
-                                        v2::parse_user(&body, v1::Mode::Replace)?
+                                        v2::parse_user(&body, v1::Mode::Replace)
                                     }
-                                    (Version::V2, true) => v2::patch_user(&current, &body)?,
+                                    (Version::V2, true) => v2::patch_user(&current, &body),
                                 };
+                                let change = audited(p, ctx, op, &target, change)?;
                                 let user = p.update_read_user(&ctx.actor, record, change).await?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
-                                let record = p.get_group(&id).await?;
+                                let op = "update_group";
+                                let record = p.group_for_change(&ctx.actor, op, &id).await?;
+                                let target = record.platform_name.clone();
                                 // Rendered (all its members) only to compare versions.
                                 if conditions.if_match.is_some() {
-                                    conditions.check_write(&ctx.render_group(&record))?;
+                                    let check = conditions.check_write(&ctx.render_group(&record));
+                                    audited(p, ctx, op, &target, check)?;
                                 }
                                 let change = match (v, patch) {
-                                    (_, false) => v1::parse_group(&body, v1::Mode::Replace)?,
-                                    (Version::V1, true) => v1::parse_group(&body, v1::Mode::Patch)?,
-                                    (Version::V2, true) => v2::patch_group(&body)?,
+                                    (_, false) => v1::parse_group(&body, v1::Mode::Replace),
+                                    (Version::V1, true) => v1::parse_group(&body, v1::Mode::Patch),
+                                    (Version::V2, true) => v2::patch_group(&body),
                                 };
+                                let change = audited(p, ctx, op, &target, change)?;
                                 let group = p.update_read_group(&ctx.actor, record, change).await?;
                                 if patch && v == Version::V2 && self.settings.group_patch_no_content
                                 {
@@ -595,7 +612,23 @@ impl ScimService {
                     }
                     ("DELETE", Some(id)) => {
                         if v == Version::V2 && conditions.if_match.is_some() {
-                            conditions.check_write(&self.read(ctx, p, resource, &id).await?)?;
+                            let (current, target) = match resource {
+                                Resource::Users => {
+                                    let record =
+                                        p.user_for_change(&ctx.actor, "delete_user", &id).await?;
+                                    (ctx.render_user(&record), record.user_name)
+                                }
+                                Resource::Groups => {
+                                    let record =
+                                        p.group_for_change(&ctx.actor, "delete_group", &id).await?;
+                                    (ctx.render_group(&record), record.platform_name)
+                                }
+                            };
+                            let op = match resource {
+                                Resource::Users => "delete_user",
+                                Resource::Groups => "delete_group",
+                            };
+                            audited(p, ctx, op, &target, conditions.check_write(&current))?;
                         }
                         match resource {
                             Resource::Users => p.delete_user(&ctx.actor, &id).await?,
@@ -910,7 +943,7 @@ impl ScimService {
         let mut kept: Vec<(String, Value)> = names
             .into_iter()
             .map(|n| {
-                let stub = json!({"id": id_for(&n), "displayName": policy.idp_group(&n)});
+                let stub = json!({"id": group_id_for(&n), "displayName": policy.idp_group(&n)});
                 (n, stub)
             })
             .collect();
@@ -968,6 +1001,21 @@ impl ScimService {
 }
 
 /// A short, bounded name for the metrics label: resource and verb.
+/// A write the SCIM layer refuses itself (a body it cannot parse, a failed precondition) gets
+/// its audit line here, as the provisioning core's refusals get theirs.
+fn audited<T>(
+    p: &Provisioner,
+    ctx: &Context,
+    operation: &str,
+    target: &str,
+    result: Result<T, ScimError>,
+) -> Result<T, ScimError> {
+    if let Err(e) = &result {
+        p.audit_refusal(&ctx.actor, operation, target, &e.detail);
+    }
+    result
+}
+
 fn operation_name(endpoint: &Endpoint, method: &Method) -> &'static str {
     match (endpoint, method.as_str()) {
         (Endpoint::Resources(Resource::Users, None), "GET") => "users_list",

@@ -116,3 +116,9 @@ pub fn enc(s: &str) -> String {
 pub fn id_of(name: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.to_lowercase())
 }
+
+/// A group's id: `g.` before the user-id encoding, so users and groups never share an id.
+#[allow(dead_code)]
+pub fn group_id_of(name: &str) -> String {
+    format!("g.{}", id_of(name))
+}
