@@ -123,6 +123,8 @@ pub struct UserRecord {
     /// Slot → value; only slots that hold a value.
     pub attributes: BTreeMap<String, String>,
     pub groups: Vec<GroupRef>,
+    /// The platform's last-modified date, RFC 3339 UTC, when it gives one.
+    pub last_modified: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +140,8 @@ pub struct GroupRecord {
     pub display_name: String,
     pub external_id: Option<String>,
     pub members: Vec<MemberRef>,
+    /// The platform's last-modified date, RFC 3339 UTC, when it gives one.
+    pub last_modified: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -417,6 +421,7 @@ impl Provisioner {
             active,
             attributes,
             groups,
+            last_modified: user.last_modified,
         })
     }
 
@@ -766,6 +771,7 @@ impl Provisioner {
             display_name: policy.idp_group(&group.name),
             external_id,
             members,
+            last_modified: group.last_modified,
         })
     }
 

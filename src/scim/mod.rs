@@ -417,10 +417,12 @@ impl ScimService {
                     Version::V1 => v1::service_provider_config(
                         "https://github.com/scimgate/scimgate#readme",
                         self.settings.max_results,
+                        &self.auth.schemes(),
                     ),
                     Version::V2 => discovery::service_provider_config(
                         &discovery_base,
                         self.settings.max_results,
+                        &self.auth.schemes(),
                     ),
                 };
                 Ok(Reply::json(StatusCode::OK, doc))
@@ -1252,7 +1254,9 @@ fn split_list(v: &str) -> Vec<String> {
 }
 
 impl Query {
-    /// A SCIM 2.0 SearchRequest body: the query parameters as JSON.
+    /// A SCIM 2.0 SearchRequest body: the query parameters as JSON. A member of the wrong JSON
+    /// type is refused, never ignored: an ignored `filter` would answer a full listing to a
+    /// client that asked for a few resources. `null` counts as absent.
     fn from_search(body: &Value) -> Result<Self, ScimError> {
         let Some(o) = body.as_object() else {
             return Err(ScimError::bad_request(
@@ -1264,38 +1268,71 @@ impl Query {
             o.iter()
                 .find(|(key, _)| key.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v)
+                .filter(|v| !v.is_null())
         };
-        let strings = |v: Option<&Value>| -> Vec<String> {
-            match v {
+        let wrong = |name: &str, expected: &str| {
+            ScimError::bad_request("invalidValue", format!("{name} must be {expected}"))
+        };
+        let text = |name: &str| -> Result<Option<String>, ScimError> {
+            match get(name) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(wrong(name, "a string")),
+            }
+        };
+        let strings = |name: &str| -> Result<Vec<String>, ScimError> {
+            match get(name) {
+                None => Ok(Vec::new()),
+                Some(Value::String(s)) => Ok(split_list(s)),
                 Some(Value::Array(items)) => items
                     .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| wrong(name, "a list of attribute names"))
+                    })
                     .collect(),
-                Some(Value::String(s)) => split_list(s),
-                _ => Vec::new(),
+                Some(_) => Err(wrong(name, "a list of attribute names")),
+            }
+        };
+        let integer = |name: &str| -> Result<Option<i64>, ScimError> {
+            match get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                            .map(|f| f as i64)
+                    })
+                    .map(Some)
+                    .ok_or_else(|| wrong(name, "an integer")),
+                Some(_) => Err(wrong(name, "an integer")),
+            }
+        };
+        let filter = match get("filter") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(ScimError::bad_request(
+                    "invalidFilter",
+                    format!("filter must be a string, not {}", json_type(other)),
+                ))
             }
         };
         let mut q = Query {
-            filter: get("filter").and_then(Value::as_str).map(str::to_string),
-            attributes: strings(get("attributes")),
-            excluded: strings(get("excludedAttributes")),
-            descending: get("sortOrder")
-                .and_then(Value::as_str)
-                .is_some_and(|s| s.eq_ignore_ascii_case("descending")),
-            start_index: get("startIndex")
-                .and_then(Value::as_i64)
-                .unwrap_or(1)
-                .max(1) as usize,
-            count: get("count")
-                .and_then(Value::as_i64)
-                .map(|c| c.max(0) as usize),
+            filter,
+            attributes: strings("attributes")?,
+            excluded: strings("excludedAttributes")?,
+            descending: text("sortOrder")?.is_some_and(|s| s.eq_ignore_ascii_case("descending")),
+            start_index: integer("startIndex")?.unwrap_or(1).max(1) as usize,
+            count: integer("count")?.map(|c| c.max(0) as usize),
             ..Query::default()
         };
-        if let Some(s) = get("sortBy").and_then(Value::as_str) {
-            match parse_attr_path(s) {
+        if let Some(s) = text("sortBy")? {
+            match parse_attr_path(&s) {
                 Some(p) => q.sort_by = Some(p),
-                None => q.sort_bad = Some(s.to_string()),
+                None => q.sort_bad = Some(s),
             }
         }
         Ok(q)
@@ -1379,6 +1416,17 @@ impl Query {
             }
         }
         Ok(Some(parsed))
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -59,6 +59,16 @@ pub enum Mode {
     Full,
 }
 
+/// `meta` of a resource. `created` is never there: the platform keeps no creation date, and a
+/// made-up one would mislead a client that reasons about it.
+fn meta(location: &str, last_modified: Option<&str>) -> Value {
+    let mut meta = json!({"location": location});
+    if let Some(t) = last_modified {
+        meta["lastModified"] = json!(t);
+    }
+    meta
+}
+
 pub fn render_user(user: &UserRecord, location: &str) -> Value {
     let a = &user.attributes;
     let mut out = Map::new();
@@ -139,7 +149,7 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
         out.insert(ENTERPRISE.into(), Value::Object(enterprise));
     }
     out.insert("schemas".into(), Value::Array(schemas));
-    out.insert("meta".into(), json!({"location": location}));
+    out.insert("meta".into(), meta(location, user.last_modified.as_deref()));
     Value::Object(out)
 }
 
@@ -163,7 +173,7 @@ pub fn render_group(group: &GroupRecord, location: &str) -> Value {
         "id": group.id,
         "displayName": group.display_name,
         "members": members,
-        "meta": {"location": location},
+        "meta": meta(location, group.last_modified.as_deref()),
     });
     if let Some(x) = &group.external_id {
         v["externalId"] = json!(x);
@@ -571,7 +581,27 @@ pub fn parse_group(body: &Value, mode: Mode) -> Result<GroupChange, ScimError> {
     Ok(change)
 }
 
-pub fn service_provider_config(documentation: &str, max_results: usize) -> Value {
+pub fn service_provider_config(
+    documentation: &str,
+    max_results: usize,
+    schemes: &[crate::auth::Scheme],
+) -> Value {
+    // 1.1 names its URLs `...Url`; its examples carry `type` and `primary` as 2.0 does.
+    let schemes: Vec<Value> = schemes
+        .iter()
+        .enumerate()
+        .map(|(i, scheme)| {
+            let (kind, name, description, spec) = super::discovery::describe(*scheme);
+            json!({
+                "type": kind,
+                "name": name,
+                "description": description,
+                "specUrl": spec,
+                "documentationUrl": documentation,
+                "primary": i == 0,
+            })
+        })
+        .collect();
     json!({
         "schemas": [CORE],
         "documentationUrl": documentation,
@@ -582,12 +612,7 @@ pub fn service_provider_config(documentation: &str, max_results: usize) -> Value
         "sort": {"supported": true},
         "etag": {"supported": false},
         "xmlDataFormat": {"supported": false},
-        "authenticationSchemes": [{
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with a bearer token (RFC 6750)",
-            "specUrl": "https://tools.ietf.org/html/rfc6750",
-            "documentationUrl": documentation,
-        }],
+        "authenticationSchemes": schemes,
     })
 }
 
@@ -699,6 +724,7 @@ mod tests {
                 id: "g1".into(),
                 display: "Engineering".into(),
             }],
+            last_modified: Some("2024-03-05T10:11:12.345Z".into()),
         }
     }
 
@@ -715,6 +741,8 @@ mod tests {
         assert_eq!(v["addresses"][0]["locality"], "Boston");
         assert_eq!(v["groups"][0]["display"], "Engineering");
         assert_eq!(v["meta"]["location"], "https://gw/Users/YmplbnNlbg");
+        assert_eq!(v["meta"]["lastModified"], "2024-03-05T10:11:12.345Z");
+        assert!(v["meta"].get("created").is_none());
         assert!(v.get("password").is_none());
     }
 

@@ -55,9 +55,18 @@ pub fn etag(resource: &Value) -> String {
     format!("W/\"{hex}\"")
 }
 
-fn finish(mut v: Value, resource_type: &str, location: &str) -> Value {
+/// Sets `meta`; `created` is left out because the platform keeps no creation date.
+fn finish(
+    mut v: Value,
+    resource_type: &str,
+    location: &str,
+    last_modified: Option<&str>,
+) -> Value {
     let version = etag(&v);
     v["meta"] = json!({"resourceType": resource_type, "location": location, "version": version});
+    if let Some(t) = last_modified {
+        v["meta"]["lastModified"] = json!(t);
+    }
     v
 }
 
@@ -81,7 +90,7 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
             }
         }
     }
-    finish(v, "User", location)
+    finish(v, "User", location, user.last_modified.as_deref())
 }
 
 pub fn render_group(group: &GroupRecord, location: &str) -> Value {
@@ -105,7 +114,7 @@ pub fn render_group(group: &GroupRecord, location: &str) -> Value {
             }
         }
     }
-    finish(v, "Group", location)
+    finish(v, "Group", location, group.last_modified.as_deref())
 }
 
 /// The 1.1 codec reads the enterprise extension under its 1.0 URN.
