@@ -655,7 +655,9 @@ impl DevPlatform {
 /// tell `scimgate check` which mapped properties exist.
 fn thing_shape_service(name: &str, service: &str) -> Result<Reply, Fault> {
     if name != "UserExtensions" {
-        return Err(Fault::not_found(format!("Thing Shape [{name}] does not exist")));
+        return Err(Fault::not_found(format!(
+            "Thing Shape [{name}] does not exist"
+        )));
     }
     match service {
         "GetPropertyDefinitions" => {

@@ -199,7 +199,9 @@ mod tests {
         );
         for text in ["2024-03-05T10:11:12.345Z", "2000-02-29T23:59:59.000Z"] {
             assert_eq!(
-                millis_from_rfc3339(text).map(rfc3339_from_millis).as_deref(),
+                millis_from_rfc3339(text)
+                    .map(rfc3339_from_millis)
+                    .as_deref(),
                 Some(text)
             );
         }
@@ -211,7 +213,13 @@ mod tests {
             millis_from_rfc3339("2024-03-05t10:11:12z"),
             Some(1_709_633_472_000)
         );
-        for bad in ["", "2024-03-05", "2024-13-05T10:11:12Z", "2024-03-05T10:11:12", "x"] {
+        for bad in [
+            "",
+            "2024-03-05",
+            "2024-13-05T10:11:12Z",
+            "2024-03-05T10:11:12",
+            "x",
+        ] {
             assert_eq!(millis_from_rfc3339(bad), None, "{bad}");
         }
     }

@@ -77,7 +77,7 @@ pub fn default_user_attributes() -> BTreeMap<String, String> {
         ("displayName", "fullName"),
         ("title", "title"),
         ("emails.work", "emailAddress"),
-        ("emails.other", "altEmailAddresses"),
+        ("emails.home", "altEmailAddresses"),
         ("phoneNumbers.work", "workPhone"),
         ("phoneNumbers.home", "homePhone"),
         ("phoneNumbers.mobile", "mobilePhone"),

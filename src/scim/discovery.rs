@@ -11,6 +11,10 @@ pub const SPC: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConf
 pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 
+/// What `meta` holds, said where clients read the resource's schema (the common attributes have
+/// no schema of their own to say it in).
+const META: &str = "meta.created is never returned: the platform keeps no creation date. meta.lastModified is the platform's last-modified date of the entity, returned when the platform gives one.";
+
 /// One `authenticationSchemes` entry per configured method; the first is the primary one.
 pub fn authentication_schemes(schemes: &[Scheme]) -> Vec<Value> {
     schemes
@@ -357,7 +361,7 @@ pub fn schemas(base: &str, mapped: &BTreeMap<String, String>, external_id: bool)
             base,
             USER,
             "User",
-            "Platform user",
+            &format!("Platform user. {META}"),
             user_schema(mapped, external_id),
         ),
         schema_resource(
@@ -367,7 +371,13 @@ pub fn schemas(base: &str, mapped: &BTreeMap<String, String>, external_id: bool)
             "Enterprise user extension",
             enterprise_schema(mapped),
         ),
-        schema_resource(base, GROUP, "Group", "Platform group", group_schema()),
+        schema_resource(
+            base,
+            GROUP,
+            "Group",
+            &format!("Platform group. {META}"),
+            group_schema(),
+        ),
         schema_resource(
             base,
             RESOURCE_TYPE,

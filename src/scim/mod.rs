@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod mapping;
 pub mod v1;
 pub mod v2;
 
@@ -532,7 +533,11 @@ impl ScimService {
                                     Version::V1 => v1::parse_user(&body, v1::Mode::Create)?,
                                     Version::V2 => v2::parse_user(&body, v1::Mode::Create)?,
                                 };
-                                let user = p.create_user(&ctx.actor, change).await?;
+                                warn_unstored(p, "users_create", &body, &change);
+                                let user = p
+                                    .create_user(&ctx.actor, change)
+                                    .await
+                                    .map_err(|e| user_write_error(p, e))?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
@@ -557,17 +562,38 @@ impl ScimService {
                                 let record = p.get_user(&id).await?;
                                 let current = ctx.render_user(&record);
                                 conditions.check_write(&current)?;
-                                let change = match (v, patch) {
+                                // A 2.0 PATCH is checked as the patched resource: what the
+                                // operations added is in it, next to what is already stored.
+                                let (change, patched) = match (v, patch) {
                                     (Version::V1, false) => {
-                                        v1::parse_user(&body, v1::Mode::Replace)?
+                                        (v1::parse_user(&body, v1::Mode::Replace)?, None)
                                     }
-                                    (Version::V1, true) => v1::parse_user(&body, v1::Mode::Patch)?,
+                                    (Version::V1, true) => {
+                                        (v1::parse_user(&body, v1::Mode::Patch)?, None)
+                                    }
                                     (Version::V2, false) => {
-                                        v2::parse_user(&body, v1::Mode::Replace)?
+                                        (v2::parse_user(&body, v1::Mode::Replace)?, None)
                                     }
-                                    (Version::V2, true) => v2::patch_user(&current, &body)?,
+                                    (Version::V2, true) => {
+                                        let (change, doc) = v2::patched_user(&current, &body)?;
+                                        (change, Some(doc))
+                                    }
                                 };
-                                let user = p.update_read_user(&ctx.actor, record, change).await?;
+                                let operation = if patch {
+                                    "users_patch"
+                                } else {
+                                    "users_replace"
+                                };
+                                warn_unstored(
+                                    p,
+                                    operation,
+                                    patched.as_ref().unwrap_or(&body),
+                                    &change,
+                                );
+                                let user = p
+                                    .update_read_user(&ctx.actor, record, change)
+                                    .await
+                                    .map_err(|e| user_write_error(p, e))?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
@@ -967,6 +993,69 @@ impl ScimService {
         let page = items.into_iter().skip(start - 1).take(count).collect();
         (total, start, page)
     }
+}
+
+/// One WARN line per user write that carries attributes the mapping cannot store, naming them
+/// (never their values): the request succeeds, so without it the loss would go unnoticed.
+fn warn_unstored(
+    p: &Provisioner,
+    operation: &'static str,
+    body: &Value,
+    change: &crate::provisioning::UserChange,
+) {
+    let policy = p.policy();
+    let names = mapping::unstored(
+        body,
+        change,
+        &policy.config.user_attributes,
+        policy.config.external_id_property.is_some(),
+    );
+    if !names.is_empty() {
+        tracing::warn!(
+            operation,
+            attributes = %names.join(", "),
+            "the request carries SCIM attributes the attribute mapping does not store; they were not written (map them in [provisioning.user_attributes])"
+        );
+    }
+}
+
+/// A user write the platform refused because the configured mapping names a property its
+/// `UserExtensions` shape lacks: the gateway's fault, so a 500 that names the setting to fix,
+/// and an ERROR line for the operator. Anything else converts as usual.
+fn user_write_error(p: &Provisioner, e: crate::provisioning::ProvisionError) -> ScimError {
+    let crate::provisioning::ProvisionError::Platform(
+        crate::platform::PlatformError::MissingProperties { properties },
+    ) = &e
+    else {
+        return e.into();
+    };
+    let policy = p.policy();
+    let settings: Vec<String> = mapping::property_settings(&policy.config)
+        .into_iter()
+        .filter(|(_, property)| properties.contains(property))
+        .map(|(setting, property)| format!("{setting} = {property:?}"))
+        .collect();
+    let settings = if settings.is_empty() {
+        "provisioning.user_attributes or provisioning.external_id_property".to_string()
+    } else {
+        settings.join(", ")
+    };
+    let missing = properties
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::error!(
+        properties = %missing,
+        settings = %settings,
+        "the attribute mapping names user extension properties the platform lacks; correct the setting or add the properties to the UserExtensions thing shape"
+    );
+    ScimError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "the gateway's configuration does not fit the platform: {settings} names a user extension property the platform's UserExtensions thing shape does not have ({missing}); an operator must correct the setting or add the property to the shape"
+        ),
+    )
 }
 
 /// A short, bounded name for the metrics label: resource and verb.
@@ -1402,7 +1491,16 @@ impl Query {
                 && ENTERPRISE_ATTRIBUTES
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(&path.attr));
+            // `meta.lastModified` is rendered when the platform gives it, so it filters like
+            // any attribute; `meta.created` never is.
+            let last_modified = core_urn
+                && path.attr.eq_ignore_ascii_case("meta")
+                && path
+                    .sub_attr
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("lastModified"));
             let known = enterprise
+                || last_modified
                 || (core_urn && supported.iter().any(|a| a.eq_ignore_ascii_case(&path.attr)));
             if !known {
                 return Err(ScimError::bad_request(
@@ -1638,6 +1736,34 @@ mod tests {
     }
 
     #[test]
+    fn search_bodies_of_the_wrong_type_are_refused() {
+        for filter in [json!(5), json!(true), json!({}), json!(["userName pr"])] {
+            let e = Query::from_search(&json!({ "filter": filter }))
+                .err()
+                .unwrap();
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{filter}");
+        }
+        for (k, v) in [
+            ("attributes", json!(5)),
+            ("attributes", json!([1])),
+            ("excludedAttributes", json!(true)),
+            ("sortBy", json!(3)),
+            ("sortOrder", json!(false)),
+            ("startIndex", json!("1")),
+            ("count", json!(1.5)),
+        ] {
+            let e = Query::from_search(&json!({ k: v })).err().unwrap();
+            assert_eq!(e.scim_type, Some("invalidValue"), "{k}: {v}");
+        }
+        let Ok(q) = Query::from_search(&json!({"filter": null, "count": 2.0, "attributes": null}))
+        else {
+            panic!("null members are absent");
+        };
+        assert!(q.filter.is_none() && q.attributes.is_empty());
+        assert_eq!(q.count, Some(2));
+    }
+
+    #[test]
     fn projection_keeps_id_and_requested_parts() {
         let v = json!({"id": "1", "userName": "u", "title": "t", "name": {"givenName": "g", "familyName": "f"},
                        "emails": [{"value": "e", "type": "work"}], "schemas": ["x"]});
@@ -1659,8 +1785,10 @@ mod tests {
 
     #[test]
     fn unsupported_filters_are_refused_not_ignored() {
-        let q = Query::parse("filter=meta.lastModified+gt+%222011-05-13T04:42:34Z%22");
+        let q = Query::parse("filter=meta.created+gt+%222011-05-13T04:42:34Z%22");
         assert!(q.filter(Dialect::V1, USER_ATTRIBUTES).is_err());
+        let q = Query::parse("filter=meta.lastModified+gt+%222011-05-13T04:42:34Z%22");
+        assert!(q.filter(Dialect::V1, USER_ATTRIBUTES).unwrap().is_some());
         let q = Query::parse("filter=userName+eq");
         assert!(q.filter(Dialect::V1, USER_ATTRIBUTES).is_err());
         let q = Query::parse("filter=UserName+Eq+%22x%22");

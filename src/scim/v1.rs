@@ -8,6 +8,7 @@ use crate::provisioning::{
     Change, GroupChange, GroupRecord, MemberRef, MembersChange, UserChange, UserRecord,
 };
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 pub const CORE: &str = "urn:scim:schemas:core:1.0";
 pub const ENTERPRISE: &str = "urn:scim:schemas:extension:enterprise:1.0";
@@ -97,7 +98,7 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
     let mut emails = Vec::new();
     for t in EMAIL_TYPES {
         if let Some(v) = a.get(&format!("emails.{t}")) {
-            // Several "other" addresses share one property, comma-separated.
+            // Several home (or other) addresses share one property, comma-separated.
             for value in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let mut e = json!({"value": value, "type": t});
                 if t == "work" {
@@ -413,7 +414,9 @@ fn multi_valued(
     if mode != Mode::Patch {
         clear_user_attribute(change, attr);
     }
-    let mut others: Vec<String> = Vec::new();
+    // Home and other emails each keep every address, comma-separated in one property (the
+    // platform's `altEmailAddresses` is such a list); other types keep the first value.
+    let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut typed_first = true;
     for item in &items {
         let Some(item) = item.as_object() else {
@@ -433,9 +436,10 @@ fn multi_valued(
                 .insert(slot, Change::ClearIf(value.to_string()));
             continue;
         }
-        if slot.ends_with(".other") && attr == "emails" {
-            if !others.iter().any(|o| o.eq_ignore_ascii_case(value)) {
-                others.push(value.to_string());
+        if attr == "emails" && (slot.ends_with(".other") || slot.ends_with(".home")) {
+            let list = lists.entry(slot).or_default();
+            if !list.iter().any(|o| o.eq_ignore_ascii_case(value)) {
+                list.push(value.to_string());
             }
             continue;
         }
@@ -447,10 +451,8 @@ fn multi_valued(
             .attributes
             .insert(slot, Change::Set(value.to_string()));
     }
-    if !others.is_empty() {
-        change
-            .attributes
-            .insert(format!("{attr}.other"), Change::Set(others.join(",")));
+    for (slot, list) in lists {
+        change.attributes.insert(slot, Change::Set(list.join(",")));
     }
     Ok(())
 }
@@ -706,7 +708,6 @@ pub fn schemas() -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::provisioning::GroupRef;
-    use std::collections::BTreeMap;
 
     fn user() -> UserRecord {
         let mut attributes = BTreeMap::new();
@@ -796,6 +797,19 @@ mod tests {
         assert_eq!(c.attributes["emails.work"], Change::ClearIf("old@x".into()));
         assert_eq!(c.active, Some(false));
         assert!(!c.attributes.contains_key("emails.home"));
+    }
+
+    #[test]
+    fn home_emails_keep_every_address() {
+        let c = parse_user(
+            &json!({"emails": [{"value": "w@x", "type": "work"}, {"value": "h1@x", "type": "home"},
+                               {"value": "h2@x", "type": "Home"}, {"value": "o@x", "type": "other"}]}),
+            Mode::Create,
+        )
+        .unwrap();
+        assert_eq!(c.attributes["emails.home"], Change::Set("h1@x,h2@x".into()));
+        assert_eq!(c.attributes["emails.other"], Change::Set("o@x".into()));
+        assert_eq!(c.attributes["emails.work"], Change::Set("w@x".into()));
     }
 
     #[test]

@@ -56,12 +56,7 @@ pub fn etag(resource: &Value) -> String {
 }
 
 /// Sets `meta`; `created` is left out because the platform keeps no creation date.
-fn finish(
-    mut v: Value,
-    resource_type: &str,
-    location: &str,
-    last_modified: Option<&str>,
-) -> Value {
+fn finish(mut v: Value, resource_type: &str, location: &str, last_modified: Option<&str>) -> Value {
     let version = etag(&v);
     v["meta"] = json!({"resourceType": resource_type, "location": location, "version": version});
     if let Some(t) = last_modified {
@@ -509,6 +504,11 @@ fn apply(
 /// Applies a PatchOp to the user as currently rendered and returns the change that leads from
 /// the current resource to the result. The whole request is checked before anything is applied.
 pub fn patch_user(current: &Value, body: &Value) -> Result<UserChange, ScimError> {
+    patched_user(current, body).map(|(change, _)| change)
+}
+
+/// `patch_user`, also returning the patched resource the change was read from.
+pub fn patched_user(current: &Value, body: &Value) -> Result<(UserChange, Value), ScimError> {
     let ops = operations(body)?;
     let mut doc = current.as_object().cloned().unwrap_or_default();
     for op in ops.iter().filter(|op| op.kind == OpKind::Remove) {
@@ -554,7 +554,9 @@ pub fn patch_user(current: &Value, body: &Value) -> Result<UserChange, ScimError
             }
         }
     }
-    parse_user(&Value::Object(doc), v1::Mode::Full)
+    let doc = Value::Object(doc);
+    let change = parse_user(&doc, v1::Mode::Full)?;
+    Ok((change, doc))
 }
 
 fn member_refs(value: Option<&Value>) -> Result<Vec<MemberRef>, ScimError> {
