@@ -91,6 +91,7 @@ fn sample_user(n: usize) -> UserRecord {
                 display: g.to_string(),
             })
             .collect(),
+        last_modified: None,
     }
 }
 
@@ -117,6 +118,7 @@ impl ScimFixture {
             display_name: "Operators".into(),
             external_id: Some("3b9f8c1d-52e4-4d7a-8f0e-1c2b3a4d5e6f".into()),
             members,
+            last_modified: None,
         };
         let page: Vec<UserRecord> = (0..page_size).map(sample_user).collect();
         let page_v2 = v2::list(page_size, 1, render_page_v2(&page));

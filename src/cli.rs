@@ -155,7 +155,15 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check(args) => match config::load(&args.config, &args.overrides()) {
             Ok(c) => {
-                for note in c.notes.iter().chain(&live_check(&c)) {
+                // With a platform to provision, what the mapping drops is worth knowing before
+                // an identity provider sends it.
+                let unmapped = c.platform.as_ref().map(|_| {
+                    format!(
+                        "the attribute mapping does not store these SCIM user attributes (a request that carries them is logged with a warning): {}",
+                        crate::scim::mapping::unmapped(&c.provisioning).join(", ")
+                    )
+                });
+                for note in c.notes.iter().chain(&unmapped).chain(&live_check(&c)) {
                     if note.starts_with("warning:") {
                         println!("{note}");
                     } else {
@@ -263,12 +271,13 @@ pub fn run(cli: Cli) -> ExitCode {
 const LIVE_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `check`'s questions to the platform: whether the projects and mashups the provisioning
-/// defaults name exist there. Returns lines in the form of configuration notes. Not getting an
+/// defaults name exist there, and whether its `UserExtensions` shape has every property the
+/// attribute mapping names. Returns lines in the form of configuration notes. Not getting an
 /// answer is a note, never a failed check: the platform may well be down while its gateway's
 /// configuration is prepared.
 fn live_check(config: &config::Config) -> Vec<String> {
     let named = crate::provisioning::named_entities(&config.provisioning);
-    if named.is_empty() {
+    if named.is_empty() && config.platform.is_none() {
         return Vec::new();
     }
     let skipped = |why: &str| {
@@ -302,13 +311,13 @@ fn live_check(config: &config::Config) -> Vec<String> {
         Err(e) => return skipped(&format!("cannot start the async runtime: {e}")),
     };
     let at = format!("{}://{}", upstream.scheme.as_str(), upstream.authority);
-    match runtime.block_on(crate::provisioning::missing_defaults(
-        &thingworx,
-        &config.provisioning,
-    )) {
-        Ok(missing) => missing
-            .iter()
-            .map(|m| {
+    let mut lines = Vec::new();
+    if !named.is_empty() {
+        match runtime.block_on(crate::provisioning::missing_defaults(
+            &thingworx,
+            &config.provisioning,
+        )) {
+            Ok(missing) => lines.extend(missing.iter().map(|m| {
                 let kind = m.kind.as_str().to_lowercase();
                 let provisioned = if m.setting.contains("group_defaults") {
                     "groups"
@@ -319,14 +328,57 @@ fn live_check(config: &config::Config) -> Vec<String> {
                     "warning: {}: the platform at {at} has no {kind} {:?}; {provisioned} provisioned with this default would name a {kind} that is not there (create it on the platform or correct the name)",
                     m.setting, m.name
                 )
-            })
-            .collect(),
-        // Reached, but the gateway's own credentials do not work: provisioning would fail too.
-        Err(e @ PlatformError::Unauthorized { .. }) => vec![format!(
-            "warning: live check of the provisioning defaults skipped: {e} (check platform.app_key, or platform.username and platform.password)"
-        )],
-        Err(e) => skipped(&format!("asking the platform at {at} failed: {e}")),
+            })),
+            // Reached, but the gateway's own credentials do not work: provisioning would fail
+            // too. The platform will not answer the next question either.
+            Err(e @ PlatformError::Unauthorized { .. }) => {
+                return vec![format!(
+                    "warning: live check of the provisioning defaults skipped: {e} (check platform.app_key, or platform.username and platform.password)"
+                )]
+            }
+            Err(e) => return skipped(&format!("asking the platform at {at} failed: {e}")),
+        }
     }
+    lines.extend(missing_properties(&runtime, &thingworx, config, &at));
+    lines
+}
+
+/// Every mapped extension property the platform's `UserExtensions` shape lacks, as a warning
+/// naming the setting: each would turn a user write into a 500.
+fn missing_properties(
+    runtime: &tokio::runtime::Runtime,
+    platform: &ThingWorx,
+    config: &config::Config,
+    at: &str,
+) -> Vec<String> {
+    use crate::platform::Platform;
+    let settings = crate::scim::mapping::property_settings(&config.provisioning);
+    if settings.is_empty() {
+        return Vec::new();
+    }
+    let defined = match runtime.block_on(platform.user_extension_properties()) {
+        Ok(Some(defined)) => defined,
+        Ok(None) => return Vec::new(),
+        Err(e @ PlatformError::Unauthorized { .. }) => {
+            return vec![format!(
+                "warning: live check of the attribute mapping skipped: {e} (check platform.app_key, or platform.username and platform.password)"
+            )]
+        }
+        Err(e) => {
+            return vec![format!(
+                "live check of the attribute mapping skipped: asking the platform at {at} for the UserExtensions thing shape failed: {e}"
+            )]
+        }
+    };
+    settings
+        .iter()
+        .filter(|(_, property)| !defined.iter().any(|d| d == property))
+        .map(|(setting, property)| {
+            format!(
+                "warning: {setting}: the platform at {at} has no user extension property {property:?} (its UserExtensions thing shape lacks it); every user write that sets it would fail with a 500 (add the property to the shape or map the attribute to an existing property)"
+            )
+        })
+        .collect()
 }
 
 /// The async runtime, sized from the CPUs this process may use (affinity and cgroup quota).

@@ -1234,7 +1234,7 @@ async fn paging_projection_and_filters() {
     assert_eq!(found, ["bob", "dave", "eve"].map(|n| json!(n)), "{r}");
 
     for bad in [
-        "meta.lastModified gt \"2011-05-13T04:42:34Z\"",
+        "meta.created gt \"2011-05-13T04:42:34Z\"",
         "userName eq",
         "userName ne \"x\"",
         "userName eq \"unterminated",

@@ -74,6 +74,17 @@ pub enum AuthBuildError {
     Client(#[from] crate::proxy::ProxyBuildError),
 }
 
+/// An authentication method SCIM clients may use, as discovery documents describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// OAuth 2.0 access tokens: JWTs from a configured issuer, or tokens checked by
+    /// introspection.
+    OAuthBearer,
+    /// The one static token of `scim.bearer_token` (or `auth.bearer_token`).
+    StaticBearer,
+    HttpBasic,
+}
+
 /// Who the credentials belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -119,6 +130,22 @@ impl Authenticator {
             introspection,
             throttle: Throttle::new(config.max_failures_per_minute),
         })
+    }
+
+    /// The methods configured, OAuth first: discovery lists these and nothing else, so a client
+    /// reading `/ServiceProviderConfig` learns what will actually be accepted.
+    pub fn schemes(&self) -> Vec<Scheme> {
+        let mut out = Vec::new();
+        if !self.jwt.is_empty() || self.introspection.is_some() {
+            out.push(Scheme::OAuthBearer);
+        }
+        if self.bearer_token.is_some() {
+            out.push(Scheme::StaticBearer);
+        }
+        if self.basic.is_some() {
+            out.push(Scheme::HttpBasic);
+        }
+        out
     }
 
     /// For readiness: every JWT provider has a key set.

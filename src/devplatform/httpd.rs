@@ -277,6 +277,9 @@ fn route(path: &str) -> Result<Route, Fault> {
                     service,
                 ));
             }
+            if *c == "ThingShapes" {
+                return Ok(Route::Service(Target::ThingShape(decode(entity)?), service));
+            }
             if *c != "Resources" {
                 return Err(not_found());
             }

@@ -128,6 +128,10 @@ impl DevPlatform {
         let mut next = state.clone();
         let out = f(&mut next)?;
         if next != *state {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            next.stamp_changes(&state, now);
             save(&self.dir, &next).map_err(|e| {
                 tracing::error!(error = %e, "the development platform cannot save its state");
                 Fault::internal("The development platform could not save its state")

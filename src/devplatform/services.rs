@@ -2,7 +2,9 @@
 
 use super::error::Fault;
 use super::secret::PasswordHash;
-use super::store::{self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag};
+use super::store::{
+    self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag, USER_EXTENSION_PROPERTIES,
+};
 use super::DevPlatform;
 use crate::platform::names::fold;
 use crate::platform::EntityKind;
@@ -31,6 +33,7 @@ pub(crate) enum Target {
     EntityServices,
     CurrentSessionInfo,
     Entity(Kind, String),
+    ThingShape(String),
 }
 
 /// `{"dataShape":{"fieldDefinitions":{..}},"rows":[..]}` with the fields in `fields` order.
@@ -234,25 +237,31 @@ impl DevPlatform {
             Ok(Reply::Json(match kind {
                 Kind::User => {
                     let u = s.user(name)?;
-                    json!({
-                        "name": u.name,
-                        "description": u.description,
-                        "enabled": u.enabled,
-                        "projectName": u.project_name,
-                        "homeMashup": u.home_mashup,
-                        "mobileMashup": u.mobile_mashup,
-                        "tags": tags_value(&u.tags),
-                    })
+                    with_date(
+                        json!({
+                            "name": u.name,
+                            "description": u.description,
+                            "enabled": u.enabled,
+                            "projectName": u.project_name,
+                            "homeMashup": u.home_mashup,
+                            "mobileMashup": u.mobile_mashup,
+                            "tags": tags_value(&u.tags),
+                        }),
+                        u.last_modified_date,
+                    )
                 }
                 Kind::Group => {
                     let g = s.group(name)?;
-                    json!({
-                        "name": g.name,
-                        "description": g.description,
-                        "projectName": g.project_name,
-                        "homeMashup": g.home_mashup,
-                        "tags": tags_value(&g.tags),
-                    })
+                    with_date(
+                        json!({
+                            "name": g.name,
+                            "description": g.description,
+                            "projectName": g.project_name,
+                            "homeMashup": g.home_mashup,
+                            "tags": tags_value(&g.tags),
+                        }),
+                        g.last_modified_date,
+                    )
                 }
             }))
         })
@@ -282,6 +291,7 @@ impl DevPlatform {
             Target::CurrentSessionInfo => self.session_info(caller, service, &params),
             Target::Entity(Kind::User, name) => self.user_service(name, service, &params),
             Target::Entity(Kind::Group, name) => self.group_service(name, service, &params),
+            Target::ThingShape(name) => thing_shape_service(name, service),
         }
     }
 
@@ -542,6 +552,17 @@ impl DevPlatform {
                         values.push((field.clone(), cell(row, field)?.unwrap_or_default()));
                     }
                 }
+                // ThingWorx answers a property its shape lacks with a bare 500 that names
+                // neither the property nor the cause; so does this platform.
+                if values
+                    .iter()
+                    .any(|(k, _)| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
+                {
+                    let shown = self.read(|s| s.user(name).map(|u| u.name.clone()))?;
+                    return Err(Fault::internal(format!(
+                        "Unable to Invoke Service SetPropertyValues on {shown}"
+                    )));
+                }
                 self.commit(|s| s.set_extensions(name, values))?;
                 Ok(Reply::Nothing)
             }
@@ -628,6 +649,42 @@ impl DevPlatform {
             _ => Err(unknown_service(service, &format!("Groups/{name}"))),
         }
     }
+}
+
+/// The one thing shape provisioning asks about: `UserExtensions`, whose property definitions
+/// tell `scimgate check` which mapped properties exist.
+fn thing_shape_service(name: &str, service: &str) -> Result<Reply, Fault> {
+    if name != "UserExtensions" {
+        return Err(Fault::not_found(format!(
+            "Thing Shape [{name}] does not exist"
+        )));
+    }
+    match service {
+        "GetPropertyDefinitions" => {
+            let rows = USER_EXTENSION_PROPERTIES
+                .iter()
+                .map(|p| json!({"name": p, "description": "", "baseType": "STRING"}))
+                .collect();
+            Ok(Reply::Json(table(
+                &[
+                    ("name", "STRING"),
+                    ("description", "STRING"),
+                    ("baseType", "BASETYPENAME"),
+                ],
+                rows,
+            )))
+        }
+        _ => Err(unknown_service(service, &format!("ThingShapes/{name}"))),
+    }
+}
+
+/// `lastModifiedDate` as JSON carries a DATETIME: epoch milliseconds. An entity saved before
+/// the date was kept has none to give.
+fn with_date(mut entity: Value, millis: i64) -> Value {
+    if millis > 0 {
+        entity["lastModifiedDate"] = json!(millis);
+    }
+    entity
 }
 
 fn tag_rows(tags: &[Tag]) -> Reply {

@@ -131,6 +131,9 @@ pub(crate) struct User {
     pub language: String,
     pub tags: Vec<Tag>,
     pub extensions: BTreeMap<String, String>,
+    /// `lastModifiedDate` in epoch milliseconds; 0 for a user saved before it was kept.
+    #[serde(default)]
+    pub last_modified_date: i64,
 }
 
 impl User {
@@ -146,6 +149,7 @@ impl User {
             language: String::new(),
             tags: Vec::new(),
             extensions: BTreeMap::new(),
+            last_modified_date: 0,
         }
     }
 }
@@ -166,6 +170,9 @@ pub(crate) struct Group {
     pub home_mashup: String,
     pub tags: Vec<Tag>,
     pub members: Vec<Member>,
+    /// `lastModifiedDate` in epoch milliseconds; 0 for a group saved before it was kept.
+    #[serde(default)]
+    pub last_modified_date: i64,
 }
 
 impl Group {
@@ -177,6 +184,7 @@ impl Group {
             home_mashup: String::new(),
             tags: Vec::new(),
             members: Vec::new(),
+            last_modified_date: 0,
         }
     }
 
@@ -465,6 +473,40 @@ impl State {
         Ok(state)
     }
 
+    /// Sets `lastModifiedDate` on every user and group that is new or differs from `before`,
+    /// as the platform does on each change of an entity (a group's membership included). The
+    /// date only moves forward, even when two changes fall into one millisecond.
+    pub fn stamp_changes(&mut self, before: &State, now_millis: i64) {
+        fn stamp<T: PartialEq>(
+            entities: &mut BTreeMap<String, T>,
+            before: &BTreeMap<String, T>,
+            date: impl Fn(&mut T) -> &mut i64,
+            now_millis: i64,
+        ) {
+            for (key, entity) in entities.iter_mut() {
+                match before.get(key) {
+                    Some(old) if old == entity => {}
+                    _ => {
+                        let d = date(entity);
+                        *d = now_millis.max(*d + 1);
+                    }
+                }
+            }
+        }
+        stamp(
+            &mut self.users,
+            &before.users,
+            |u| &mut u.last_modified_date,
+            now_millis,
+        );
+        stamp(
+            &mut self.groups,
+            &before.groups,
+            |g| &mut g.last_modified_date,
+            now_millis,
+        );
+    }
+
     pub fn users(&self) -> impl Iterator<Item = &User> {
         self.users.values()
     }
@@ -541,6 +583,7 @@ impl State {
             language: new.language,
             tags: new.tags,
             extensions: BTreeMap::new(),
+            last_modified_date: 0,
         };
         self.users.insert(key, user);
         for group in &new.groups {
@@ -993,6 +1036,39 @@ mod tests {
         assert_eq!(ext.len(), USER_EXTENSION_PROPERTIES.len());
         assert!(ext.contains(&("firstName", "Dave".to_string())));
         assert!(ext.contains(&("lastName", String::new())));
+    }
+
+    #[test]
+    fn changes_stamp_the_last_modified_date_of_what_changed() {
+        let mut s = fresh();
+        user(&mut s, "fay");
+        user(&mut s, "gus");
+        group(&mut s, "Crew");
+        let before = State::default();
+        s.stamp_changes(&before, 1_000);
+        assert_eq!(s.user("fay").unwrap().last_modified_date, 1_000);
+        assert_eq!(s.group("Crew").unwrap().last_modified_date, 1_000);
+
+        let before = s.clone();
+        s.add_member("Crew", "fay", Kind::User).unwrap();
+        s.set_extensions("fay", vec![("city".into(), "Bern".into())])
+            .unwrap();
+        // The same millisecond still moves the date forward.
+        s.stamp_changes(&before, 1_000);
+        assert_eq!(s.user("fay").unwrap().last_modified_date, 1_001);
+        assert_eq!(s.group("Crew").unwrap().last_modified_date, 1_001);
+        assert_eq!(s.user("gus").unwrap().last_modified_date, 1_000);
+
+        // A state saved before the date was kept still loads, with no date.
+        let mut value: serde_json::Value = serde_json::from_slice(&s.to_json().unwrap()).unwrap();
+        for list in ["users", "groups"] {
+            for e in value[list].as_array_mut().unwrap() {
+                e.as_object_mut().unwrap().remove("lastModifiedDate");
+            }
+        }
+        let older = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(older.user("fay").unwrap().last_modified_date, 0);
+        assert_eq!(older.user("fay").unwrap().extensions["city"], "Bern");
     }
 
     #[test]

@@ -27,6 +27,10 @@ pub enum PlatformError {
     Unauthorized { status: u16, message: String },
     #[error("the platform refused the request as invalid: {0}")]
     Rejected(String),
+    /// A write named user extension properties the platform's `UserExtensions` shape does not
+    /// have: the gateway's attribute mapping is wrong for this platform, not the request.
+    #[error("the platform's UserExtensions thing shape has no property {}", .properties.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "))]
+    MissingProperties { properties: Vec<String> },
     #[error("the platform is unavailable: {0}")]
     Unavailable(String),
     #[error("the platform did not answer within {0:?}")]
@@ -84,6 +88,8 @@ pub struct User {
     pub home_mashup: String,
     pub mobile_mashup: String,
     pub tags: Vec<Tag>,
+    /// The platform's `lastModifiedDate`, RFC 3339 UTC, when it gives one.
+    pub last_modified: Option<String>,
 }
 
 /// A user to create. Without a password the client generates a long random one: provisioned
@@ -106,6 +112,8 @@ pub struct Group {
     pub project: String,
     pub home_mashup: String,
     pub tags: Vec<Tag>,
+    /// The platform's `lastModifiedDate`, RFC 3339 UTC, when it gives one.
+    pub last_modified: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -237,6 +245,12 @@ pub trait Platform: Send + Sync {
     /// Whether a project or mashup of this name exists, so `scimgate check` can catch defaults
     /// that name something the platform lacks before users are provisioned with them.
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError>;
+
+    /// The properties of the `UserExtensions` thing shape, when the platform can tell; `None`
+    /// from a platform that cannot.
+    async fn user_extension_properties(&self) -> Result<Option<Vec<String>>, PlatformError> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

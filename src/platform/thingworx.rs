@@ -263,6 +263,7 @@ fn platform_call_result(result: Result<(), &PlatformError>) {
         Err(PlatformError::AlreadyExists(_)) => "already_exists",
         Err(PlatformError::Unauthorized { .. }) => "unauthorized",
         Err(PlatformError::Rejected(_)) => "rejected",
+        Err(PlatformError::MissingProperties { .. }) => "missing_properties",
         Err(PlatformError::Unavailable(_)) => "unavailable",
         Err(PlatformError::Timeout(_)) => "timeout",
         Err(PlatformError::Unexpected { .. }) => "unexpected",
@@ -438,6 +439,27 @@ fn entity_object(bytes: &Bytes, requested: &str) -> Result<Map<String, Value>, P
     Ok(object)
 }
 
+/// An entity's `lastModifiedDate` (a DATETIME) as RFC 3339 UTC. JSON carries DATETIME as epoch
+/// milliseconds, but some versions and extensions answer with text, either the number or an
+/// ISO timestamp; anything else is treated as unknown rather than failing the read.
+fn last_modified(entity: &Map<String, Value>) -> Option<String> {
+    use crate::provisioning::audit::{millis_from_rfc3339, rfc3339_from_millis};
+    let millis = match entity.get("lastModifiedDate")? {
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))?,
+        Value::String(s) => match s.trim().parse::<i64>() {
+            Ok(ms) => ms,
+            Err(_) => millis_from_rfc3339(s)?,
+        },
+        _ => return None,
+    };
+    // Far outside the years four digits can show: not a date the platform meant.
+    (-62_135_596_800_000..=253_402_300_799_999)
+        .contains(&millis)
+        .then(|| rfc3339_from_millis(millis))
+}
+
 fn random_password() -> Result<String, PlatformError> {
     crate::random::password().map_err(|e| unexpected("cannot generate a password", e))
 }
@@ -479,6 +501,7 @@ impl Platform for ThingWorx {
             home_mashup: text(&o, "homeMashup"),
             mobile_mashup: text(&o, "mobileMashup"),
             tags: parse_tags(o.get("tags")),
+            last_modified: last_modified(&o),
         })
     }
 
@@ -604,9 +627,37 @@ impl Platform for ThingWorx {
             .map(|(k, v)| (k.as_str(), "STRING", json!(v)))
             .collect();
         let table = InfoTable::single_row(&fields);
-        self.user_service(name, "SetPropertyValues", json!({ "values": table }))
-            .await?;
-        Ok(())
+        let written = self
+            .user_service(name, "SetPropertyValues", json!({ "values": table }))
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            // The platform's own answer is no help here: ThingWorx reports a property its shape
+            // lacks as a bare 500 ("Unable to Invoke Service SetPropertyValues on <user>"), or on
+            // some versions as a not-found. The shape's definitions tell whether that was it.
+            Err(
+                e @ (PlatformError::Unexpected { .. }
+                | PlatformError::NotFound(_)
+                | PlatformError::Rejected(_)),
+            ) => match self.user_extension_properties().await {
+                Ok(Some(defined)) => {
+                    let missing: Vec<String> = values
+                        .keys()
+                        .filter(|k| !defined.iter().any(|d| d == *k))
+                        .cloned()
+                        .collect();
+                    if missing.is_empty() {
+                        Err(e)
+                    } else {
+                        Err(PlatformError::MissingProperties {
+                            properties: missing,
+                        })
+                    }
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     async fn user_groups(&self, name: &str) -> Result<Vec<EntitySummary>, PlatformError> {
@@ -641,6 +692,7 @@ impl Platform for ThingWorx {
             project: text(&o, "projectName"),
             home_mashup: text(&o, "homeMashup"),
             tags: parse_tags(o.get("tags")),
+            last_modified: last_modified(&o),
         })
     }
 
@@ -745,6 +797,21 @@ impl Platform for ThingWorx {
         Ok(())
     }
 
+    async fn user_extension_properties(&self) -> Result<Option<Vec<String>>, PlatformError> {
+        let path = Self::service_path("ThingShapes", "UserExtensions", "GetPropertyDefinitions");
+        let bytes = self
+            .send(Method::POST, &path, Some(json!({})), Repeat::Safe)
+            .await?;
+        Ok(Some(
+            table(&bytes)?
+                .rows
+                .iter()
+                .map(|r| text(r, "name"))
+                .filter(|n| !n.is_empty())
+                .collect(),
+        ))
+    }
+
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
         // One EntityServices call works for every entity type, and an absent entity is an
         // empty list rather than an error whose status differs between versions. Entity names
@@ -838,6 +905,23 @@ mod tests {
         let tbl = Bytes::from(r#"{"rows":[{"name":"jdoe"}]}"#);
         assert!(entity_object(&tbl, "JDOE").is_ok());
         assert!(entity_object(&obj, "someone-else").is_err());
+    }
+
+    #[test]
+    fn last_modified_dates_read_as_numbers_or_text() {
+        let read = |v: Value| {
+            let mut o = Map::new();
+            o.insert("lastModifiedDate".into(), v);
+            last_modified(&o)
+        };
+        let expected = Some("2024-03-05T10:11:12.345Z".to_string());
+        assert_eq!(read(json!(1_709_633_472_345_i64)), expected);
+        assert_eq!(read(json!(1_709_633_472_345.0)), expected);
+        assert_eq!(read(json!("1709633472345")), expected);
+        assert_eq!(read(json!("2024-03-05T11:11:12.345+01:00")), expected);
+        assert_eq!(read(json!("yesterday")), None);
+        assert_eq!(read(json!(null)), None);
+        assert_eq!(last_modified(&Map::new()), None);
     }
 
     #[test]

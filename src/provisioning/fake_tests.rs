@@ -305,6 +305,7 @@ impl Platform for FakePlatform {
             home_mashup: u.home_mashup.clone(),
             mobile_mashup: u.mobile_mashup.clone(),
             tags: u.tags.clone(),
+            last_modified: None,
         })
     }
 
@@ -485,6 +486,7 @@ impl Platform for FakePlatform {
             project: g.project.clone(),
             home_mashup: String::new(),
             tags: g.tags.clone(),
+            last_modified: None,
         })
     }
 

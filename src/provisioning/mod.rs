@@ -77,7 +77,7 @@ pub fn default_user_attributes() -> BTreeMap<String, String> {
         ("displayName", "fullName"),
         ("title", "title"),
         ("emails.work", "emailAddress"),
-        ("emails.other", "altEmailAddresses"),
+        ("emails.home", "altEmailAddresses"),
         ("phoneNumbers.work", "workPhone"),
         ("phoneNumbers.home", "homePhone"),
         ("phoneNumbers.mobile", "mobilePhone"),
@@ -146,6 +146,8 @@ pub struct UserRecord {
     /// Slot → value; only slots that hold a value.
     pub attributes: BTreeMap<String, String>,
     pub groups: Vec<GroupRef>,
+    /// The platform's last-modified date, RFC 3339 UTC, when it gives one.
+    pub last_modified: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +165,8 @@ pub struct GroupRecord {
     pub display_name: String,
     pub external_id: Option<String>,
     pub members: Vec<MemberRef>,
+    /// The platform's last-modified date, RFC 3339 UTC, when it gives one.
+    pub last_modified: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -598,6 +602,7 @@ impl Provisioner {
             active,
             attributes,
             groups,
+            last_modified: user.last_modified,
         })
     }
 
@@ -969,6 +974,7 @@ impl Provisioner {
             platform_name: group.name,
             external_id,
             members,
+            last_modified: group.last_modified,
         })
     }
 

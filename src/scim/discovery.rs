@@ -3,6 +3,7 @@
 //! conformance tools and identity providers never write what cannot be read.
 
 use super::v2::{ENTERPRISE, GROUP, USER};
+use crate::auth::Scheme;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -10,7 +11,54 @@ pub const SPC: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConf
 pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
 pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 
-pub fn service_provider_config(base: &str, max_results: usize) -> Value {
+/// What `meta` holds, said where clients read the resource's schema (the common attributes have
+/// no schema of their own to say it in).
+const META: &str = "meta.created is never returned: the platform keeps no creation date. meta.lastModified is the platform's last-modified date of the entity, returned when the platform gives one.";
+
+/// One `authenticationSchemes` entry per configured method; the first is the primary one.
+pub fn authentication_schemes(schemes: &[Scheme]) -> Vec<Value> {
+    schemes
+        .iter()
+        .enumerate()
+        .map(|(i, scheme)| {
+            let (kind, name, description, spec) = describe(*scheme);
+            json!({
+                "type": kind,
+                "name": name,
+                "description": description,
+                "specUri": spec,
+                "primary": i == 0,
+            })
+        })
+        .collect()
+}
+
+/// `(type, name, description, specification)` of a scheme; SCIM 2.0 has no type of its own for
+/// a static token, which is an RFC 6750 bearer token to the client.
+pub fn describe(scheme: Scheme) -> (&'static str, &'static str, &'static str, &'static str) {
+    match scheme {
+        Scheme::OAuthBearer => (
+            "oauthbearertoken",
+            "OAuth Bearer Token",
+            "An OAuth 2.0 access token from the configured authorization server, sent as Authorization: Bearer (RFC 6750)",
+            "https://www.rfc-editor.org/rfc/rfc6750",
+        ),
+        Scheme::StaticBearer => (
+            "oauthbearertoken",
+            "Static Bearer Token",
+            "A static bearer token shared with the gateway's operator (scim.bearer_token), sent as Authorization: Bearer",
+            "https://www.rfc-editor.org/rfc/rfc6750",
+        ),
+        Scheme::HttpBasic => (
+            "httpbasic",
+            "HTTP Basic",
+            "A user name and password configured on the gateway, sent as Authorization: Basic (RFC 7617)",
+            "https://www.rfc-editor.org/rfc/rfc7617",
+        ),
+    }
+}
+
+pub fn service_provider_config(base: &str, max_results: usize, schemes: &[Scheme]) -> Value {
     json!({
         "schemas": [SPC],
         "documentationUri": "https://github.com/scimgate/scimgate#readme",
@@ -20,13 +68,7 @@ pub fn service_provider_config(base: &str, max_results: usize) -> Value {
         "changePassword": {"supported": false},
         "sort": {"supported": true},
         "etag": {"supported": true},
-        "authenticationSchemes": [{
-            "type": "oauthbearertoken",
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with an OAuth 2.0 bearer token (RFC 6750)",
-            "specUri": "https://www.rfc-editor.org/rfc/rfc6750",
-            "primary": true,
-        }],
+        "authenticationSchemes": authentication_schemes(schemes),
         "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base}/ServiceProviderConfig")},
     })
 }
@@ -319,7 +361,7 @@ pub fn schemas(base: &str, mapped: &BTreeMap<String, String>, external_id: bool)
             base,
             USER,
             "User",
-            "Platform user",
+            &format!("Platform user. {META}"),
             user_schema(mapped, external_id),
         ),
         schema_resource(
@@ -329,7 +371,13 @@ pub fn schemas(base: &str, mapped: &BTreeMap<String, String>, external_id: bool)
             "Enterprise user extension",
             enterprise_schema(mapped),
         ),
-        schema_resource(base, GROUP, "Group", "Platform group", group_schema()),
+        schema_resource(
+            base,
+            GROUP,
+            "Group",
+            &format!("Platform group. {META}"),
+            group_schema(),
+        ),
         schema_resource(
             base,
             RESOURCE_TYPE,

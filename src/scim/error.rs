@@ -55,6 +55,8 @@ impl From<PlatformError> for ScimError {
             // The gateway's own credentials failed: a gateway fault, never the IdP's.
             PlatformError::Unauthorized { .. } => StatusCode::BAD_GATEWAY,
             PlatformError::Rejected(_) => StatusCode::BAD_REQUEST,
+            // The gateway's configuration names what the platform lacks: a server fault.
+            PlatformError::MissingProperties { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             PlatformError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PlatformError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             PlatformError::Unexpected { .. } => StatusCode::BAD_GATEWAY,
@@ -68,6 +70,9 @@ impl From<PlatformError> for ScimError {
             PlatformError::Unauthorized { .. } => {
                 "the platform refused the gateway's credentials; check platform.app_key".to_string()
             }
+            PlatformError::MissingProperties { .. } => format!(
+                "{e}: the gateway's configuration maps a SCIM attribute to it; correct provisioning.user_attributes or provisioning.external_id_property, or add the property to the shape"
+            ),
             other => other.to_string(),
         };
         Self {

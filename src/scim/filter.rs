@@ -990,6 +990,14 @@ fn parse_bool(s: &str) -> Option<bool> {
 }
 
 fn compare_strings(have: &str, op: CompareOp, want: &str, exact: bool) -> bool {
+    // Timestamps compare as instants: `...:34.500Z` is after `...:34Z`, and offsets count,
+    // which neither holds for their text.
+    if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
+        use crate::provisioning::audit::millis_from_rfc3339;
+        if let (Some(a), Some(b)) = (millis_from_rfc3339(have), millis_from_rfc3339(want)) {
+            return ordering_satisfies(op, a.cmp(&b));
+        }
+    }
     let (have, want) = if exact {
         (Cow::Borrowed(have), Cow::Borrowed(want))
     } else {
@@ -1875,6 +1883,15 @@ mod tests {
         assert!(m1("meta.lastModified ge \"2011-05-13T04:42:34Z\"", &u));
         assert!(m1("meta.created lt \"2011-01-01T00:00:00Z\"", &u));
         assert!(m1("meta.created le \"2010-01-23t04:56:22z\"", &u));
+    }
+
+    #[test]
+    fn timestamps_compare_as_instants() {
+        let u = json!({"meta": {"lastModified": "2011-05-13T04:42:34.500Z"}});
+        assert!(m1("meta.lastModified gt \"2011-05-13T04:42:34Z\"", &u));
+        assert!(m1("meta.lastModified lt \"2011-05-13T06:42:35+02:00\"", &u));
+        assert!(m1("meta.lastModified eq \"2011-05-13T04:42:34.5Z\"", &u));
+        assert!(!m1("meta.lastModified ge \"2011-05-13T04:42:35Z\"", &u));
     }
 
     #[test]

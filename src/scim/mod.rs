@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod error;
 pub mod filter;
+pub mod mapping;
 pub mod v1;
 pub mod v2;
 
@@ -425,10 +426,12 @@ impl ScimService {
                     Version::V1 => v1::service_provider_config(
                         "https://github.com/scimgate/scimgate#readme",
                         self.settings.max_results,
+                        &self.auth.schemes(),
                     ),
                     Version::V2 => discovery::service_provider_config(
                         &discovery_base,
                         self.settings.max_results,
+                        &self.auth.schemes(),
                     ),
                 };
                 Ok(Reply::json(StatusCode::OK, doc))
@@ -539,7 +542,11 @@ impl ScimService {
                                     Version::V2 => v2::parse_user(&body, v1::Mode::Create),
                                 };
                                 let change = audited(p, ctx, "create_user", "", change)?;
-                                let user = p.create_user(&ctx.actor, change).await?;
+                                warn_unstored(p, "users_create", &body, &change);
+                                let user = p
+                                    .create_user(&ctx.actor, change)
+                                    .await
+                                    .map_err(|e| user_write_error(p, e))?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
@@ -567,18 +574,37 @@ impl ScimService {
                                 let target = record.user_name.clone();
                                 let current = ctx.render_user(&record);
                                 audited(p, ctx, op, &target, conditions.check_write(&current))?;
-                                let change = match (v, patch) {
+                                // A 2.0 PATCH is checked as the patched resource: what the
+                                // operations added is in it, next to what is already stored.
+                                let parsed = match (v, patch) {
                                     (Version::V1, false) => {
-                                        v1::parse_user(&body, v1::Mode::Replace)
+                                        v1::parse_user(&body, v1::Mode::Replace).map(|c| (c, None))
                                     }
-                                    (Version::V1, true) => v1::parse_user(&body, v1::Mode::Patch),
+                                    (Version::V1, true) => {
+                                        v1::parse_user(&body, v1::Mode::Patch).map(|c| (c, None))
+                                    }
                                     (Version::V2, false) => {
-                                        v2::parse_user(&body, v1::Mode::Replace)
+                                        v2::parse_user(&body, v1::Mode::Replace).map(|c| (c, None))
                                     }
-                                    (Version::V2, true) => v2::patch_user(&current, &body),
+                                    (Version::V2, true) => v2::patched_user(&current, &body)
+                                        .map(|(change, doc)| (change, Some(doc))),
                                 };
-                                let change = audited(p, ctx, op, &target, change)?;
-                                let user = p.update_read_user(&ctx.actor, record, change).await?;
+                                let (change, patched) = audited(p, ctx, op, &target, parsed)?;
+                                let operation = if patch {
+                                    "users_patch"
+                                } else {
+                                    "users_replace"
+                                };
+                                warn_unstored(
+                                    p,
+                                    operation,
+                                    patched.as_ref().unwrap_or(&body),
+                                    &change,
+                                );
+                                let user = p
+                                    .update_read_user(&ctx.actor, record, change)
+                                    .await
+                                    .map_err(|e| user_write_error(p, e))?;
                                 ctx.render_user(&user)
                             }
                             Resource::Groups => {
@@ -1000,6 +1026,69 @@ impl ScimService {
     }
 }
 
+/// One WARN line per user write that carries attributes the mapping cannot store, naming them
+/// (never their values): the request succeeds, so without it the loss would go unnoticed.
+fn warn_unstored(
+    p: &Provisioner,
+    operation: &'static str,
+    body: &Value,
+    change: &crate::provisioning::UserChange,
+) {
+    let policy = p.policy();
+    let names = mapping::unstored(
+        body,
+        change,
+        &policy.config.user_attributes,
+        policy.config.external_id_property.is_some(),
+    );
+    if !names.is_empty() {
+        tracing::warn!(
+            operation,
+            attributes = %names.join(", "),
+            "the request carries SCIM attributes the attribute mapping does not store; they were not written (map them in [provisioning.user_attributes])"
+        );
+    }
+}
+
+/// A user write the platform refused because the configured mapping names a property its
+/// `UserExtensions` shape lacks: the gateway's fault, so a 500 that names the setting to fix,
+/// and an ERROR line for the operator. Anything else converts as usual.
+fn user_write_error(p: &Provisioner, e: crate::provisioning::ProvisionError) -> ScimError {
+    let crate::provisioning::ProvisionError::Platform(
+        crate::platform::PlatformError::MissingProperties { properties },
+    ) = &e
+    else {
+        return e.into();
+    };
+    let policy = p.policy();
+    let settings: Vec<String> = mapping::property_settings(&policy.config)
+        .into_iter()
+        .filter(|(_, property)| properties.contains(property))
+        .map(|(setting, property)| format!("{setting} = {property:?}"))
+        .collect();
+    let settings = if settings.is_empty() {
+        "provisioning.user_attributes or provisioning.external_id_property".to_string()
+    } else {
+        settings.join(", ")
+    };
+    let missing = properties
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    tracing::error!(
+        properties = %missing,
+        settings = %settings,
+        "the attribute mapping names user extension properties the platform lacks; correct the setting or add the properties to the UserExtensions thing shape"
+    );
+    ScimError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!(
+            "the gateway's configuration does not fit the platform: {settings} names a user extension property the platform's UserExtensions thing shape does not have ({missing}); an operator must correct the setting or add the property to the shape"
+        ),
+    )
+}
+
 /// A short, bounded name for the metrics label: resource and verb.
 /// A write the SCIM layer refuses itself (a body it cannot parse, a failed precondition) gets
 /// its audit line here, as the provisioning core's refusals get theirs.
@@ -1300,7 +1389,9 @@ fn split_list(v: &str) -> Vec<String> {
 }
 
 impl Query {
-    /// A SCIM 2.0 SearchRequest body: the query parameters as JSON.
+    /// A SCIM 2.0 SearchRequest body: the query parameters as JSON. A member of the wrong JSON
+    /// type is refused, never ignored: an ignored `filter` would answer a full listing to a
+    /// client that asked for a few resources. `null` counts as absent.
     fn from_search(body: &Value) -> Result<Self, ScimError> {
         let Some(o) = body.as_object() else {
             return Err(ScimError::bad_request(
@@ -1312,38 +1403,71 @@ impl Query {
             o.iter()
                 .find(|(key, _)| key.eq_ignore_ascii_case(k))
                 .map(|(_, v)| v)
+                .filter(|v| !v.is_null())
         };
-        let strings = |v: Option<&Value>| -> Vec<String> {
-            match v {
+        let wrong = |name: &str, expected: &str| {
+            ScimError::bad_request("invalidValue", format!("{name} must be {expected}"))
+        };
+        let text = |name: &str| -> Result<Option<String>, ScimError> {
+            match get(name) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(wrong(name, "a string")),
+            }
+        };
+        let strings = |name: &str| -> Result<Vec<String>, ScimError> {
+            match get(name) {
+                None => Ok(Vec::new()),
+                Some(Value::String(s)) => Ok(split_list(s)),
                 Some(Value::Array(items)) => items
                     .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
+                    .map(|i| {
+                        i.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| wrong(name, "a list of attribute names"))
+                    })
                     .collect(),
-                Some(Value::String(s)) => split_list(s),
-                _ => Vec::new(),
+                Some(_) => Err(wrong(name, "a list of attribute names")),
+            }
+        };
+        let integer = |name: &str| -> Result<Option<i64>, ScimError> {
+            match get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n
+                    .as_i64()
+                    .or_else(|| {
+                        n.as_f64()
+                            .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                            .map(|f| f as i64)
+                    })
+                    .map(Some)
+                    .ok_or_else(|| wrong(name, "an integer")),
+                Some(_) => Err(wrong(name, "an integer")),
+            }
+        };
+        let filter = match get("filter") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(ScimError::bad_request(
+                    "invalidFilter",
+                    format!("filter must be a string, not {}", json_type(other)),
+                ))
             }
         };
         let mut q = Query {
-            filter: get("filter").and_then(Value::as_str).map(str::to_string),
-            attributes: strings(get("attributes")),
-            excluded: strings(get("excludedAttributes")),
-            descending: get("sortOrder")
-                .and_then(Value::as_str)
-                .is_some_and(|s| s.eq_ignore_ascii_case("descending")),
-            start_index: get("startIndex")
-                .and_then(Value::as_i64)
-                .unwrap_or(1)
-                .max(1) as usize,
-            count: get("count")
-                .and_then(Value::as_i64)
-                .map(|c| c.max(0) as usize),
+            filter,
+            attributes: strings("attributes")?,
+            excluded: strings("excludedAttributes")?,
+            descending: text("sortOrder")?.is_some_and(|s| s.eq_ignore_ascii_case("descending")),
+            start_index: integer("startIndex")?.unwrap_or(1).max(1) as usize,
+            count: integer("count")?.map(|c| c.max(0) as usize),
             ..Query::default()
         };
-        if let Some(s) = get("sortBy").and_then(Value::as_str) {
-            match parse_attr_path(s) {
+        if let Some(s) = text("sortBy")? {
+            match parse_attr_path(&s) {
                 Some(p) => q.sort_by = Some(p),
-                None => q.sort_bad = Some(s.to_string()),
+                None => q.sort_bad = Some(s),
             }
         }
         Ok(q)
@@ -1413,7 +1537,16 @@ impl Query {
                 && ENTERPRISE_ATTRIBUTES
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(&path.attr));
+            // `meta.lastModified` is rendered when the platform gives it, so it filters like
+            // any attribute; `meta.created` never is.
+            let last_modified = core_urn
+                && path.attr.eq_ignore_ascii_case("meta")
+                && path
+                    .sub_attr
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("lastModified"));
             let known = enterprise
+                || last_modified
                 || (core_urn && supported.iter().any(|a| a.eq_ignore_ascii_case(&path.attr)));
             if !known {
                 return Err(ScimError::bad_request(
@@ -1427,6 +1560,17 @@ impl Query {
             }
         }
         Ok(Some(parsed))
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -1638,6 +1782,34 @@ mod tests {
     }
 
     #[test]
+    fn search_bodies_of_the_wrong_type_are_refused() {
+        for filter in [json!(5), json!(true), json!({}), json!(["userName pr"])] {
+            let e = Query::from_search(&json!({ "filter": filter }))
+                .err()
+                .unwrap();
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{filter}");
+        }
+        for (k, v) in [
+            ("attributes", json!(5)),
+            ("attributes", json!([1])),
+            ("excludedAttributes", json!(true)),
+            ("sortBy", json!(3)),
+            ("sortOrder", json!(false)),
+            ("startIndex", json!("1")),
+            ("count", json!(1.5)),
+        ] {
+            let e = Query::from_search(&json!({ k: v })).err().unwrap();
+            assert_eq!(e.scim_type, Some("invalidValue"), "{k}: {v}");
+        }
+        let Ok(q) = Query::from_search(&json!({"filter": null, "count": 2.0, "attributes": null}))
+        else {
+            panic!("null members are absent");
+        };
+        assert!(q.filter.is_none() && q.attributes.is_empty());
+        assert_eq!(q.count, Some(2));
+    }
+
+    #[test]
     fn projection_keeps_id_and_requested_parts() {
         let v = json!({"id": "1", "userName": "u", "title": "t", "name": {"givenName": "g", "familyName": "f"},
                        "emails": [{"value": "e", "type": "work"}], "schemas": ["x"]});
@@ -1659,8 +1831,10 @@ mod tests {
 
     #[test]
     fn unsupported_filters_are_refused_not_ignored() {
-        let q = Query::parse("filter=meta.lastModified+gt+%222011-05-13T04:42:34Z%22");
+        let q = Query::parse("filter=meta.created+gt+%222011-05-13T04:42:34Z%22");
         assert!(q.filter(Dialect::V1, USER_ATTRIBUTES).is_err());
+        let q = Query::parse("filter=meta.lastModified+gt+%222011-05-13T04:42:34Z%22");
+        assert!(q.filter(Dialect::V1, USER_ATTRIBUTES).unwrap().is_some());
         let q = Query::parse("filter=userName+eq");
         assert!(q.filter(Dialect::V1, USER_ATTRIBUTES).is_err());
         let q = Query::parse("filter=UserName+Eq+%22x%22");

@@ -8,6 +8,7 @@ use crate::provisioning::{
     Change, GroupChange, GroupRecord, MemberRef, MembersChange, UserChange, UserRecord,
 };
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 pub const CORE: &str = "urn:scim:schemas:core:1.0";
 pub const ENTERPRISE: &str = "urn:scim:schemas:extension:enterprise:1.0";
@@ -59,6 +60,16 @@ pub enum Mode {
     Full,
 }
 
+/// `meta` of a resource. `created` is never there: the platform keeps no creation date, and a
+/// made-up one would mislead a client that reasons about it.
+fn meta(location: &str, last_modified: Option<&str>) -> Value {
+    let mut meta = json!({"location": location});
+    if let Some(t) = last_modified {
+        meta["lastModified"] = json!(t);
+    }
+    meta
+}
+
 pub fn render_user(user: &UserRecord, location: &str) -> Value {
     let a = &user.attributes;
     let mut out = Map::new();
@@ -87,7 +98,7 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
     let mut emails = Vec::new();
     for t in EMAIL_TYPES {
         if let Some(v) = a.get(&format!("emails.{t}")) {
-            // Several "other" addresses share one property, comma-separated.
+            // Several home (or other) addresses share one property, comma-separated.
             for value in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let mut e = json!({"value": value, "type": t});
                 if t == "work" {
@@ -139,7 +150,7 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
         out.insert(ENTERPRISE.into(), Value::Object(enterprise));
     }
     out.insert("schemas".into(), Value::Array(schemas));
-    out.insert("meta".into(), json!({"location": location}));
+    out.insert("meta".into(), meta(location, user.last_modified.as_deref()));
     Value::Object(out)
 }
 
@@ -163,7 +174,7 @@ pub fn render_group(group: &GroupRecord, location: &str) -> Value {
         "id": group.id,
         "displayName": group.display_name,
         "members": members,
-        "meta": {"location": location},
+        "meta": meta(location, group.last_modified.as_deref()),
     });
     if let Some(x) = &group.external_id {
         v["externalId"] = json!(x);
@@ -403,7 +414,9 @@ fn multi_valued(
     if mode != Mode::Patch {
         clear_user_attribute(change, attr);
     }
-    let mut others: Vec<String> = Vec::new();
+    // Home and other emails each keep every address, comma-separated in one property (the
+    // platform's `altEmailAddresses` is such a list); other types keep the first value.
+    let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut typed_first = true;
     for item in &items {
         let Some(item) = item.as_object() else {
@@ -423,9 +436,10 @@ fn multi_valued(
                 .insert(slot, Change::ClearIf(value.to_string()));
             continue;
         }
-        if slot.ends_with(".other") && attr == "emails" {
-            if !others.iter().any(|o| o.eq_ignore_ascii_case(value)) {
-                others.push(value.to_string());
+        if attr == "emails" && (slot.ends_with(".other") || slot.ends_with(".home")) {
+            let list = lists.entry(slot).or_default();
+            if !list.iter().any(|o| o.eq_ignore_ascii_case(value)) {
+                list.push(value.to_string());
             }
             continue;
         }
@@ -437,10 +451,8 @@ fn multi_valued(
             .attributes
             .insert(slot, Change::Set(value.to_string()));
     }
-    if !others.is_empty() {
-        change
-            .attributes
-            .insert(format!("{attr}.other"), Change::Set(others.join(",")));
+    for (slot, list) in lists {
+        change.attributes.insert(slot, Change::Set(list.join(",")));
     }
     Ok(())
 }
@@ -571,7 +583,27 @@ pub fn parse_group(body: &Value, mode: Mode) -> Result<GroupChange, ScimError> {
     Ok(change)
 }
 
-pub fn service_provider_config(documentation: &str, max_results: usize) -> Value {
+pub fn service_provider_config(
+    documentation: &str,
+    max_results: usize,
+    schemes: &[crate::auth::Scheme],
+) -> Value {
+    // 1.1 names its URLs `...Url`; its examples carry `type` and `primary` as 2.0 does.
+    let schemes: Vec<Value> = schemes
+        .iter()
+        .enumerate()
+        .map(|(i, scheme)| {
+            let (kind, name, description, spec) = super::discovery::describe(*scheme);
+            json!({
+                "type": kind,
+                "name": name,
+                "description": description,
+                "specUrl": spec,
+                "documentationUrl": documentation,
+                "primary": i == 0,
+            })
+        })
+        .collect();
     json!({
         "schemas": [CORE],
         "documentationUrl": documentation,
@@ -582,12 +614,7 @@ pub fn service_provider_config(documentation: &str, max_results: usize) -> Value
         "sort": {"supported": true},
         "etag": {"supported": false},
         "xmlDataFormat": {"supported": false},
-        "authenticationSchemes": [{
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with a bearer token (RFC 6750)",
-            "specUrl": "https://tools.ietf.org/html/rfc6750",
-            "documentationUrl": documentation,
-        }],
+        "authenticationSchemes": schemes,
     })
 }
 
@@ -681,7 +708,6 @@ pub fn schemas() -> Vec<Value> {
 mod tests {
     use super::*;
     use crate::provisioning::GroupRef;
-    use std::collections::BTreeMap;
 
     fn user() -> UserRecord {
         let mut attributes = BTreeMap::new();
@@ -699,6 +725,7 @@ mod tests {
                 id: "g1".into(),
                 display: "Engineering".into(),
             }],
+            last_modified: Some("2024-03-05T10:11:12.345Z".into()),
         }
     }
 
@@ -715,6 +742,8 @@ mod tests {
         assert_eq!(v["addresses"][0]["locality"], "Boston");
         assert_eq!(v["groups"][0]["display"], "Engineering");
         assert_eq!(v["meta"]["location"], "https://gw/Users/YmplbnNlbg");
+        assert_eq!(v["meta"]["lastModified"], "2024-03-05T10:11:12.345Z");
+        assert!(v["meta"].get("created").is_none());
         assert!(v.get("password").is_none());
     }
 
@@ -768,6 +797,19 @@ mod tests {
         assert_eq!(c.attributes["emails.work"], Change::ClearIf("old@x".into()));
         assert_eq!(c.active, Some(false));
         assert!(!c.attributes.contains_key("emails.home"));
+    }
+
+    #[test]
+    fn home_emails_keep_every_address() {
+        let c = parse_user(
+            &json!({"emails": [{"value": "w@x", "type": "work"}, {"value": "h1@x", "type": "home"},
+                               {"value": "h2@x", "type": "Home"}, {"value": "o@x", "type": "other"}]}),
+            Mode::Create,
+        )
+        .unwrap();
+        assert_eq!(c.attributes["emails.home"], Change::Set("h1@x,h2@x".into()));
+        assert_eq!(c.attributes["emails.other"], Change::Set("o@x".into()));
+        assert_eq!(c.attributes["emails.work"], Change::Set("w@x".into()));
     }
 
     #[test]

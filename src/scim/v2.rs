@@ -55,9 +55,13 @@ pub fn etag(resource: &Value) -> String {
     format!("W/\"{hex}\"")
 }
 
-fn finish(mut v: Value, resource_type: &str, location: &str) -> Value {
+/// Sets `meta`; `created` is left out because the platform keeps no creation date.
+fn finish(mut v: Value, resource_type: &str, location: &str, last_modified: Option<&str>) -> Value {
     let version = etag(&v);
     v["meta"] = json!({"resourceType": resource_type, "location": location, "version": version});
+    if let Some(t) = last_modified {
+        v["meta"]["lastModified"] = json!(t);
+    }
     v
 }
 
@@ -81,7 +85,7 @@ pub fn render_user(user: &UserRecord, location: &str) -> Value {
             }
         }
     }
-    finish(v, "User", location)
+    finish(v, "User", location, user.last_modified.as_deref())
 }
 
 pub fn render_group(group: &GroupRecord, location: &str) -> Value {
@@ -105,7 +109,7 @@ pub fn render_group(group: &GroupRecord, location: &str) -> Value {
             }
         }
     }
-    finish(v, "Group", location)
+    finish(v, "Group", location, group.last_modified.as_deref())
 }
 
 /// The 1.1 codec reads the enterprise extension under its 1.0 URN.
@@ -500,6 +504,11 @@ fn apply(
 /// Applies a PatchOp to the user as currently rendered and returns the change that leads from
 /// the current resource to the result. The whole request is checked before anything is applied.
 pub fn patch_user(current: &Value, body: &Value) -> Result<UserChange, ScimError> {
+    patched_user(current, body).map(|(change, _)| change)
+}
+
+/// `patch_user`, also returning the patched resource the change was read from.
+pub fn patched_user(current: &Value, body: &Value) -> Result<(UserChange, Value), ScimError> {
     let ops = operations(body)?;
     let mut doc = current.as_object().cloned().unwrap_or_default();
     for op in ops.iter().filter(|op| op.kind == OpKind::Remove) {
@@ -545,7 +554,9 @@ pub fn patch_user(current: &Value, body: &Value) -> Result<UserChange, ScimError
             }
         }
     }
-    parse_user(&Value::Object(doc), v1::Mode::Full)
+    let doc = Value::Object(doc);
+    let change = parse_user(&doc, v1::Mode::Full)?;
+    Ok((change, doc))
 }
 
 fn member_refs(value: Option<&Value>) -> Result<Vec<MemberRef>, ScimError> {
