@@ -538,6 +538,7 @@ fn user_spellings() -> Vec<(&'static str, &'static str)> {
         ("Administr%61tor", "Administrator"),
         ("Ａｄｍｉｎｉｓｔｒａｔｏｒ", "Administrator"),
         ("Admin\u{200B}istrator", "Administrator"),
+        ("Administr%2561tor", "Administrator"),
         ("svc-backup", "svc-backup"),
         ("ｓｖｃ-backup", "svc-backup"),
     ]
@@ -578,15 +579,20 @@ fn full_matrix() -> Vec<Forbidden> {
             });
         }
     }
-    for group in ["Protected Ops", "Designers"] {
-        for (form, id) in [("g. id", group_id_of(group)), ("old-form id", id_of(group))] {
-            for hint in HINTS {
-                out.push(Forbidden {
-                    label: format!("{form} of {group:?}, {}", hint_label(hint)),
-                    member: member(&id, hint),
-                    rule: "group_exclusion_list",
-                });
-            }
+    for (form, group, id) in [
+        ("g. id", "Protected Ops", group_id_of("Protected Ops")),
+        ("old-form id", "Protected Ops", id_of("Protected Ops")),
+        ("g. id", "protected  ops", group_id_of("protected  ops")),
+        ("g. id", "Designers", group_id_of("Designers")),
+        ("old-form id", "Designers", id_of("Designers")),
+        ("g. id", "Ｄｅｓｉｇｎｅｒｓ", group_id_of("Ｄｅｓｉｇｎｅｒｓ")),
+    ] {
+        for hint in HINTS {
+            out.push(Forbidden {
+                label: format!("{form} of {group:?}, {}", hint_label(hint)),
+                member: member(&id, hint),
+                rule: "group_exclusion_list",
+            });
         }
     }
     out
@@ -1041,6 +1047,112 @@ async fn excluded_members_are_skipped_on_1_1() {
     .await;
 }
 
+/// Bulk with `bulkId` references: a new user by reference next to a lying excluded member, and a
+/// refused create referenced by a later operation.
+#[tokio::test]
+async fn bulk_references_cannot_smuggle_excluded_members() {
+    let env = setup().await;
+    let mut failures = Vec::new();
+    let before = protected_snapshot(&env).await;
+    let bulk = |ops: Value| {
+        let env = &env;
+        async move {
+            env.call2(
+                "POST",
+                "/Bulk",
+                Some(json!({"schemas": [BULK_REQUEST], "Operations": ops})),
+            )
+            .await
+        }
+    };
+    let op_status = |r: &ScimResp, i: usize| -> u16 {
+        r.body["Operations"][i]["status"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+
+    // 1. carol by bulkId and Administrator (typed "Group") into Engineering.
+    let from = env.audit_lines().len();
+    let r = bulk(json!([
+        {"method": "POST", "path": "/Users", "bulkId": "c",
+         "data": {"schemas": [USER], "userName": "carol", "active": true}},
+        {"method": "PATCH", "path": format!("/Groups/{}", group_id_of("Engineering")),
+         "data": {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "members", "value": [
+            {"value": "bulkId:c", "type": "User"},
+            {"value": id_of("Administrator"), "type": "Group"}]}]}}
+    ]))
+    .await;
+    if r.status != 200 || op_status(&r, 0) != 201 || !(200..300).contains(&op_status(&r, 1)) {
+        failures.push(format!("Bulk carol + Administrator into Engineering: want 201 then 2xx: {}", short(&r)));
+    }
+    let eng = env.tw.members_of("Engineering").await;
+    if eng != ["User:carol"] {
+        failures.push(format!("Bulk carol + Administrator: Engineering on the platform is {eng:?}, want [User:carol]"));
+    }
+    if !env.audit_since(from).iter().any(|l| is_refusal_by(l, "user_exclusion_list")) {
+        failures.push("Bulk carol + Administrator: no refusal by user_exclusion_list audited".to_string());
+    }
+
+    // 2. A refused create of Administrator, referenced by a group create.
+    let r = bulk(json!([
+        {"method": "POST", "path": "/Users", "bulkId": "a",
+         "data": {"schemas": [USER], "userName": "ADMINISTRATOR", "active": false}},
+        {"method": "POST", "path": "/Groups", "bulkId": "s",
+         "data": {"schemas": [GROUP], "displayName": "Smuggle",
+                  "members": [{"value": id_of("alice")}, {"value": "bulkId:a"}]}}
+    ]))
+    .await;
+    if op_status(&r, 0) != 403 {
+        failures.push(format!("Bulk create of ADMINISTRATOR: want 403: {}", short(&r)));
+    }
+    if env.tw.group_exists("Smuggle").await {
+        let m = env.tw.members_of("Smuggle").await;
+        if m.iter().any(|m| m != "User:alice") {
+            failures.push(format!("Bulk Smuggle got {m:?}"));
+        }
+    }
+
+    // 3. dave by bulkId and Designers (g. id, typed "Group") into a new group.
+    let from = env.audit_lines().len();
+    let r = bulk(json!([
+        {"method": "POST", "path": "/Users", "bulkId": "d",
+         "data": {"schemas": [USER], "userName": "dave", "active": true}},
+        {"method": "POST", "path": "/Groups", "bulkId": "t",
+         "data": {"schemas": [GROUP], "displayName": "Bulk Team",
+                  "members": [{"value": "bulkId:d", "type": "User"},
+                              {"value": group_id_of("Designers"), "type": "Group"}]}}
+    ]))
+    .await;
+    if op_status(&r, 0) != 201 || op_status(&r, 1) != 201 {
+        failures.push(format!("Bulk dave + Designers into Bulk Team: want 201, 201: {}", short(&r)));
+    }
+    if !env.tw.group_exists("Bulk Team").await
+        || env.tw.members_of("Bulk Team").await != ["User:dave"]
+    {
+        failures.push(format!(
+            "Bulk Team on the platform: exists {}, members {:?}, want [User:dave]",
+            env.tw.group_exists("Bulk Team").await,
+            if env.tw.group_exists("Bulk Team").await {
+                env.tw.members_of("Bulk Team").await
+            } else {
+                vec![]
+            }
+        ));
+    }
+    if !env.audit_since(from).iter().any(|l| is_refusal_by(l, "group_exclusion_list")) {
+        failures.push("Bulk dave + Designers: no refusal by group_exclusion_list audited".to_string());
+    }
+
+    let after = protected_snapshot(&env).await;
+    for (b, a) in before.iter().zip(after.iter()) {
+        if b != a && !b.starts_with("all users") {
+            failures.push(format!("protected entity changed: before {b}, after {a}"));
+        }
+    }
+    report("Bulk references", 3, &failures);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Hidden members cannot be removed
 // ---------------------------------------------------------------------------------------------
@@ -1232,15 +1344,30 @@ async fn direct_changes_of_excluded_entities_answer_404() {
     let patch1_user = json!({"schemas": [CORE1], "active": false});
     let patch1_group = json!({"schemas": [CORE1], "members": [{"value": id_of("alice")}]});
 
-    // (resource path, name for bodies, is a user)
-    let targets: Vec<(String, &str, bool)> = vec![
-        (format!("/Users/{}", id_of("Administrator")), "Administrator", true),
-        (format!("/Users/{}", id_of("svc-backup")), "svc-backup", true),
-        (format!("/Groups/{}", group_id_of("Designers")), "Designers", false),
-        (format!("/Groups/{}", group_id_of("Protected Ops")), "Protected Ops", false),
-        (format!("/Groups/{}", id_of("Designers")), "Designers", false),
+    // (resource path, name for bodies, is a user, must each attempt be audited as refused).
+    // The canonical ids must be audited; odd spellings of ids (which may simply name nobody)
+    // and the old id form must answer 404 and change nothing.
+    let admin_path_encoded = {
+        let id = id_of("Administrator");
+        format!("/Users/%{:02X}{}", id.as_bytes()[0], &id[1..])
+    };
+    let targets: Vec<(String, &str, bool, bool)> = vec![
+        (format!("/Users/{}", id_of("Administrator")), "Administrator", true, true),
+        (format!("/Users/{}", id_of("svc-backup")), "svc-backup", true, true),
+        (format!("/Groups/{}", group_id_of("Designers")), "Designers", false, true),
+        (format!("/Groups/{}", group_id_of("Protected Ops")), "Protected Ops", false, true),
+        (admin_path_encoded, "Administrator", true, false),
+        (format!("/Users/{}", id_of("Ａｄｍｉｎｉｓｔｒａｔｏｒ")), "Administrator", true, false),
+        (format!("/Users/{}", id_of("Administr%2561tor")), "Administrator", true, false),
+        (format!("/Groups/{}", group_id_of(" DESIGNERS ")), "Designers", false, false),
+        (format!("/Groups/{}", id_of("Designers")), "Designers", false, false),
     ];
-    for (path, name, is_user) in &targets {
+    for (path, name, is_user, audited) in &targets {
+        let check_refusal_audited = |env: &Env, from: usize, what: &str, failures: &mut Vec<String>| {
+            if *audited {
+                check_refusal_audited(env, from, what, failures);
+            }
+        };
         // GET first: the answer every write must match.
         for (v, r) in [
             ("2.0", env.call2("GET", path, None).await),
@@ -1333,7 +1460,9 @@ async fn direct_changes_of_excluded_entities_answer_404() {
         "Administr%61tor",
         "Ａｄｍｉｎｉｓｔｒａｔｏｒ",
         "Admin\u{200B}istrator",
+        "Administr%2561tor",
         "svc-backup",
+        "SVC-BACKUP ",
     ] {
         for v in ["2.0", "1.1", "Bulk"] {
             cases += 1;
