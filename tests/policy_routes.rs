@@ -484,9 +484,21 @@ impl Env {
             .collect()
     }
 
-    /// Audit lines written after the first `from`.
-    fn audit_since(&self, from: usize) -> Vec<Value> {
-        self.audit_lines().into_iter().skip(from).collect()
+    /// Where the audit log ends now (a byte offset), for [`Env::audit_since`].
+    fn audit_mark(&self) -> usize {
+        std::fs::metadata(self.gw.dir.join("audit.jsonl"))
+            .map(|m| m.len() as usize)
+            .unwrap_or(0)
+    }
+
+    /// Audit lines written since `mark` (from [`Env::audit_mark`]).
+    fn audit_since(&self, mark: usize) -> Vec<Value> {
+        let bytes = std::fs::read(self.gw.dir.join("audit.jsonl")).unwrap_or_default();
+        let tail = String::from_utf8_lossy(bytes.get(mark..).unwrap_or_default()).into_owned();
+        tail.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
+            .collect()
     }
 }
 
@@ -779,22 +791,25 @@ async fn run_skip_cases(
                     };
                     env.tw.set_members(&t.platform, &seed).await;
                 }
-                let before: BTreeSet<String> = if route.creates() {
+                // Right after the reset the members are the seed (or none for a create).
+                let before: BTreeSet<String> = if route.creates() || t.platform != "Administrators"
+                {
                     BTreeSet::new()
                 } else {
-                    env.tw.members_of(&t.platform).await.into_iter().collect()
+                    ["User:administrator".to_string()].into_iter().collect()
                 };
-                let audit_from = env.audit_lines().len();
+                let audit_from = env.audit_mark();
                 let what = format!("{route:?} → {} + alice + {}", t.platform, f.label);
                 let (status, r) =
                     send_members(env, route, &t, &[alice.clone(), f.member.clone()]).await;
                 let mut expected = before.clone();
                 expected.insert("User:alice".to_string());
-                let after: BTreeSet<String> = if env.tw.group_exists(&t.platform).await {
-                    env.tw.members_of(&t.platform).await.into_iter().collect()
-                } else {
-                    BTreeSet::new()
-                };
+                let after: BTreeSet<String> =
+                    if !route.creates() || env.tw.group_exists(&t.platform).await {
+                        env.tw.members_of(&t.platform).await.into_iter().collect()
+                    } else {
+                        BTreeSet::new()
+                    };
                 if !(200..300).contains(&status) {
                     failures.push(format!("{what}: status {status}, want 2xx: {}", short(&r)));
                 }
@@ -1026,10 +1041,24 @@ async fn excluded_members_are_skipped_on_2_0_patch_with_path() {
     skip_cases_on(&[Route::V2PatchPath], "2.0 PATCH add, path members").await;
 }
 
+/// The routes other than the 2.0 PATCH with a path get every spelling and both groups, with the
+/// three hints that matter most (the lower-case and unknown hints run on the 2.0 PATCH only, to
+/// keep the file's runtime down).
 async fn skip_cases_on(routes: &[Route], what: &str) {
     let env = setup().await;
     let mut failures = Vec::new();
-    let cases = run_skip_cases(&env, routes, &full_matrix(), &mut failures).await;
+    let matrix: Vec<Forbidden> = if routes == [Route::V2PatchPath] {
+        full_matrix()
+    } else {
+        full_matrix()
+            .into_iter()
+            .filter(|f| {
+                let hint = f.member.get("type").and_then(Value::as_str);
+                matches!(hint, None | Some("User") | Some("Group"))
+            })
+            .collect()
+    };
+    let cases = run_skip_cases(&env, routes, &matrix, &mut failures).await;
     // Nothing protected changed meanwhile.
     if !env.tw.is_enabled("Administrator").await {
         failures.push("Administrator disabled".to_string());
@@ -1108,7 +1137,7 @@ async fn bulk_references_cannot_smuggle_excluded_members() {
     };
 
     // 1. carol by bulkId and Administrator (typed "Group") into Engineering.
-    let from = env.audit_lines().len();
+    let from = env.audit_mark();
     let r = bulk(json!([
         {"method": "POST", "path": "/Users", "bulkId": "c",
          "data": {"schemas": [USER], "userName": "carol", "active": true}},
@@ -1163,7 +1192,7 @@ async fn bulk_references_cannot_smuggle_excluded_members() {
     }
 
     // 3. dave by bulkId and Designers (g. id, typed "Group") into a new group.
-    let from = env.audit_lines().len();
+    let from = env.audit_mark();
     let r = bulk(json!([
         {"method": "POST", "path": "/Users", "bulkId": "d",
          "data": {"schemas": [USER], "userName": "dave", "active": true}},
@@ -1526,7 +1555,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
             ("PATCH", Some(p2.clone())),
             ("DELETE", None),
         ] {
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let r = env.call2(method, path, body.clone()).await;
             attempts.push((format!("2.0 {method}"), r.status, short(&r)));
             check_refusal_audited(
@@ -1536,7 +1565,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
                 &mut failures,
             );
 
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let r = env
                 .call2_with(
                     "POST",
@@ -1553,7 +1582,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
                 &mut failures,
             );
 
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let mut op = json!({"method": method, "path": path});
             if let Some(b) = &body {
                 op["data"] = b.clone();
@@ -1582,7 +1611,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
             ("PATCH", Some(p1.clone())),
             ("DELETE", None),
         ] {
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let r = env.call1(method, path, body.clone()).await;
             attempts.push((format!("1.1 {method}"), r.status, short(&r)));
             check_refusal_audited(
@@ -1592,7 +1621,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
                 &mut failures,
             );
 
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let r = env
                 .call1_with(
                     "POST",
@@ -1639,7 +1668,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
     ] {
         for v in ["2.0", "1.1", "Bulk"] {
             cases += 1;
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let (status, r) = match v {
                 "2.0" => {
                     let r = env
@@ -1689,7 +1718,7 @@ async fn direct_changes_of_excluded_entities_answer_404() {
     ] {
         for v in ["2.0", "1.1"] {
             cases += 1;
-            let from = env.audit_lines().len();
+            let from = env.audit_mark();
             let r = if v == "2.0" {
                 env.call2("POST", "/Groups", Some(group_body2(spelling)))
                     .await
@@ -1887,7 +1916,7 @@ async fn audit_log_tells_the_truth() {
     let body = json!({"schemas": [USER], "userName": "dup.user", "active": true});
     let r = env.call2("POST", "/Users", Some(body.clone())).await;
     assert_eq!(r.status, 201, "first create: {r}");
-    let from = env.audit_lines().len();
+    let from = env.audit_mark();
     let r = env.call2("POST", "/Users", Some(body)).await;
     if r.status != 409 {
         failures.push(format!("duplicate POST /v2/Users: {}, want 409", short(&r)));
@@ -1933,7 +1962,7 @@ async fn audit_log_tells_the_truth() {
         )
         .await;
     assert_eq!(r.status, 201, "POST Corp-Sales: {r}");
-    let from = env.audit_lines().len();
+    let from_line = env.audit_lines().len();
     let r = env
         .call2(
             "PATCH",
@@ -1962,13 +1991,13 @@ async fn audit_log_tells_the_truth() {
             "Corp-Sales: want a line for the create and one for the PATCH: {all:?}"
         ));
     }
-    if !all[from..]
+    if !all[from_line..]
         .iter()
         .any(|l| l["target"] == json!("Corp-Sales"))
     {
         failures.push(format!(
             "PATCH Corp-Sales: no audit line with target \"Corp-Sales\": {:?}",
-            &all[from..]
+            &all[from_line..]
         ));
     }
     for l in sales {
@@ -1978,7 +2007,7 @@ async fn audit_log_tells_the_truth() {
     }
 
     // A refused rename.
-    let from = env.audit_lines().len();
+    let from = env.audit_mark();
     let r = env
         .call2(
             "PUT",
@@ -2033,7 +2062,7 @@ async fn licence_cap_counts_every_non_builtin_user() {
         assert_eq!(r.status, 201, "create {name} under the cap: {r}");
     }
     // At the cap: refused, nothing created, audited.
-    let from = env.audit_lines().len();
+    let from = env.audit_mark();
     let r = create("u3").await;
     assert_eq!(
         r.status, 403,
