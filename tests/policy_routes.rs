@@ -641,6 +641,8 @@ fn full_matrix() -> Vec<Forbidden> {
 enum Route {
     V2PatchPath,
     V2PatchPathless,
+    V2PatchReplace,
+    V2PatchReplacePathless,
     V2Put,
     V2Post,
     V2BulkPatch,
@@ -700,6 +702,24 @@ async fn send_members(
                 &at,
                 Some(json!({"schemas": [PATCH_OP],
                     "Operations": [{"op": "Add", "value": {"members": members}}]})),
+            )
+            .await
+        }
+        Route::V2PatchReplace => {
+            env.call2(
+                "PATCH",
+                &at,
+                Some(json!({"schemas": [PATCH_OP],
+                    "Operations": [{"op": "replace", "path": "members", "value": members}]})),
+            )
+            .await
+        }
+        Route::V2PatchReplacePathless => {
+            env.call2(
+                "PATCH",
+                &at,
+                Some(json!({"schemas": [PATCH_OP],
+                    "Operations": [{"op": "Replace", "value": {"members": members}}]})),
             )
             .await
         }
@@ -1083,10 +1103,16 @@ async fn skip_cases_on(routes: &[Route], what: &str) {
 }
 
 #[tokio::test]
-async fn excluded_members_are_skipped_on_2_0_patch_put_post() {
+async fn excluded_members_are_skipped_on_2_0_patch_replace_put_post() {
     skip_cases_on(
-        &[Route::V2PatchPathless, Route::V2Put, Route::V2Post],
-        "2.0 path-less PATCH, PUT, POST",
+        &[
+            Route::V2PatchPathless,
+            Route::V2PatchReplace,
+            Route::V2PatchReplacePathless,
+            Route::V2Put,
+            Route::V2Post,
+        ],
+        "2.0 path-less PATCH, PATCH replace, PUT, POST",
     )
     .await;
 }
@@ -1244,6 +1270,296 @@ async fn bulk_references_cannot_smuggle_excluded_members() {
     report("Bulk references", 3, &failures);
 }
 
+/// Ids in encodings the gateway never hands out (padding, standard alphabet, the name not
+/// lower-cased, whitespace, percent-encoding, a wrong prefix, the bare name, `$ref` only). The
+/// contract does not say whether such a reference is skipped or rejected as unknown, so either
+/// is accepted, as long as it is consistent: never a member afterwards; 2xx with alice added, or
+/// 4xx with nothing applied; never a 5xx.
+#[tokio::test]
+async fn other_id_encodings_never_add_excluded_members() {
+    let env = setup().await;
+    let std_b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let url_b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let admin = id_of("Administrator");
+    let origin = env.scim.origin();
+    let members: Vec<(String, Value)> = vec![
+        (
+            "standard base64 with padding".into(),
+            json!(std_b64("administrator")),
+        ),
+        (
+            "base64url of the name as spelt".into(),
+            json!(url_b64("Administrator")),
+        ),
+        (
+            "id with whitespace around".into(),
+            json!(format!(" {admin} ")),
+        ),
+        (
+            "id with a trailing newline".into(),
+            json!(format!("{admin}\n")),
+        ),
+        (
+            "percent-encoded id".into(),
+            json!(format!("%{:02X}{}", admin.as_bytes()[0], &admin[1..])),
+        ),
+        (
+            "g. prefix on the user's id".into(),
+            json!(format!("g.{admin}")),
+        ),
+        ("the bare name".into(), json!("Administrator")),
+        ("svc-backup's bare name".into(), json!("svc-backup")),
+        (
+            "G. prefix, Designers".into(),
+            json!(format!("G.{}", url_b64("designers"))),
+        ),
+        (
+            "g. + padded standard base64, Designers".into(),
+            json!(format!("g.{}", std_b64("designers"))),
+        ),
+        (
+            "g. + name as spelt, Protected Ops".into(),
+            json!(format!("g.{}", url_b64("Protected Ops"))),
+        ),
+        ("the bare group name".into(), json!("Protected Ops")),
+    ];
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    let alice = json!({"value": id_of("alice"), "type": "User"});
+    let mut variants: Vec<(String, Value)> = Vec::new();
+    for (label, value) in &members {
+        for hint in [Some("User"), Some("Group"), None] {
+            let mut m = json!({ "value": value });
+            if let Some(h) = hint {
+                m["type"] = json!(h);
+            }
+            variants.push((format!("{label} {value}, {}", hint_label(hint)), m));
+        }
+    }
+    variants.push((
+        "$ref to Administrator, no value".into(),
+        json!({"$ref": format!("{origin}{BASE2}/Users/{admin}"), "type": "User"}),
+    ));
+    variants.push((
+        "$ref to Designers, no value".into(),
+        json!({"$ref": format!("{origin}{BASE2}/Groups/{}", group_id_of("Designers"))}),
+    ));
+    let eng = target("Engineering", "Engineering");
+    for route in [
+        Route::V2PatchPath,
+        Route::V2Put,
+        Route::V1Patch,
+        Route::V2BulkPatch,
+    ] {
+        // Positive control: the route and the target work, so a 4xx below is about the member.
+        cases += 1;
+        env.tw.set_members("Engineering", &[]).await;
+        let (status, r) = send_members(&env, route, &eng, &[alice.clone()]).await;
+        let after = env.tw.members_of("Engineering").await;
+        if !(200..300).contains(&status) || after != ["User:alice"] {
+            failures.push(format!(
+                "{route:?} → Engineering + alice alone (control): status {status}, members {after:?}: {}",
+                short(&r)
+            ));
+            continue;
+        }
+        for (label, m) in &variants {
+            cases += 1;
+            env.tw.set_members("Engineering", &[]).await;
+            let (status, r) = send_members(&env, route, &eng, &[alice.clone(), m.clone()]).await;
+            let after = env.tw.members_of("Engineering").await;
+            let what = format!("{route:?} → Engineering + alice + {label}");
+            if status >= 500 || status == 0 {
+                failures.push(format!("{what}: status {status}: {}", short(&r)));
+            } else if (200..300).contains(&status) {
+                if after != ["User:alice"] {
+                    failures.push(format!(
+                        "{what}: 2xx but members {after:?}, want [User:alice]"
+                    ));
+                }
+            } else if !after.is_empty() {
+                failures.push(format!(
+                    "{what}: status {status} but members {after:?}, want none (nothing applied)"
+                ));
+            }
+        }
+    }
+    assert!(env.tw.members_of("Designers").await.is_empty());
+    report("other id encodings", cases, &failures);
+}
+
+/// A user's `groups`, renames onto protected names and the mapped group's deletion never reach
+/// the protected entities; the contract fixes no status for these beyond "not 2xx" for renames
+/// and deletion, so the platform's state is what is judged.
+#[tokio::test]
+async fn user_side_groups_and_renames_never_reach_protected_entities() {
+    let env = setup().await;
+    let before = protected_snapshot(&env).await;
+    let mut failures = Vec::new();
+    let alice = format!("/Users/{}", id_of("alice"));
+    let eng = format!("/Groups/{}", group_id_of("Engineering"));
+    let des = json!([{"value": group_id_of("Designers")}, {"value": group_id_of("Protected Ops")}]);
+    // Positive control: Engineering is reachable by its id, so a 4xx below is a refusal.
+    let r = env
+        .call2(
+            "PATCH",
+            &eng,
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": id_of("bob")}]}]})),
+        )
+        .await;
+    if !(200..300).contains(&r.status) || env.tw.members_of("Engineering").await != ["User:bob"] {
+        failures.push(format!("control: PATCH Engineering add bob: {}", short(&r)));
+    }
+    let r = env.call2("GET", &alice, None).await;
+    if r.status != 200 {
+        failures.push(format!("control: GET alice: {}", short(&r)));
+    }
+    // A user's groups (read-only in 2.0; whatever the answer, nothing may change).
+    let r = env
+        .call2(
+            "PATCH",
+            &alice,
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "groups", "value": des.clone()},
+                {"op": "Add", "value": {"groups": des.clone()}}]})),
+        )
+        .await;
+    if r.status >= 500 {
+        failures.push(format!("PATCH alice groups: {}", short(&r)));
+    }
+    let r = env
+        .call2(
+            "PUT",
+            &alice,
+            Some(json!({"schemas": [USER], "userName": "alice", "active": true, "groups": des.clone()})),
+        )
+        .await;
+    if r.status >= 500 {
+        failures.push(format!("PUT alice with groups: {}", short(&r)));
+    }
+    let r = env
+        .call1(
+            "PUT",
+            &alice,
+            Some(json!({"schemas": [CORE1], "userName": "alice", "active": true,
+                        "groups": [{"value": id_of("Designers")}, {"value": group_id_of("Designers")}]})),
+        )
+        .await;
+    if r.status >= 500 {
+        failures.push(format!("1.1 PUT alice with groups: {}", short(&r)));
+    }
+    // Renames onto excluded names: refused, nothing renamed.
+    for (what, r) in [
+        (
+            "2.0 PUT alice as Administrator",
+            env.call2(
+                "PUT",
+                &alice,
+                Some(json!({"schemas": [USER], "userName": "Administrator"})),
+            )
+            .await,
+        ),
+        (
+            "2.0 PATCH alice userName ＡＤＭＩＮＩＳＴＲＡＴＯＲ",
+            env.call2(
+                "PATCH",
+                &alice,
+                Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "replace", "path": "userName", "value": "ＡＤＭＩＮＩＳＴＲＡＴＯＲ"}]})),
+            )
+            .await,
+        ),
+        (
+            "1.1 PATCH alice userName svc-backup",
+            env.call1(
+                "PATCH",
+                &alice,
+                Some(json!({"schemas": [CORE1], "userName": "svc-backup"})),
+            )
+            .await,
+        ),
+        (
+            "2.0 PATCH Engineering displayName Designers",
+            env.call2(
+                "PATCH",
+                &eng,
+                Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "replace", "path": "displayName", "value": "Designers"}]})),
+            )
+            .await,
+        ),
+        (
+            "2.0 PUT Engineering as \" designers \"",
+            env.call2(
+                "PUT",
+                &eng,
+                Some(json!({"schemas": [GROUP], "displayName": " designers "})),
+            )
+            .await,
+        ),
+        (
+            "1.1 PATCH Engineering displayName Protected Ops",
+            env.call1(
+                "PATCH",
+                &eng,
+                Some(json!({"schemas": [CORE1], "displayName": "Protected Ops"})),
+            )
+            .await,
+        ),
+        (
+            "2.0 PATCH Engineering displayName IdP Admins (the mapped name)",
+            env.call2(
+                "PATCH",
+                &eng,
+                Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "replace", "value": {"displayName": "IdP Admins"}}]})),
+            )
+            .await,
+        ),
+        (
+            "2.0 DELETE the mapped group",
+            env.call2(
+                "DELETE",
+                &format!("/Groups/{}", group_id_of("Administrators")),
+                None,
+            )
+            .await,
+        ),
+        (
+            "1.1 DELETE the mapped group",
+            env.call1(
+                "DELETE",
+                &format!("/Groups/{}", group_id_of("Administrators")),
+                None,
+            )
+            .await,
+        ),
+    ] {
+        if !(400..500).contains(&r.status) {
+            failures.push(format!("{what}: want a 4xx refusal: {}", short(&r)));
+        }
+    }
+    if !env.tw.user_exists("alice").await {
+        failures.push("alice is gone (renamed?)".to_string());
+    }
+    if !env.tw.group_exists("Engineering").await {
+        failures.push("Engineering is gone (renamed?)".to_string());
+    }
+    for g in ["IdP Admins"] {
+        if env.tw.group_exists(g).await {
+            failures.push(format!("a group {g} appeared on the platform"));
+        }
+    }
+    let after = protected_snapshot(&env).await;
+    for (b, a) in before.iter().zip(after.iter()) {
+        if b != a {
+            failures.push(format!("protected entity changed: before {b}, after {a}"));
+        }
+    }
+    report("user-side groups and renames", 12, &failures);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Hidden members cannot be removed
 // ---------------------------------------------------------------------------------------------
@@ -1261,6 +1577,9 @@ async fn hidden_members_survive_removal() {
         V2PutEmpty,
         V2PatchReplaceEmpty,
         V2PatchRemoveFilter,
+        V2PatchRemoveOrFilter,
+        V2PatchRemoveValue,
+        V2PatchRemoveAll,
         V1PatchDelete,
         V1PatchClearAttributes,
     }
@@ -1285,6 +1604,9 @@ async fn hidden_members_survive_removal() {
             Removal::V2PutEmpty,
             Removal::V2PatchReplaceEmpty,
             Removal::V2PatchRemoveFilter,
+            Removal::V2PatchRemoveOrFilter,
+            Removal::V2PatchRemoveValue,
+            Removal::V2PatchRemoveAll,
             Removal::V1PatchDelete,
             Removal::V1PatchClearAttributes,
         ] {
@@ -1328,6 +1650,39 @@ async fn hidden_members_survive_removal() {
                     .await,
                     true,
                 ),
+                Removal::V2PatchRemoveOrFilter => (
+                    env.call2(
+                        "PATCH",
+                        &at,
+                        Some(json!({"schemas": [PATCH_OP], "Operations": [
+                            {"op": "remove",
+                             "path": format!("members[value eq \"{}\" or value eq \"{hidden_id}\"]",
+                                             id_of("alice"))}]})),
+                    )
+                    .await,
+                    false,
+                ),
+                Removal::V2PatchRemoveValue => (
+                    env.call2(
+                        "PATCH",
+                        &at,
+                        Some(json!({"schemas": [PATCH_OP], "Operations": [
+                            {"op": "Remove", "path": "members",
+                             "value": [{"value": hidden_id}]}]})),
+                    )
+                    .await,
+                    true,
+                ),
+                Removal::V2PatchRemoveAll => (
+                    env.call2(
+                        "PATCH",
+                        &at,
+                        Some(json!({"schemas": [PATCH_OP], "Operations": [
+                            {"op": "remove", "path": "members"}]})),
+                    )
+                    .await,
+                    false,
+                ),
                 Removal::V1PatchDelete => (
                     env.call1(
                         "PATCH",
@@ -1348,7 +1703,13 @@ async fn hidden_members_survive_removal() {
                     false,
                 ),
             };
-            if !(200..300).contains(&r.status) {
+            // An `or` in a member filter is beyond the contract: a 400 that applies nothing is
+            // also accepted for it.
+            let (alice_stays, want_2xx) = match removal {
+                Removal::V2PatchRemoveOrFilter if r.status == 400 => (true, false),
+                _ => (alice_stays, true),
+            };
+            if want_2xx && !(200..300).contains(&r.status) {
                 failures.push(format!("{what}: status {}, want 2xx", short(&r)));
             }
             let after = env.tw.members_of(platform).await;
@@ -2073,6 +2434,26 @@ async fn licence_cap_counts_every_non_builtin_user() {
         lines.iter().any(is_refusal),
         "refused create not audited: {lines:?}"
     );
+    // The same through Bulk and 1.1.
+    let r = env
+        .call2(
+            "POST",
+            "/Bulk",
+            Some(json!({"schemas": [BULK_REQUEST], "Operations": [
+                {"method": "POST", "path": "/Users", "bulkId": "u3",
+                 "data": {"schemas": [USER], "userName": "u3", "active": true}}]})),
+        )
+        .await;
+    assert_eq!(bulk_status(&r, 0), 403, "Bulk create of u3 at the cap: {r}");
+    let r = env
+        .call1(
+            "POST",
+            "/Users",
+            Some(json!({"schemas": [CORE1], "userName": "u3", "active": true})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "1.1 create of u3 at the cap: {r}");
+    assert!(!env.tw.user_exists("u3").await, "u3 created over the cap");
     // Disabling one frees nothing.
     let r = env
         .call2(
@@ -2110,5 +2491,40 @@ async fn licence_cap_counts_every_non_builtin_user() {
             "u1",
             "u3"
         ]
+    );
+}
+
+/// Beyond the brief: with one place left under the cap, concurrent creates must not all get it.
+#[tokio::test]
+async fn licence_cap_holds_under_concurrent_creates() {
+    let env = start_env(&format!("max_users = 3\n{POLICY}")).await;
+    env.tw.create_user("svc-backup").await;
+    env.tw.create_user("one").await;
+    // One place left: svc-backup, one, and the first of the racers make 3.
+    let names: Vec<String> = (0..6).map(|i| format!("racer{i}")).collect();
+    let results = futures_util::future::join_all(names.iter().map(|n| {
+        env.call2(
+            "POST",
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": n, "active": true})),
+        )
+    }))
+    .await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
+    let mut created = Vec::new();
+    for n in &names {
+        if env.tw.user_exists(n).await {
+            created.push(n.clone());
+        }
+    }
+    assert!(
+        created.len() <= 1,
+        "{} users created past a cap with one place left: {created:?} (statuses {statuses:?})",
+        created.len()
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        created.len(),
+        "201 answers vs users on the platform: {statuses:?}, {created:?}"
     );
 }
