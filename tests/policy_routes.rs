@@ -1314,8 +1314,8 @@ async fn other_id_encodings_never_add_excluded_members() {
             json!(format!("G.{}", url_b64("designers"))),
         ),
         (
-            "g. + padded standard base64, Designers".into(),
-            json!(format!("g.{}", std_b64("designers"))),
+            "g. + padded standard base64, Protected Ops".into(),
+            json!(format!("g.{}", std_b64("protected ops"))),
         ),
         (
             "g. + name as spelt, Protected Ops".into(),
