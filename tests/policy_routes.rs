@@ -562,6 +562,8 @@ struct Forbidden {
     member: Value,
     /// `user_exclusion_list` or `group_exclusion_list`.
     rule: &'static str,
+    /// The entity's platform name, lower-cased (for reading the audit's `changes`).
+    entity: &'static str,
 }
 
 /// The ways to spell Administrator's and svc-backup's ids.
@@ -605,12 +607,17 @@ fn hint_label(hint: Option<&str>) -> String {
 /// old id form × hints.
 fn full_matrix() -> Vec<Forbidden> {
     let mut out = Vec::new();
-    for (spelling, _) in user_spellings() {
+    for (spelling, entity) in user_spellings() {
         for hint in HINTS {
             out.push(Forbidden {
                 label: format!("user id of {spelling:?}, {}", hint_label(hint)),
                 member: member(&id_of(spelling), hint),
                 rule: "user_exclusion_list",
+                entity: if entity == "Administrator" {
+                    "administrator"
+                } else {
+                    "svc-backup"
+                },
             });
         }
     }
@@ -631,6 +638,11 @@ fn full_matrix() -> Vec<Forbidden> {
                 label: format!("{form} of {group:?}, {}", hint_label(hint)),
                 member: member(&id, hint),
                 rule: "group_exclusion_list",
+                entity: if group.to_lowercase().contains("ops") {
+                    "protected ops"
+                } else {
+                    "designers"
+                },
             });
         }
     }
@@ -855,6 +867,24 @@ async fn run_skip_cases(
                         "{what}: no audit line refused by {}: {new_lines:?}",
                         f.rule
                     ));
+                }
+                // No line may claim the forbidden member was added.
+                for l in &new_lines {
+                    for c in l["changes"].as_array().cloned().unwrap_or_default() {
+                        let c = c.as_str().unwrap_or("").to_lowercase();
+                        let kind = if f.rule == "user_exclusion_list" {
+                            "user"
+                        } else {
+                            "group"
+                        };
+                        let claim = format!("added {kind} {}", f.entity);
+                        let claimed = c.match_indices(&claim).any(|(i, m)| {
+                            !c[i + m.len()..].starts_with(|ch: char| ch.is_alphanumeric())
+                        });
+                        if claimed {
+                            failures.push(format!("{what}: audited as added: {l}"));
+                        }
+                    }
                 }
                 if route.creates() && (200..300).contains(&status) {
                     // The created group's id, as the gateway hands it out, has the g. prefix.
@@ -1749,6 +1779,61 @@ async fn hidden_members_survive_removal() {
             }
         }
     }
+    // Reading never shows them either: 2.0 and 1.1 GET, a listing, a members filter.
+    env.tw
+        .set_members(
+            "Engineering",
+            &["User:alice".to_string(), "User:svc-backup".to_string()],
+        )
+        .await;
+    let hidden = [id_of("svc-backup"), id_of("Administrator")];
+    for (what, r) in [
+        (
+            "2.0 GET Engineering",
+            env.call2("GET", &format!("/Groups/{eng}"), None).await,
+        ),
+        (
+            "1.1 GET Engineering",
+            env.call1("GET", &format!("/Groups/{eng}"), None).await,
+        ),
+        (
+            "2.0 GET IdP Admins",
+            env.call2("GET", &format!("/Groups/{admins}"), None).await,
+        ),
+        (
+            "1.1 GET IdP Admins",
+            env.call1("GET", &format!("/Groups/{admins}"), None).await,
+        ),
+        ("2.0 GET /Groups", env.call2("GET", "/Groups", None).await),
+        (
+            "2.0 GET /Groups?filter=members.value eq <svc-backup>",
+            env.call2(
+                "GET",
+                &format!(
+                    "/Groups?filter={}",
+                    enc(&format!("members.value eq \"{backup}\""))
+                ),
+                None,
+            )
+            .await,
+        ),
+    ] {
+        cases += 1;
+        if r.status != 200 {
+            failures.push(format!("{what}: {}", short(&r)));
+        }
+        for h in &hidden {
+            if r.text.contains(h.as_str()) {
+                failures.push(format!(
+                    "{what}: shows the hidden member {h}: {}",
+                    short(&r)
+                ));
+            }
+        }
+        if r.text.to_lowercase().contains("svc-backup") {
+            failures.push(format!("{what}: names svc-backup: {}", short(&r)));
+        }
+    }
     report("hidden members", cases, &failures);
 }
 
@@ -1880,6 +1965,18 @@ async fn direct_changes_of_excluded_entities_answer_404() {
             "Designers",
             false,
             false,
+        ),
+        (
+            format!("/Users/{}.json", id_of("Administrator")),
+            "Administrator",
+            true,
+            true,
+        ),
+        (
+            format!("/Groups/{}.json", group_id_of("Protected Ops")),
+            "Protected Ops",
+            false,
+            true,
         ),
     ];
     for (path, name, is_user, audited) in &targets {
@@ -2171,6 +2268,11 @@ async fn protected_groups_are_not_nested() {
                     label: format!("g. id of {g:?}, {}", hint_label(hint)),
                     member: member(&group_id_of(g), hint),
                     rule: "group_exclusion_list",
+                    entity: if *g == "Designers" {
+                        "designers"
+                    } else {
+                        "administrators"
+                    },
                 })
         })
         .collect();
@@ -2454,6 +2556,32 @@ async fn licence_cap_counts_every_non_builtin_user() {
         .await;
     assert_eq!(r.status, 403, "1.1 create of u3 at the cap: {r}");
     assert!(!env.tw.user_exists("u3").await, "u3 created over the cap");
+    // A PUT to a user that does not exist creates nothing.
+    for (v, r) in [
+        (
+            "2.0",
+            env.call2(
+                "PUT",
+                &format!("/Users/{}", id_of("u9")),
+                Some(json!({"schemas": [USER], "userName": "u9", "active": true})),
+            )
+            .await,
+        ),
+        (
+            "1.1",
+            env.call1(
+                "PUT",
+                &format!("/Users/{}", id_of("u9")),
+                Some(json!({"schemas": [CORE1], "userName": "u9", "active": true})),
+            )
+            .await,
+        ),
+    ] {
+        assert!(
+            !env.tw.user_exists("u9").await,
+            "{v} PUT of an unknown user created it past the cap: {r}"
+        );
+    }
     // Disabling one frees nothing.
     let r = env
         .call2(
