@@ -1393,7 +1393,7 @@ async fn other_id_encodings_never_add_excluded_members() {
         // Positive control: the route and the target work, so a 4xx below is about the member.
         cases += 1;
         env.tw.set_members("Engineering", &[]).await;
-        let (status, r) = send_members(&env, route, &eng, &[alice.clone()]).await;
+        let (status, r) = send_members(&env, route, &eng, std::slice::from_ref(&alice)).await;
         let after = env.tw.members_of("Engineering").await;
         if !(200..300).contains(&status) || after != ["User:alice"] {
             failures.push(format!(
