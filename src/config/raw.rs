@@ -226,3 +226,186 @@ pub struct RawIntrospection {
     pub cache_max: Option<String>,
     pub negative_cache: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The example configuration documents exactly the settings the parser accepts. The parser's
+    //! keys are not listed by hand: they are read from its own refusals of an unknown key.
+    use super::RawConfig;
+    use std::collections::BTreeSet;
+
+    const EXAMPLE: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/scimgate.example.toml"
+    ));
+    const PROBE: &str = "__probe__";
+
+    /// One step of a path: a key, and whether it holds an array of tables.
+    type Step = (String, bool);
+
+    /// A document that puts the probe key in the table at `path`.
+    fn probe_document(path: &[Step]) -> String {
+        let mut doc = String::new();
+        for depth in 1..=path.len() {
+            let dotted = path[..depth]
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(".");
+            let (_, array) = &path[depth - 1];
+            if *array {
+                doc.push_str(&format!("[[{dotted}]]\n"));
+            } else if depth == path.len() {
+                doc.push_str(&format!("[{dotted}]\n"));
+            }
+        }
+        doc.push_str(&format!("{PROBE} = 0\n"));
+        doc
+    }
+
+    /// The fields the table at `path` accepts, when it is a table of named settings.
+    fn fields_at(path: &[Step]) -> Option<Vec<String>> {
+        let message = match toml::from_str::<RawConfig>(&probe_document(path)) {
+            Ok(_) => return None,
+            Err(e) => e.to_string(),
+        };
+        let refusal = format!("unknown field `{PROBE}`");
+        let at = message.find(&refusal)?;
+        let rest = &message[at + refusal.len()..];
+        if rest.contains("there are no fields") {
+            return Some(Vec::new());
+        }
+        let expected = &rest[rest.find("expected")?..];
+        let line = expected.lines().next().unwrap_or_default();
+        Some(
+            line.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// Every setting path the parser accepts, tables included.
+    fn parser_paths(path: &mut Vec<Step>, out: &mut BTreeSet<String>) {
+        let Some(fields) = fields_at(path) else {
+            return;
+        };
+        for field in fields {
+            for array in [false, true] {
+                path.push((field.clone(), array));
+                let nested = fields_at(path).is_some();
+                if nested || array {
+                    let dotted = path
+                        .iter()
+                        .map(|(k, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(".");
+                    if nested || !out.contains(&dotted) {
+                        out.insert(dotted);
+                    }
+                }
+                if nested {
+                    parser_paths(path, out);
+                    path.pop();
+                    break;
+                }
+                path.pop();
+            }
+        }
+    }
+
+    fn is_key_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+
+    /// Every setting path the example names, as a setting or in a commented-out line, with the
+    /// tables whose keys are free-form (maps) left out of the comparison.
+    fn example_paths() -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut table = String::new();
+        for raw_line in EXAMPLE.lines() {
+            let line = raw_line.trim_start_matches([' ', '#']).trim_start();
+            if let Some(header) = line.strip_prefix('[') {
+                let header = header.trim_start_matches('[');
+                if let Some(end) = header.find(']') {
+                    let name = &header[..end];
+                    if !name.is_empty() && name.chars().all(|c| is_key_char(c) || c == '.') {
+                        table = name.to_string();
+                        out.insert(table.clone());
+                    }
+                }
+                continue;
+            }
+            let Some(eq) = line.find('=') else { continue };
+            let key = line[..eq].trim();
+            if key.is_empty() || !key.chars().all(is_key_char) {
+                continue;
+            }
+            let full = if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            };
+            let value = line[eq + 1..].trim_start();
+            if let Some(inline) = value.strip_prefix('{') {
+                for part in inline.split(',') {
+                    if let Some((k, _)) = part.split_once('=') {
+                        let k = k.trim();
+                        if !k.is_empty() && k.chars().all(is_key_char) {
+                            out.insert(format!("{full}.{k}"));
+                        }
+                    }
+                }
+            }
+            out.insert(full);
+        }
+        out
+    }
+
+    #[test]
+    fn the_example_documents_every_setting_the_parser_accepts_and_no_other() {
+        let mut parser = BTreeSet::new();
+        parser_paths(&mut Vec::new(), &mut parser);
+        assert!(parser.len() > 50, "the probe found too little: {parser:?}");
+        for known in ["upstream.url", "auth.jwt.jwks_url", "listeners.tls.cert"] {
+            assert!(parser.contains(known), "{known} not found: {parser:?}");
+        }
+        let example = example_paths();
+        // Under a map (group mappings, attribute mappings, required claims) keys are the user's.
+        let maps: Vec<String> = example
+            .iter()
+            .filter(|p| parser.contains(*p) && fields_at(&steps(p)).is_none())
+            .cloned()
+            .collect();
+        let undocumented: Vec<&String> = parser.difference(&example).collect();
+        assert!(
+            undocumented.is_empty(),
+            "settings the parser accepts that config/scimgate.example.toml does not document: {undocumented:?}"
+        );
+        let unknown: Vec<&String> = example
+            .difference(&parser)
+            .filter(|p| !maps.iter().any(|m| p.starts_with(&format!("{m}."))))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "settings in config/scimgate.example.toml the parser does not accept: {unknown:?}"
+        );
+    }
+
+    /// `path` as steps, marking the parts that are arrays of tables.
+    fn steps(path: &str) -> Vec<Step> {
+        let mut out: Vec<Step> = Vec::new();
+        for key in path.split('.') {
+            let mut as_array = out.clone();
+            as_array.push((key.to_string(), true));
+            let array = fields_at(&as_array).is_some() && {
+                let mut as_table = out.clone();
+                as_table.push((key.to_string(), false));
+                fields_at(&as_table).is_none()
+            };
+            out.push((key.to_string(), array));
+        }
+        out
+    }
+}
