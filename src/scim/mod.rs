@@ -211,6 +211,25 @@ impl ScimService {
         }
     }
 
+    /// The answer to a path the router found ambiguous, shaped for the version it seems to aim at.
+    pub fn refuse_ambiguous(&self, path: &str) -> Response<Body> {
+        let lenient = crate::router::lenient_normalize(path);
+        let v2_base = format!("{}/v2", crate::router::normalize(&self.base_path)).to_lowercase();
+        let version = if lenient == v2_base || lenient.starts_with(&format!("{v2_base}/")) {
+            Version::V2
+        } else {
+            Version::V1
+        };
+        let e = ScimError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the path could be read as one under the SCIM provider; write it plainly, e.g. {}/Users",
+                self.base_path
+            ),
+        );
+        render(&e, version)
+    }
+
     /// The version and the path under the version's base. The path is normalised the way the
     /// router classified it, so a disguised path is served, not refused.
     fn split(&self, path: &str) -> (Version, String) {
