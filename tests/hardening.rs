@@ -57,7 +57,7 @@ impl RawResponse {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn from_upstream(&self) -> bool {
+    fn came_from_upstream(&self) -> bool {
         self.headers.contains_key("x-test-upstream")
     }
 
@@ -65,7 +65,7 @@ impl RawResponse {
     fn is_scim_error(&self, code: u16) -> bool {
         let body: Value = serde_json::from_slice(&self.body).unwrap_or(Value::Null);
         self.status == code
-            && !self.from_upstream()
+            && !self.came_from_upstream()
             && (body["Errors"][0]["code"] == json!(code.to_string())
                 || body["status"] == json!(code.to_string()))
     }
@@ -390,7 +390,7 @@ async fn h2c_upgrade_is_forwarded_without_the_upgrade_and_opens_no_tunnel() {
     let mut conn = Raw::connect(gw.gateway_addr).await;
     let r = conn.exchange(H2C).await.unwrap();
     assert_eq!(r.status, 200, "h2c request: {} {}", r.status, r.text());
-    assert!(r.from_upstream());
+    assert!(r.came_from_upstream());
     let seen = upstream.requests();
     assert_eq!(seen.len(), 1, "{seen:?}");
     for header in ["upgrade", "http2-settings"] {
@@ -430,7 +430,7 @@ async fn a_switch_nobody_asked_for_is_a_502_and_opens_no_tunnel() {
     let mut conn = Raw::connect(gw.gateway_addr).await;
     let r = conn.exchange(H2C).await.unwrap();
     assert_eq!(r.status, 502, "{} {}", r.status, r.text());
-    assert!(!r.from_upstream());
+    assert!(!r.came_from_upstream());
     gateway_still_parses(&mut conn, &upstream, "after a 101 to an h2c request").await;
 
     // The same for a plain request the platform answers with a 101.
@@ -452,7 +452,7 @@ async fn a_switch_to_another_protocol_than_asked_is_a_502() {
     let mut conn = Raw::connect(gw.gateway_addr).await;
     let r = conn.exchange(WEBSOCKET).await.unwrap();
     assert_eq!(r.status, 502, "{} {:?} {}", r.status, r.headers, r.text());
-    assert!(!r.from_upstream());
+    assert!(!r.came_from_upstream());
     gateway_still_parses(&mut conn, &upstream, "after a 101 naming foo").await;
 
     // Control: the platform naming what was asked for (in its own case) gets the tunnel.
@@ -483,7 +483,7 @@ async fn upgrades_ride_only_get() {
         r.status,
         r.text()
     );
-    assert!(r.from_upstream());
+    assert!(r.came_from_upstream());
     let seen = upstream.requests().pop().unwrap();
     assert!(seen.line.starts_with("POST "), "{seen:?}");
     assert!(!seen.headers.contains_key("upgrade"), "{seen:?}");
@@ -608,7 +608,7 @@ async fn ambiguous_spellings_of_the_scim_provider_are_refused() {
         "/Thingworx/SCIMProvider\\SCIM/Users",
     ] {
         match ask(path).await {
-            Ok(r) if r.status == 400 && !r.from_upstream() => {}
+            Ok(r) if r.status == 400 && !r.came_from_upstream() => {}
             Ok(r) => findings.push(format!("{path}: {} {}", r.status, r.text())),
             Err(e) => findings.push(format!("{path}: {e}")),
         }
@@ -656,7 +656,7 @@ async fn ambiguous_spellings_of_the_scim_provider_are_refused() {
     ] {
         let r = ask(path).await.unwrap();
         assert!(
-            r.from_upstream(),
+            r.came_from_upstream(),
             "{path} did not pass through: {} {}",
             r.status,
             r.text()
