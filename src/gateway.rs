@@ -89,6 +89,10 @@ impl Gateway {
                 };
                 self.scim.handle(req, info).await
             }
+            Route::Ambiguous => {
+                tracing::info!(target = %line.target, "ambiguous path under the SCIM provider refused");
+                self.scim.refuse_ambiguous(req.uri().path())
+            }
         };
         line.status = response.status().as_u16();
         let (parts, body) = response.into_parts();

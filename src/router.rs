@@ -4,6 +4,11 @@
 //! it routes: if `/Thingworx/SCIMProvider/%53CIM/Users` or `/Thingworx/./SCIMProvider;x/SCIM`
 //! were passed through, the platform's own SCIM servlet would answer and skip every policy the
 //! gateway enforces.
+//!
+//! One normalisation cannot be sure to be the container's (versions and settings differ on
+//! backslashes, double encoding, trailing dots), so a second, lenient one folds every such
+//! trick. A path it puts under the SCIM provider's prefix that the strict one does not claim,
+//! and that is not spelt plainly, is refused rather than guessed at.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -11,6 +16,9 @@ pub enum Route {
     PassThrough,
     /// Answered by the gateway's SCIM service.
     Scim,
+    /// Refused (400): the platform might map it under the SCIM provider by a normalisation the
+    /// gateway does not share.
+    Ambiguous,
 }
 
 impl Route {
@@ -18,6 +26,7 @@ impl Route {
         match self {
             Route::PassThrough => "passthrough",
             Route::Scim => "scim",
+            Route::Ambiguous => "ambiguous",
         }
     }
 }
@@ -26,28 +35,90 @@ impl Route {
 pub struct Router {
     /// Lower-cased, normalised, without a trailing slash.
     scim_base: String,
+    /// The web application the SCIM servlet lives in (`/thingworx/scimprovider` for the default
+    /// base), lower-cased: the prefix no disguised path may reach.
+    guarded: String,
+    /// `guarded` as the configuration spells it, for the plain-spelling test.
+    guarded_exact: String,
 }
 
 impl Router {
     pub fn new(scim_base_path: &str) -> Self {
+        let exact = normalize(scim_base_path).trim_end_matches('/').to_string();
+        let guarded_exact = match exact.rfind('/') {
+            Some(i) if i > 0 => exact[..i].to_string(),
+            _ => exact.clone(),
+        };
         Self {
-            scim_base: normalize(scim_base_path)
-                .trim_end_matches('/')
-                .to_ascii_lowercase(),
+            scim_base: exact.to_ascii_lowercase(),
+            guarded: guarded_exact.to_ascii_lowercase(),
+            guarded_exact,
         }
     }
 
     pub fn classify(&self, path: &str) -> Route {
         let normalized = normalize(path).to_ascii_lowercase();
-        let under_base = normalized
-            .strip_prefix(&self.scim_base)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if under_base {
-            Route::Scim
-        } else {
-            Route::PassThrough
+        if under(&normalized, &self.scim_base) {
+            return Route::Scim;
+        }
+        if under(&lenient_normalize(path), &self.guarded) && !self.plain(path) {
+            return Route::Ambiguous;
+        }
+        Route::PassThrough
+    }
+
+    /// Spelt exactly as configured and with nothing any container could read two ways: no
+    /// escapes, backslashes, parameters, empty, dot or dot-ended segments.
+    fn plain(&self, path: &str) -> bool {
+        under(path, &self.guarded_exact)
+            && path.split('/').skip(1).enumerate().all(|(i, segment)| {
+                let last = i + 1 == path.split('/').count() - 1;
+                (!segment.is_empty() || last)
+                    && !segment.ends_with(['.', ' '])
+                    && !segment.contains(['%', '\\', ';'])
+            })
+    }
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// Every reading some servlet container, setting or filesystem might give a path: decoded until
+/// nothing changes, backslashes as slashes, `;params` dropped, trailing dots and spaces removed
+/// from segments, dot segments resolved, lower-cased. Only ever used to refuse.
+pub(crate) fn lenient_normalize(path: &str) -> String {
+    let mut decoded = path.to_string();
+    // Each round removes at least one `%`, so this ends; the bound keeps a hostile path cheap.
+    for _ in 0..8 {
+        let next = percent_decode(&decoded);
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    let decoded = decoded.replace('\\', "/").to_lowercase();
+    let mut segments: Vec<&str> = Vec::new();
+    for raw in decoded.split('/') {
+        let segment = raw.split(';').next().unwrap_or("");
+        match segment.trim_end_matches(|c: char| c == '.' || c.is_whitespace()) {
+            _ if segment == ".." => {
+                segments.pop();
+            }
+            "" => {}
+            s => segments.push(s),
         }
     }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for s in segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// Percent-decodes, drops `;parameters` from segments, collapses empty segments and resolves
@@ -128,8 +199,56 @@ mod tests {
             "//Thingworx//SCIMProvider/SCIM/Users",
             "/Thingworx/SCIMProvider;jsessionid=1/SCIM/Users",
             "/Thingworx/SCIMProvider%2FSCIM/Users",
+            "/Thingworx/Things/..;/SCIMProvider/SCIM/Users",
+            "/Thingworx/SCIMProvider/..;/SCIMProvider/SCIM/Users",
+            "/Thingworx/%2e%2e/Thingworx/SCIMProvider/SCIM/Users",
         ] {
             assert_eq!(r.classify(p), Route::Scim, "{p}");
+        }
+    }
+
+    #[test]
+    fn ambiguous_spellings_of_the_provider_are_refused() {
+        let r = router();
+        for p in [
+            "/Thingworx./SCIMProvider/SCIM/Users",
+            "/Thingworx/SCIMProvider%20/SCIM/Users",
+            "/Thingworx/SCIMProvider /SCIM/Users",
+            "/Thingworx/SCIMProvider/SCIM./Users",
+            "/Thingworx/SCIMProvider/SCIM%20/Users",
+            "/Thingworx\\SCIMProvider\\SCIM\\Users",
+            "/Thingworx/SCIMProvider%5CSCIM/Users",
+            "/Thingworx/SCIMProvider%5cSCIM%5cUsers",
+            "/Thingworx/SCIMProvider%252FSCIM/Users",
+            "/Thingworx/SCIMProvider/%2553CIM/Users",
+            "/Thingworx/SCIMProvider/SCIM%253B/Users",
+            "/Thingworx/Things/%252e%252e/SCIMProvider/SCIM/Users",
+            "/Thingworx/SCIMProvider/SCIM;x=%2F/../Users",
+            "/thingworx/scimprovider/Other",
+            "/Thingworx/SCIMProvider/%53CIMx",
+            "/Thingworx/SCIMProvider;jsessionid=1",
+            "/Thingworx/SCIMProvider//SCIMx",
+        ] {
+            assert_eq!(r.classify(p), Route::Ambiguous, "{p}");
+        }
+    }
+
+    #[test]
+    fn plain_neighbours_still_pass_through() {
+        let r = router();
+        for p in [
+            "/Thingworx/Things/X/Services/Y",
+            "/Thingworx/Composer/",
+            "/Thingworx/Things/My%20Thing",
+            "/Thingworx/Things/My%20Thing/Services/Do%20It",
+            "/Thingworx/Things/a%5Cb",
+            "/Thingworx/Things/Thing.",
+            "/Thingworx/Things/X;jsessionid=1",
+            "/Thingworx/SCIMProviderX/SCIM/Users",
+            "/Thingworx/SCIMProvider/",
+            "/Thingworx/SCIMProvider/Other/page.html",
+        ] {
+            assert_eq!(r.classify(p), Route::PassThrough, "{p}");
         }
     }
 

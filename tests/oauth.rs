@@ -355,6 +355,21 @@ async fn jwt_tokens_are_verified_and_every_forgery_is_refused() {
         .await,
     );
     f.accepted(
+        "issued now",
+        &env.bearer(&rsa.token("RS256", &with(claims(), "iat", json!(now()))))
+            .await,
+    );
+    f.accepted(
+        "issued 30 s in the future, within the 60 s leeway",
+        &env.bearer(&rsa.token("RS256", &with(claims(), "iat", json!(now() + 30))))
+            .await,
+    );
+    f.accepted(
+        "no iat",
+        &env.bearer(&rsa.token("RS256", &without(claims(), "iat")))
+            .await,
+    );
+    f.accepted(
         "expired 30 s ago, within the 60 s leeway",
         &env.bearer(&rsa.token("RS256", &with(claims(), "exp", json!(now() - 30))))
             .await,
@@ -458,6 +473,25 @@ async fn jwt_tokens_are_verified_and_every_forgery_is_refused() {
     add(
         "nbf 300 s in the future",
         rsa.token("RS256", &with(claims(), "nbf", json!(now() + 300))),
+    );
+    add(
+        "iat 300 s in the future (beyond the 60 s leeway)",
+        rsa.token("RS256", &with(claims(), "iat", json!(now() + 300))),
+    );
+    add(
+        "iat a day in the future, with a matching exp",
+        rsa.token(
+            "RS256",
+            &with(
+                with(claims(), "iat", json!(now() + 86_400)),
+                "exp",
+                json!(now() + 90_000),
+            ),
+        ),
+    );
+    add(
+        "iat as a string",
+        rsa.token("RS256", &with(claims(), "iat", json!(now().to_string()))),
     );
     add(
         "wrong iss",

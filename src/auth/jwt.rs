@@ -322,6 +322,18 @@ impl JwtProvider {
                 return Err(AuthError::Invalid("the token is not valid yet".into()));
             }
         }
+        // A token issued in the future was minted by a clock (or a forger) that cannot be
+        // trusted, and would otherwise outlive the lifetime its issuer meant to give it.
+        if let Some(iat) = claims.get("iat") {
+            let iat = iat
+                .as_f64()
+                .ok_or_else(|| AuthError::Invalid("iat is not a number".into()))?;
+            if iat > now + leeway {
+                return Err(AuthError::Invalid(
+                    "the token was issued in the future".into(),
+                ));
+            }
+        }
         let iss = claims.get("iss").and_then(Value::as_str).unwrap_or("");
         if iss != self.config.issuer {
             return Err(AuthError::Invalid("wrong issuer".into()));

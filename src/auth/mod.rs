@@ -22,6 +22,10 @@ pub enum AuthError {
     Missing,
     #[error("{0}")]
     InvalidRequest(String),
+    /// More than one `Authorization` header: answered 400, as RFC 6750 §3.1 asks for a
+    /// malformed request, whatever the first one holds.
+    #[error("more than one Authorization header was sent")]
+    DuplicateCredentials,
     #[error("{0}")]
     Invalid(String),
     #[error("{0}")]
@@ -37,7 +41,7 @@ impl AuthError {
     pub fn kind(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
-            AuthError::InvalidRequest(_) => "invalid_request",
+            AuthError::InvalidRequest(_) | AuthError::DuplicateCredentials => "invalid_request",
             AuthError::Invalid(_) => "invalid_token",
             AuthError::InsufficientScope(_) => "insufficient_scope",
             AuthError::Unavailable(_) => "unavailable",
@@ -56,6 +60,7 @@ impl AuthError {
         match self {
             AuthError::Missing => Some("Bearer realm=\"scimgate\"".to_string()),
             AuthError::InvalidRequest(d) => with("invalid_request", d),
+            AuthError::DuplicateCredentials => with("invalid_request", &self.to_string()),
             AuthError::Invalid(d) => with("invalid_token", d),
             AuthError::NotConfigured => with("invalid_token", &self.to_string()),
             AuthError::InsufficientScope(d) => with("insufficient_scope", d),
@@ -195,6 +200,16 @@ impl Authenticator {
             return Err(AuthError::InvalidRequest(
                 "tokens are accepted in the Authorization header only".into(),
             ));
+        }
+        // A proxy or servlet in front of or behind the gateway may pick another one of several
+        // than the one checked here.
+        if headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(AuthError::DuplicateCredentials);
         }
         let value = match headers.get(header::AUTHORIZATION) {
             None => return Err(AuthError::Missing),

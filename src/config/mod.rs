@@ -23,6 +23,8 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstream: UpstreamConfig,
     pub trusted_proxies: Vec<IpNet>,
+    /// `Upgrade` protocols relayed to the platform, lower-cased.
+    pub allowed_upgrades: Vec<String>,
     pub limits: Limits,
     pub admin_address: SocketAddr,
     pub log: LogConfig,
@@ -607,6 +609,8 @@ impl Validator<'_> {
             }
         }
 
+        let allowed_upgrades = self.allowed_upgrades(raw.proxy.allowed_upgrades);
+
         let l = raw.limits;
         let limits = Limits {
             max_header_bytes: self.count(
@@ -723,6 +727,7 @@ impl Validator<'_> {
                 listeners,
                 upstream,
                 trusted_proxies,
+                allowed_upgrades,
                 limits,
                 admin_address,
                 log: LogConfig { format, level },
@@ -743,6 +748,38 @@ impl Validator<'_> {
                 fix: "see the example configuration".into(),
             }])),
         }
+    }
+
+    /// Upgrade tokens are protocol names (RFC 9110 §7.8), optionally with `/version`; anything
+    /// else could never match a client's token and is a typo worth reporting.
+    fn allowed_upgrades(&mut self, raw: Option<Vec<String>>) -> Vec<String> {
+        let Some(raw) = raw else {
+            return vec!["websocket".to_string()];
+        };
+        let mut out = Vec::new();
+        for (i, token) in raw.iter().enumerate() {
+            let valid = !token.is_empty()
+                && token.split('/').count() <= 2
+                && token
+                    .split('/')
+                    .all(|part| !part.is_empty() && part.bytes().all(is_tchar));
+            if !valid {
+                self.problem(
+                    format!("proxy.allowed_upgrades[{i}]"),
+                    format!("{token:?} is not an upgrade protocol token"),
+                    "write a protocol name such as \"websocket\"",
+                );
+            } else if token.eq_ignore_ascii_case("h2c") {
+                self.problem(
+                    format!("proxy.allowed_upgrades[{i}]"),
+                    "h2c cannot be relayed: an HTTP/2 connection to the platform would bypass the gateway's routing of every later request on it",
+                    "remove it; clients reach the gateway over HTTP/2 with TLS (ALPN h2) instead",
+                );
+            } else {
+                out.push(token.to_ascii_lowercase());
+            }
+        }
+        out
     }
 
     fn listeners(&mut self, raw: Vec<raw::RawListener>) -> Vec<ListenerConfig> {
@@ -1596,6 +1633,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// RFC 9110 §5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1616,6 +1658,29 @@ mod tests {
         assert_eq!(c.limits.max_header_bytes, 64 * 1024);
         assert_eq!(c.admin_address, "127.0.0.1:9090".parse().unwrap());
         assert!(c.listeners[0].tls.is_none());
+    }
+
+    #[test]
+    fn upgrades_default_to_websocket_and_refuse_h2c() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:8080\"\n";
+        assert_eq!(parse_str(base).unwrap().allowed_upgrades, ["websocket"]);
+        let c = parse_str(&format!(
+            "{base}[proxy]\nallowed_upgrades = [\"WebSocket\", \"foo/2\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.allowed_upgrades, ["websocket", "foo/2"]);
+        let err = parse_str(&format!(
+            "{base}[proxy]\nallowed_upgrades = [\"h2c\", \"a b\"]\n"
+        ))
+        .unwrap_err();
+        let ConfigError::Invalid(problems) = err else {
+            panic!("expected Invalid, got {err}")
+        };
+        let settings: Vec<&str> = problems.iter().map(|p| p.setting.as_str()).collect();
+        assert_eq!(
+            settings,
+            ["proxy.allowed_upgrades[0]", "proxy.allowed_upgrades[1]"]
+        );
     }
 
     #[test]

@@ -79,6 +79,7 @@ pub struct RawUpstream {
 pub struct RawProxy {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    pub allowed_upgrades: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -11,9 +11,12 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// Only meaningful with an h2c upgrade, which is never relayed; a client that does not name it
+/// in `Connection` must not get it through either.
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 /// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies conventionally drop.
-fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
+fn fixed_hop_by_hop() -> [&'static HeaderName; 10] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -24,25 +27,53 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 9] {
         &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
+        &HTTP2_SETTINGS,
     ]
 }
 
-/// Whether the request asks to switch protocols (WebSocket); returns the `Upgrade` value.
-pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let upgrade = headers.get(header::UPGRADE)?;
-    connection_tokens(headers)
-        .any(|t| t.eq_ignore_ascii_case("upgrade"))
-        .then(|| upgrade.clone())
+/// The protocols the request asks to switch to that `allowed` (lower-case) permits, in the
+/// client's order; `None` when it asks for none of them. A token is matched whole or by its
+/// name without `/version`.
+pub fn requested_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<Vec<String>> {
+    if !connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade")) {
+        return None;
+    }
+    let permitted: Vec<String> = list_tokens(headers, &header::UPGRADE)
+        .filter(|t| upgrade_allowed(t, allowed))
+        .map(str::to_owned)
+        .collect();
+    (!permitted.is_empty()).then_some(permitted)
 }
 
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+fn upgrade_allowed(token: &str, allowed: &[String]) -> bool {
+    let name = token.split('/').next().unwrap_or(token);
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(token) || a.eq_ignore_ascii_case(name))
+}
+
+/// Whether a 101's `Upgrade` names one of the protocols that were asked for. Anything else
+/// means the platform switched to a protocol the gateway did not agree to relay.
+pub fn upgrade_answered(headers: &HeaderMap, asked: &[String]) -> bool {
+    let mut answered = list_tokens(headers, &header::UPGRADE);
+    match (answered.next(), answered.next()) {
+        (Some(protocol), None) => asked.iter().any(|a| a.eq_ignore_ascii_case(protocol)),
+        _ => false,
+    }
+}
+
+fn list_tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers
-        .get_all(header::CONNECTION)
+        .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    list_tokens(headers, &header::CONNECTION)
 }
 
 /// Removes hop-by-hop headers, including any the sender named in `Connection`.
@@ -59,9 +90,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Restores the two headers an upgrade needs after [`strip_hop_by_hop`] removed them.
-pub fn set_upgrade(headers: &mut HeaderMap, upgrade: HeaderValue) {
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, upgrade);
+pub fn set_upgrade(headers: &mut HeaderMap, protocols: &[String]) {
+    if let Ok(upgrade) = HeaderValue::from_str(&protocols.join(", ")) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
 }
 
 pub struct ClientFacts<'a> {
@@ -212,10 +245,47 @@ mod tests {
 
     #[test]
     fn upgrade_needs_both_headers() {
+        let allowed = ["websocket".to_string()];
         let mut h = HeaderMap::new();
         h.insert("upgrade", "websocket".parse().unwrap());
-        assert!(requested_upgrade(&h).is_none());
+        assert!(requested_upgrade(&h, &allowed).is_none());
         h.insert("connection", "keep-alive, Upgrade".parse().unwrap());
-        assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
+        assert_eq!(requested_upgrade(&h, &allowed).unwrap(), ["websocket"]);
+    }
+
+    #[test]
+    fn only_allowed_upgrades_are_kept() {
+        let allowed = ["websocket".to_string(), "foo".to_string()];
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade, HTTP2-Settings".parse().unwrap());
+        h.insert("upgrade", "h2c".parse().unwrap());
+        assert!(requested_upgrade(&h, &allowed).is_none());
+        h.insert("upgrade", "h2c, WebSocket, foo/2".parse().unwrap());
+        assert_eq!(
+            requested_upgrade(&h, &allowed).unwrap(),
+            ["WebSocket", "foo/2"]
+        );
+    }
+
+    #[test]
+    fn a_switch_must_name_what_was_asked() {
+        let asked = ["WebSocket".to_string()];
+        let answer = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("upgrade", v.parse().unwrap());
+            upgrade_answered(&h, &asked)
+        };
+        assert!(answer("websocket"));
+        assert!(!answer("foo"));
+        assert!(!answer("websocket, h2c"));
+        assert!(!upgrade_answered(&HeaderMap::new(), &asked));
+    }
+
+    #[test]
+    fn http2_settings_is_always_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("http2-settings", "AAMAAABkAAQAAP__".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty());
     }
 }

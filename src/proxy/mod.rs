@@ -92,6 +92,8 @@ pub struct Proxy {
     upgrade_client: UpstreamClient,
     upstream: UpstreamConfig,
     trusted: Vec<IpNet>,
+    /// Lower-cased `proxy.allowed_upgrades`.
+    allowed_upgrades: Vec<String>,
     tunnels: TaskTracker,
     on_upstream_answer: Box<dyn Fn() + Send + Sync>,
 }
@@ -101,6 +103,7 @@ impl Proxy {
     pub fn new(
         upstream: UpstreamConfig,
         trusted: Vec<IpNet>,
+        allowed_upgrades: Vec<String>,
         tunnels: TaskTracker,
         on_upstream_answer: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, ProxyBuildError> {
@@ -111,6 +114,7 @@ impl Proxy {
             upgrade_client,
             upstream,
             trusted,
+            allowed_upgrades,
             tunnels,
             on_upstream_answer,
         })
@@ -127,8 +131,12 @@ impl Proxy {
         peer: SocketAddr,
         scheme: &'static str,
     ) -> Result<Forwarded, ProxyError> {
-        let upgrade = (req.version() == Version::HTTP_11)
-            .then(|| headers::requested_upgrade(req.headers()))
+        // Past a 101 the connection is a raw tunnel the router never sees again, so a switch is
+        // relayed only where it cannot be abused: a GET, for a protocol the operator allowed.
+        // Anything else goes on as an ordinary request, its Upgrade removed with the hop-by-hop
+        // headers below.
+        let upgrade = (req.version() == Version::HTTP_11 && req.method() == http::Method::GET)
+            .then(|| headers::requested_upgrade(req.headers(), &self.allowed_upgrades))
             .flatten();
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -172,8 +180,8 @@ impl Proxy {
         if let Ok(h) = HeaderValue::from_str(&host) {
             parts.headers.insert(header::HOST, h);
         }
-        if let Some(u) = &upgrade {
-            headers::set_upgrade(&mut parts.headers, u.clone());
+        if let Some(protocols) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, protocols);
         }
 
         let declared = parts
@@ -215,19 +223,30 @@ impl Proxy {
         (self.on_upstream_answer)();
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some(client_upgrade), Some(protocol)) = (client_upgrade, upgrade) else {
+            let (Some(client_upgrade), Some(asked)) = (client_upgrade, upgrade) else {
                 // A 101 nobody asked for cannot be relayed meaningfully.
                 return Err(ProxyError::Failed(
                     "upstream switched protocols without an upgrade request".into(),
                 ));
             };
+            if !headers::upgrade_answered(response.headers(), &asked) {
+                return Err(ProxyError::Failed(
+                    "upstream switched to a protocol that was not asked for".into(),
+                ));
+            }
+            let protocol = response.headers().get(header::UPGRADE).cloned();
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             self.tunnels.spawn(async move {
                 tunnel(client_upgrade, upstream_upgrade).await;
             });
             let (mut parts, _) = response.into_parts();
             headers::strip_hop_by_hop(&mut parts.headers);
-            headers::set_upgrade(&mut parts.headers, protocol);
+            if let Some(protocol) = protocol {
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                parts.headers.insert(header::UPGRADE, protocol);
+            }
             return Ok(Forwarded {
                 response: Response::from_parts(parts, crate::body::empty()),
                 upstream_time,

@@ -211,6 +211,25 @@ impl ScimService {
         }
     }
 
+    /// The answer to a path the router found ambiguous, shaped for the version it seems to aim at.
+    pub fn refuse_ambiguous(&self, path: &str) -> Response<Body> {
+        let lenient = crate::router::lenient_normalize(path);
+        let v2_base = format!("{}/v2", crate::router::normalize(&self.base_path)).to_lowercase();
+        let version = if lenient == v2_base || lenient.starts_with(&format!("{v2_base}/")) {
+            Version::V2
+        } else {
+            Version::V1
+        };
+        let e = ScimError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the path could be read as one under the SCIM provider; write it plainly, e.g. {}/Users",
+                self.base_path
+            ),
+        );
+        render(&e, version)
+    }
+
     /// The version and the path under the version's base. The path is normalised the way the
     /// router classified it, so a disguised path is served, not refused.
     fn split(&self, path: &str) -> (Version, String) {
@@ -317,6 +336,7 @@ impl ScimService {
             let status = match e {
                 AuthError::InsufficientScope(_) => StatusCode::FORBIDDEN,
                 AuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::DuplicateCredentials => StatusCode::BAD_REQUEST,
                 _ => StatusCode::UNAUTHORIZED,
             };
             let mut err = ScimError::new(status, e.to_string());
@@ -394,6 +414,7 @@ impl ScimService {
     }
 
     async fn body(&self, req: Request<Incoming>) -> Result<Value, ScimError> {
+        check_content_type(req.headers())?;
         let bytes = read_limited(req.into_body(), self.max_body_bytes)
             .await
             .map_err(|e| match e {
@@ -1315,6 +1336,42 @@ fn effective_method(req: &Request<Incoming>) -> Method {
     req.method().clone()
 }
 
+/// A write's body must say it is JSON (RFC 7644 §3.1 names `application/scim+json`; PingFederate
+/// and many clients send `application/json`), checked before a byte of it is read. A body with
+/// no Content-Type is still parsed as JSON: some identity providers' scripts omit it, and the
+/// parse refuses anything that is not.
+fn check_content_type(headers: &http::HeaderMap) -> Result<(), ScimError> {
+    let mut values = headers.get_all(header::CONTENT_TYPE).iter();
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    let unsupported = |what: String| {
+        Err(ScimError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("{what}; send application/scim+json or application/json"),
+        ))
+    };
+    if values.next().is_some() {
+        return unsupported("more than one Content-Type was sent".into());
+    }
+    let media_type = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if media_type.eq_ignore_ascii_case("application/scim+json")
+        || media_type.eq_ignore_ascii_case("application/json")
+    {
+        Ok(())
+    } else {
+        unsupported(format!(
+            "the body's Content-Type {:?} is not JSON",
+            media_type.chars().take(100).collect::<String>()
+        ))
+    }
+}
+
 fn only_get(method: &Method) -> Result<(), ScimError> {
     if method == Method::GET {
         Ok(())
@@ -1770,6 +1827,40 @@ fn exclude(resource: Value, excluded: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_accepted_and_others_refused() {
+        let check = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(header::CONTENT_TYPE, v.parse().unwrap());
+            }
+            check_content_type(&h).map_err(|e| e.status)
+        };
+        for ok in [
+            &[][..],
+            &["application/json"],
+            &["application/scim+json"],
+            &["Application/SCIM+JSON; charset=utf-8"],
+            &["application/json;charset=UTF-8"],
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok:?}");
+        }
+        for refused in [
+            &["text/plain"][..],
+            &["application/x-www-form-urlencoded"],
+            &["application/jsonx"],
+            &["application/xml; x=application/json"],
+            &["application/json", "application/json"],
+            &[""],
+        ] {
+            assert_eq!(
+                check(refused),
+                Err(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                "{refused:?}"
+            );
+        }
+    }
 
     #[test]
     fn queries_parse_leniently() {

@@ -125,6 +125,7 @@ async fn build_gateway(
         Proxy::new(
             config.upstream.clone(),
             config.trusted_proxies.clone(),
+            config.allowed_upgrades.clone(),
             parts.tunnels.clone(),
             Box::new(move || health.mark_upstream_seen()),
         )?
