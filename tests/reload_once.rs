@@ -211,10 +211,16 @@ async fn a_burst_of_writes_is_one_reload_of_the_last_content() {
 }
 
 /// What the kubelet does to a mounted ConfigMap: new timestamped directory, `..data` swapped
-/// atomically, old directory removed.
-fn swap_data(dir: &Path, new_version: &str, old_version: &str) {
+/// atomically, old directory removed. Each step is a separate burst here (a kubelet under load
+/// can be that slow), so only the content comparison keeps it to one reload.
+async fn swap_data(dir: &Path, new_version: &str, old_version: &str, text: &str) {
+    let pause = Duration::from_millis(700);
+    std::fs::create_dir(dir.join(new_version)).unwrap();
+    std::fs::write(dir.join(new_version).join("scimgate.toml"), text).unwrap();
+    tokio::time::sleep(pause).await;
     symlink(new_version, dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    tokio::time::sleep(pause).await;
     std::fs::remove_dir_all(dir.join(old_version)).unwrap();
 }
 
@@ -230,13 +236,8 @@ async fn a_kubernetes_configmap_swap_is_one_reload() {
     // Writes through the symlinks into ..2026_a.
     let gw = Gateway::start_in(dir, &config(&upstream.url(), TOKEN_A, "")).await;
 
-    std::fs::create_dir(dir.join("..2026_b")).unwrap();
-    std::fs::write(
-        dir.join("..2026_b/scimgate.toml"),
-        config(&upstream.url(), TOKEN_B, ""),
-    )
-    .unwrap();
-    swap_data(dir, "..2026_b", "..2026_a");
+    let b = config(&upstream.url(), TOKEN_B, "");
+    swap_data(dir, "..2026_b", "..2026_a", &b).await;
     wait_counter(&gw, RELOADS_OK, 1).await;
     stays(&gw, RELOADS_OK, 1).await;
     assert_eq!(scim_status(&gw, TOKEN_B).await, 503);
