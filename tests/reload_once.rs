@@ -306,3 +306,23 @@ async fn a_replaced_certificate_is_one_certificate_reload() {
     gw.signal("HUP");
     stays(&gw, CERT_RELOADS_OK, 1).await;
 }
+
+#[tokio::test]
+async fn a_bad_file_is_refused_once_however_often_it_is_looked_at() {
+    const REFUSED: &str = "scimgate_reloads_total{result=\"refused\"}";
+    let upstream = TestUpstream::start().await;
+    let gw = Gateway::start(&config(&upstream.url(), TOKEN_A, "")).await;
+
+    let bad = "[limits]\nbogus = 1\n";
+    replace(&gw.config_path, bad);
+    wait_counter(&gw, REFUSED, 1).await;
+    std::fs::write(&gw.config_path, bad).unwrap();
+    gw.signal("HUP");
+    stays(&gw, REFUSED, 1).await;
+    assert_eq!(scim_status(&gw, TOKEN_A).await, 503);
+
+    replace(&gw.config_path, &config(&upstream.url(), TOKEN_B, ""));
+    wait_counter(&gw, RELOADS_OK, 1).await;
+    stays(&gw, RELOADS_OK, 1).await;
+    assert_eq!(counter(&gw, REFUSED).await, 1);
+}
