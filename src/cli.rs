@@ -18,7 +18,7 @@ Quick start (self-signed certificate in front of a platform on port 8080):
 Validate a configuration without starting (exit 0 when valid):
   scimgate check --config /etc/scimgate/scimgate.toml
 
-Signals: SIGHUP reloads TLS certificates; SIGTERM/SIGINT drain and exit 0.";
+Signals: SIGHUP reloads the TLS certificates and configuration that changed; SIGTERM/SIGINT drain and exit 0.";
 
 #[derive(Debug, Parser)]
 #[command(

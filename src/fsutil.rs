@@ -47,6 +47,41 @@ pub fn write_atomically(path: &Path, contents: &[u8], access: Access) -> std::io
     Ok(())
 }
 
+/// A SHA-256 of what a piece of running state was built from, so a reload can tell whether
+/// anything changed. Its Debug form shows no bytes: the input may hold secrets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ContentDigest([u8; 32]);
+
+impl ContentDigest {
+    /// Digests `parts` in order; each is length-prefixed, so moving bytes from one part to the
+    /// next changes the digest. `None` stands for a file that could not be read.
+    pub fn of(parts: &[Option<&[u8]>]) -> Self {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        for part in parts {
+            match part {
+                Some(bytes) => {
+                    ctx.update(&[1]);
+                    ctx.update(&(bytes.len() as u64).to_be_bytes());
+                    ctx.update(bytes);
+                }
+                None => ctx.update(&[0]),
+            }
+        }
+        let mut out = [0u8; 32];
+        let digest = ctx.finish();
+        let bytes = digest.as_ref();
+        let n = bytes.len().min(out.len());
+        out[..n].copy_from_slice(&bytes[..n]);
+        ContentDigest(out)
+    }
+}
+
+impl std::fmt::Debug for ContentDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContentDigest(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Configuration reloads by result",
     ),
     (
+        "scimgate_certificate_reloads_total",
+        "counter",
+        "Listener certificate reloads by result (content changes only)",
+    ),
+    (
         "scimgate_open_connections",
         "gauge",
         "Client connections open on the gateway listeners",

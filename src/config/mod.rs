@@ -18,7 +18,7 @@ pub const DEFAULT_SCIM_BASE_PATH: &str = "/Thingworx/SCIMProvider/SCIM";
 /// hyper refuses HTTP/1 read buffers smaller than this.
 const MIN_HEADER_BYTES: i64 = 8192;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub upstream: UpstreamConfig,
@@ -37,6 +37,11 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The file this configuration was read from, for reloads.
     pub source: Option<PathBuf>,
+    /// What the running configuration was built from beyond its values: the file's bytes (a
+    /// comment-only edit is still an edit) and the PEM files it names, which are read when the
+    /// gateway is built. With the values, it tells a reload whether anything changed.
+    pub inputs: Option<crate::fsutil::ContentDigest>,
+    pub reload: ReloadConfig,
     /// Things the operator should know about how the configuration was put together (settings
     /// imported from the platform's files, keys ignored there).
     pub notes: Vec<String>,
@@ -107,7 +112,13 @@ pub struct IntrospectionConfig {
     pub negative_cache: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the configuration and certificate files; without it only SIGHUP reloads.
+    pub watch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScimSettings {
     /// Like the platform's `enableSCIM`: when false the SCIM paths answer 404.
     pub enabled: bool,
@@ -169,7 +180,7 @@ pub struct ProvisioningConfig {
     pub user_attributes: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PlatformConfig {
     pub credentials: PlatformCredentials,
     /// Calls in flight to the platform at once, so an identity provider's burst cannot
@@ -179,25 +190,25 @@ pub struct PlatformConfig {
     pub retries: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PlatformCredentials {
     AppKey(Secret),
     Basic { username: String, password: Secret },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub address: SocketAddr,
     pub tls: Option<TlsSource>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum TlsSource {
     Files { cert: PathBuf, key: PathBuf },
     SelfSigned { dir: PathBuf, names: Vec<String> },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     pub scheme: UpstreamScheme,
     /// `host:port` as written, used for the Host header and for the reachability probe.
@@ -236,14 +247,14 @@ impl UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientIdentity {
     pub cert: PathBuf,
     /// PEM text of the key: inline, from `env:` or from `file:`.
     pub key: Secret,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
@@ -258,7 +269,7 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
@@ -321,6 +332,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
     let base_dir = path.parent().unwrap_or(Path::new("."));
     let parsed = parse(&text, base_dir, overrides).map(|mut c| {
         c.source = Some(path.to_path_buf());
+        c.inputs = Some(inputs_digest(&text, &c));
         c
     });
     parsed.map_err(|e| match e {
@@ -330,6 +342,27 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
         },
         other => other,
     })
+}
+
+/// The file's text and the PEM files it names (read only when the gateway is built, so their
+/// paths alone would hide a renewed CA bundle or client certificate from a reload).
+fn inputs_digest(text: &str, config: &Config) -> crate::fsutil::ContentDigest {
+    let files = [
+        config.upstream.ca_bundle.as_deref(),
+        config
+            .upstream
+            .client_identity
+            .as_ref()
+            .map(|c| c.cert.as_path()),
+        config.auth.ca_bundle.as_deref(),
+    ];
+    let contents: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .map(|f| f.and_then(|p| std::fs::read(p).ok()))
+        .collect();
+    let mut parts = vec![Some(text.as_bytes())];
+    parts.extend(contents.iter().map(|c| c.as_deref()));
+    crate::fsutil::ContentDigest::of(&parts)
 }
 
 /// Relative paths in the file are taken relative to the file's directory, so a config works the
@@ -738,6 +771,10 @@ impl Validator<'_> {
                 provisioning,
                 auth,
                 source: None,
+                inputs: None,
+                reload: ReloadConfig {
+                    watch: raw.reload.watch.unwrap_or(true),
+                },
                 notes: self.notes,
             }),
             // Every path that yields None records a problem, so this is unreachable in practice;

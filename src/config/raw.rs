@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub shutdown: RawShutdown,
     #[serde(default)]
+    pub reload: RawReload,
+    #[serde(default)]
     pub scim: RawScim,
     pub platform: Option<RawPlatform>,
     #[serde(default)]
@@ -103,6 +105,12 @@ pub struct RawAdmin {
 pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    pub watch: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod tls;
+pub mod watch;
 
 use crate::admin::{self, Health};
 use crate::auth::Authenticator;
@@ -192,79 +193,113 @@ async fn build_gateway(
     ))
 }
 
-/// Re-reads the configuration; a valid one replaces the running gateway whole, an invalid one
-/// changes nothing and every problem is logged.
-async fn reload(
-    load: &(dyn Fn() -> Result<Config, crate::config::ConfigError> + Send + Sync),
-    running: &mut Config,
-    gateway: &GatewayHolder,
-    parts: &Parts,
-) {
-    let metrics = crate::metrics::metrics();
-    let next = match load() {
-        Ok(c) => c,
-        Err(e) => {
-            metrics.count("scimgate_reloads_total", &[("result", "refused")]);
-            tracing::warn!(error = %e, "configuration reload refused; the running configuration stays");
-            return;
-        }
-    };
-    let listeners_changed = next.listeners.len() != running.listeners.len()
-        || next
-            .listeners
-            .iter()
-            .zip(&running.listeners)
-            .any(|(a, b)| a.address != b.address);
-    if listeners_changed || next.admin_address != running.admin_address {
-        tracing::warn!("listener addresses changed: they take effect after a restart");
-    }
-    let current = gateway.current();
-    match build_gateway(&next, parts, Some((&current, running))).await {
-        Ok(built) => {
-            gateway.replace(built);
-            *running = next;
-            metrics.count("scimgate_reloads_total", &[("result", "ok")]);
-            tracing::info!("configuration reloaded");
-        }
-        Err(e) => {
-            metrics.count("scimgate_reloads_total", &[("result", "failed")]);
-            tracing::warn!(error = %e, "configuration reload failed; the running configuration stays");
+/// The reload side of the serving loop: the configuration the running gateway was built from,
+/// and the last refusal, so that a reload happens once per change.
+struct Reloader {
+    load: ConfigLoader,
+    running: Config,
+    /// The last file refused (its problems as reported) or configuration that failed to build:
+    /// seeing the same again is not a new reload attempt to count.
+    last_refused: Option<String>,
+    last_failed: Option<Config>,
+}
+
+/// What started a reload, for its log line.
+#[derive(Clone, Copy)]
+enum Trigger {
+    Signal,
+    Watcher,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Signal => "SIGHUP",
+            Trigger::Watcher => "file change",
         }
     }
 }
 
-/// Watches the configuration file's directory (editors and Kubernetes replace files rather than
-/// write them in place).
-fn watch_file(
-    path: &std::path::Path,
-    changes: tokio::sync::mpsc::Sender<()>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let file_name = path.file_name()?.to_os_string();
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())?
-        .to_path_buf();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        let relevant = event.is_ok_and(|e| {
-            e.paths.iter().any(|p| {
-                p.file_name() == Some(file_name.as_os_str())
-                    || p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(".."))
-            })
-        });
-        if relevant {
-            let _ = changes.try_send(());
+impl Reloader {
+    /// Re-reads the configuration. Unchanged (same file bytes, same named PEM files, same
+    /// resolved values) it changes and counts nothing; a valid change replaces the running
+    /// gateway whole; an invalid one changes nothing and every problem is logged.
+    async fn reload(&mut self, trigger: Trigger, gateway: &GatewayHolder, parts: &Parts) {
+        let metrics = crate::metrics::metrics();
+        let next = match (self.load)() {
+            Ok(c) => c,
+            Err(e) => {
+                let problems = e.to_string();
+                if self.last_refused.as_deref() != Some(problems.as_str()) {
+                    metrics.count("scimgate_reloads_total", &[("result", "refused")]);
+                }
+                tracing::warn!(trigger = trigger.as_str(), error = %e,
+                    "configuration reload refused; the running configuration stays");
+                self.last_refused = Some(problems);
+                return;
+            }
+        };
+        self.last_refused = None;
+        if next == self.running {
+            tracing::info!(
+                trigger = trigger.as_str(),
+                "configuration unchanged; nothing reloaded"
+            );
+            return;
         }
-    })
-    .ok()?;
-    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the configuration; reload with SIGHUP");
-            None
+        let running = &self.running;
+        let listeners_changed = next.listeners.len() != running.listeners.len()
+            || next
+                .listeners
+                .iter()
+                .zip(&running.listeners)
+                .any(|(a, b)| a.address != b.address || a.tls != b.tls);
+        if listeners_changed || next.admin_address != running.admin_address {
+            tracing::warn!(
+                "listener addresses or TLS settings changed: they take effect after a restart"
+            );
+        }
+        if next.reload != running.reload {
+            tracing::warn!("reload.watch changed: it takes effect after a restart");
+        }
+        let current = gateway.current();
+        match build_gateway(&next, parts, Some((&current, running))).await {
+            Ok(built) => {
+                gateway.replace(built);
+                self.running = next;
+                self.last_failed = None;
+                metrics.count("scimgate_reloads_total", &[("result", "ok")]);
+                tracing::info!(trigger = trigger.as_str(), "configuration reloaded");
+            }
+            Err(e) => {
+                if self.last_failed.as_ref() != Some(&next) {
+                    metrics.count("scimgate_reloads_total", &[("result", "failed")]);
+                }
+                self.last_failed = Some(next);
+                tracing::warn!(trigger = trigger.as_str(), error = %e,
+                    "configuration reload failed; the running configuration stays");
+            }
         }
     }
+}
+
+/// Watches the configuration file's directory, and its real location's when the file is a
+/// symlink (editors and Kubernetes replace files rather than write them in place; Kubernetes
+/// swaps a `..data` symlink).
+fn watch_config(path: &std::path::Path) -> Option<watch::Watch> {
+    let mut names = vec![path.file_name()?.to_os_string()];
+    if let Some(real) = std::fs::canonicalize(path)
+        .ok()
+        .and_then(|r| r.file_name().map(|n| n.to_os_string()))
+    {
+        names.push(real);
+    }
+    let dirs = watch::parent_dirs(&[path]);
+    watch::Watch::start("configuration", &dirs, move |p| {
+        p.file_name().is_some_and(|n| {
+            names.iter().any(|want| want == n) || n.to_string_lossy().starts_with("..")
+        })
+    })
 }
 
 /// Reads the configuration again (from the file it came from) for a reload.
@@ -292,7 +327,7 @@ impl Bound {
         for l in &config.listeners {
             let tls = match &l.tls {
                 Some(source) => Some(
-                    tls::setup(source, &reload_tx)
+                    tls::setup(source, &reload_tx, config.reload.watch)
                         .map_err(|source| ServerError::Tls {
                             address: l.address,
                             source,
@@ -372,12 +407,16 @@ impl Bound {
                 gateway.current().authenticator().keys_loaded()
             }));
         }
-        let (changes_tx, mut config_changes) = tokio::sync::mpsc::channel::<()>(1);
-        let _config_watcher = reload_config
-            .as_ref()
-            .and(config.source.as_deref())
-            .and_then(|path| watch_file(path, changes_tx));
-        let mut running = config.clone();
+        let mut config_watch = match (&reload_config, config.source.as_deref()) {
+            (Some(_), Some(path)) if config.reload.watch => watch_config(path),
+            _ => None,
+        };
+        let mut reloader = reload_config.map(|load| Reloader {
+            load,
+            running: config.clone(),
+            last_refused: None,
+            last_failed: None,
+        });
 
         let stop_accepting = CancellationToken::new();
         let drain = CancellationToken::new();
@@ -426,18 +465,18 @@ impl Bound {
                 _ = signals.hup.recv() => {
                     tracing::info!("SIGHUP: reloading TLS certificates and the configuration");
                     let _ = reload_tx.send(());
-                    if let Some(load) = &reload_config {
-                        reload(load.as_ref(), &mut running, &gateway, &parts).await;
+                    if let Some(r) = &mut reloader {
+                        r.reload(Trigger::Signal, &gateway, &parts).await;
                     }
                 }
-                Some(()) = config_changes.recv() => {
-                    // Editors write in several steps; let the burst settle first.
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    while config_changes.try_recv().is_ok() {}
-                    if let Some(load) = &reload_config {
-                        reload(load.as_ref(), &mut running, &gateway, &parts).await;
+                settled = watch::settled(&mut config_watch) => match (settled, &mut reloader) {
+                    (Some(()), Some(r)) => r.reload(Trigger::Watcher, &gateway, &parts).await,
+                    (None, _) => {
+                        tracing::warn!("the configuration watcher stopped; reload with SIGHUP");
+                        config_watch = None;
                     }
-                }
+                    (Some(()), None) => {}
+                },
             }
         };
 

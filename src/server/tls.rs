@@ -1,16 +1,15 @@
-//! TLS termination: certificates from files (reloaded on change and on SIGHUP) or generated
-//! for local development. The resolver swaps the certificate for new handshakes only, so
-//! established connections are untouched by a reload.
+//! TLS termination: certificates from files (reloaded when their content changes, noticed by
+//! a file watcher or on SIGHUP) or generated for local development. The resolver swaps the
+//! certificate for new handshakes only, so established connections are untouched by a reload.
 
 use crate::config::TlsSource;
-use crate::fsutil::{write_atomically, Access};
+use crate::fsutil::{write_atomically, Access, ContentDigest};
 use crate::pem::{self, PemError};
 use rustls::crypto::aws_lc_rs;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio::sync::broadcast;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +49,32 @@ pub fn certified_key_from_pem(
     }
 }
 
+/// The certificate and key files' bytes.
+struct PemPair {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl PemPair {
+    fn read(cert: &Path, key: &Path) -> Result<PemPair, TlsError> {
+        Ok(PemPair {
+            cert: pem::read_file(cert)?,
+            key: pem::read_file(key)?,
+        })
+    }
+
+    fn digest(&self) -> ContentDigest {
+        ContentDigest::of(&[Some(&self.cert), Some(&self.key)])
+    }
+
+    fn certified_key(&self) -> Result<Arc<CertifiedKey>, TlsError> {
+        certified_key_from_pem(&self.cert, &self.key)
+    }
+}
+
+#[cfg(test)]
 fn load_files(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
-    let cert_pem = pem::read_file(cert)?;
-    let key_pem = pem::read_file(key)?;
-    certified_key_from_pem(&cert_pem, &key_pem)
+    PemPair::read(cert, key)?.certified_key()
 }
 
 #[derive(Debug)]
@@ -107,23 +128,30 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Builds the listener's TLS. File-based certificates get a background reloader that watches the
-/// directories (which is what sees Kubernetes' `..data` symlink swap) and listens for SIGHUP.
-pub fn setup(source: &TlsSource, reload: &broadcast::Sender<()>) -> Result<ListenerTls, TlsError> {
+/// Builds the listener's TLS. File-based certificates get a background reloader that listens for
+/// SIGHUP and, with `watch`, watches the files' directories (which is what sees Kubernetes'
+/// `..data` symlink swap).
+pub fn setup(
+    source: &TlsSource,
+    reload: &broadcast::Sender<()>,
+    watch: bool,
+) -> Result<ListenerTls, TlsError> {
     let resolver = match source {
         TlsSource::SelfSigned { dir, names } => {
             let key = self_signed(dir, names)?;
             Arc::new(ReloadingResolver::new(key))
         }
         TlsSource::Files { cert, key } => {
-            let initial = load_files(cert, key)?;
-            let resolver = Arc::new(ReloadingResolver::new(initial));
-            spawn_reloader(
-                cert.clone(),
-                key.clone(),
-                resolver.clone(),
-                reload.subscribe(),
-            );
+            let pair = PemPair::read(cert, key)?;
+            let resolver = Arc::new(ReloadingResolver::new(pair.certified_key()?));
+            let reloader = CertReloader {
+                cert: cert.clone(),
+                key: key.clone(),
+                resolver: resolver.clone(),
+                applied: pair.digest(),
+                last_failed: None,
+            };
+            spawn_reloader(reloader, reload.subscribe(), watch);
             resolver
         }
     };
@@ -183,94 +211,78 @@ fn write_file(path: &Path, contents: &[u8], access: Access) -> Result<(), TlsErr
     })
 }
 
-/// Directories whose changes may mean a new certificate: the configured paths' parents and, when
-/// they are symlinks, the parents of what they point to.
-fn watched_dirs(paths: &[&Path]) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    for p in paths {
-        let mut candidates = vec![p.to_path_buf()];
-        if let Ok(real) = std::fs::canonicalize(p) {
-            candidates.push(real);
-        }
-        for c in candidates {
-            if let Some(parent) = c.parent() {
-                let parent = if parent.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    parent.to_path_buf()
-                };
-                if !dirs.contains(&parent) {
-                    dirs.push(parent);
-                }
-            }
-        }
-    }
-    dirs
-}
-
-fn spawn_reloader(
-    cert: PathBuf,
-    key: PathBuf,
-    resolver: Arc<ReloadingResolver>,
-    mut sighup: broadcast::Receiver<()>,
-) {
-    use notify::Watcher;
-    let (tx, mut changes) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
-            // A full channel already means "reload pending"; dropping the extra signal is right.
-            let _ = tx.try_send(());
-        }
-    });
-    let watcher = match watcher {
-        Ok(mut w) => {
-            for dir in watched_dirs(&[&cert, &key]) {
-                if let Err(e) = w.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %dir.display(), error = %e,
-                        "cannot watch the certificate directory; reload with SIGHUP instead");
-                }
-            }
-            Some(w)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch certificate files; reload with SIGHUP instead");
-            None
-        }
+fn spawn_reloader(mut reloader: CertReloader, mut sighup: broadcast::Receiver<()>, watch: bool) {
+    // Any content-changing event in these directories may be the one (a `..data` swap names
+    // neither file), and the content comparison makes a needless wake-up cost one read.
+    let mut watch = if watch {
+        let dirs = super::watch::parent_dirs(&[&reloader.cert, &reloader.key]);
+        super::watch::Watch::start("certificates", &dirs, |_| true)
+    } else {
+        None
     };
     tokio::spawn(async move {
-        let _watcher = watcher;
         loop {
             tokio::select! {
-                changed = changes.recv() => {
-                    if changed.is_none() { break; }
-                    // Writers touch cert and key separately; let the burst settle before reading.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    while changes.try_recv().is_ok() {}
+                settled = super::watch::settled(&mut watch) => {
+                    if settled.is_none() {
+                        tracing::warn!("the certificate watcher stopped; reload with SIGHUP");
+                        watch = None;
+                        continue;
+                    }
                 }
                 signal = sighup.recv() => {
                     if matches!(signal, Err(broadcast::error::RecvError::Closed)) { break; }
                 }
             }
-            reload(&cert, &key, &resolver);
+            reloader.reload();
         }
     });
 }
 
-fn reload(cert: &Path, key: &Path, resolver: &ReloadingResolver) {
-    match load_files(cert, key) {
-        Ok(next) => {
-            if next.cert == resolver.current().cert {
-                return;
-            }
-            resolver.replace(next);
-            tracing::info!(cert_path = %cert.display(), "reloaded TLS certificate");
+/// Replaces a listener's certificate when, and only when, the files' content changed.
+struct CertReloader {
+    cert: PathBuf,
+    key: PathBuf,
+    resolver: Arc<ReloadingResolver>,
+    /// The content the served certificate was built from.
+    applied: ContentDigest,
+    /// Content already refused, so that it is not refused (and counted) again.
+    last_failed: Option<ContentDigest>,
+}
+
+impl CertReloader {
+    fn reload(&mut self) {
+        let metrics = crate::metrics::metrics();
+        let pair = PemPair::read(&self.cert, &self.key);
+        let digest = pair.as_ref().ok().map(PemPair::digest);
+        if digest == Some(self.applied) {
+            self.last_failed = None;
+            return;
         }
-        Err(e) => {
-            tracing::warn!(
-                cert_path = %cert.display(),
-                error = %e,
-                "TLS certificate reload failed; keeping the current certificate"
-            );
+        match pair.and_then(|p| p.certified_key()) {
+            Ok(next) => {
+                self.resolver.replace(next);
+                self.applied = digest.unwrap_or(self.applied);
+                self.last_failed = None;
+                metrics.count("scimgate_certificate_reloads_total", &[("result", "ok")]);
+                tracing::info!(cert_path = %self.cert.display(), "reloaded TLS certificate");
+            }
+            Err(e) => {
+                // Unreadable files have no digest: each attempt counts, as each may be a new
+                // problem.
+                if digest.is_none() || digest != self.last_failed {
+                    metrics.count(
+                        "scimgate_certificate_reloads_total",
+                        &[("result", "failed")],
+                    );
+                }
+                self.last_failed = digest;
+                tracing::warn!(
+                    cert_path = %self.cert.display(),
+                    error = %e,
+                    "TLS certificate reload failed; keeping the current certificate"
+                );
+            }
         }
     }
 }
@@ -305,15 +317,23 @@ mod tests {
         let (cp, kp) = (dir.path().join("c"), dir.path().join("k"));
         std::fs::write(&cp, &cert).unwrap();
         std::fs::write(&kp, &key).unwrap();
-        let resolver = ReloadingResolver::new(load_files(&cp, &kp).unwrap());
+        let initial = PemPair::read(&cp, &kp).unwrap();
+        let resolver = Arc::new(ReloadingResolver::new(initial.certified_key().unwrap()));
+        let mut reloader = CertReloader {
+            cert: cp.clone(),
+            key: kp.clone(),
+            resolver: resolver.clone(),
+            applied: initial.digest(),
+            last_failed: None,
+        };
         let before = resolver.current().cert.clone();
         std::fs::write(&cp, "garbage").unwrap();
-        reload(&cp, &kp, &resolver);
+        reloader.reload();
         assert_eq!(resolver.current().cert, before);
         let (cert2, key2) = pair("b");
         std::fs::write(&cp, &cert2).unwrap();
         std::fs::write(&kp, &key2).unwrap();
-        reload(&cp, &kp, &resolver);
+        reloader.reload();
         assert_ne!(resolver.current().cert, before);
     }
 
