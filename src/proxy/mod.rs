@@ -304,7 +304,21 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
         source = s.source();
     }
     if e.is_connect() {
-        ProxyError::Unreachable(detail)
+        // hyper-util words its own connect_timeout as tokio's "deadline has elapsed"; name it,
+        // so an operator reading the log knows the platform never answered the connect.
+        let mut timed_out = false;
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            timed_out |= s
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+            source = s.source();
+        }
+        if timed_out {
+            ProxyError::Unreachable(format!("connect timed out: {detail}"))
+        } else {
+            ProxyError::Unreachable(detail)
+        }
     } else {
         ProxyError::Failed(detail)
     }

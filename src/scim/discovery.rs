@@ -58,12 +58,23 @@ pub fn describe(scheme: Scheme) -> (&'static str, &'static str, &'static str, &'
     }
 }
 
-pub fn service_provider_config(base: &str, max_results: usize, schemes: &[Scheme]) -> Value {
+/// `max_payload` is `limits.max_body_bytes` and `maxOperations` the Bulk handler's own bound,
+/// so what clients are told is what is enforced.
+pub fn service_provider_config(
+    base: &str,
+    max_results: usize,
+    max_payload: u64,
+    schemes: &[Scheme],
+) -> Value {
     json!({
         "schemas": [SPC],
         "documentationUri": "https://github.com/scimgate/scimgate#readme",
         "patch": {"supported": true},
-        "bulk": {"supported": true, "maxOperations": 100, "maxPayloadSize": 1048576},
+        "bulk": {
+            "supported": true,
+            "maxOperations": super::BULK_MAX_OPERATIONS,
+            "maxPayloadSize": max_payload,
+        },
         "filter": {"supported": true, "maxResults": max_results},
         "changePassword": {"supported": false},
         "sort": {"supported": true},

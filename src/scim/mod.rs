@@ -452,6 +452,7 @@ impl ScimService {
                     Version::V2 => discovery::service_provider_config(
                         &discovery_base,
                         self.settings.max_results,
+                        self.max_body_bytes,
                         &self.auth.schemes(),
                     ),
                 };
@@ -1183,7 +1184,8 @@ impl Context {
     }
 }
 
-const BULK_MAX_OPERATIONS: usize = 100;
+/// Also advertised as `bulk.maxOperations` in `/ServiceProviderConfig`.
+pub(crate) const BULK_MAX_OPERATIONS: usize = 100;
 
 /// Replaces `bulkId:<id>` references with the ids the earlier operations created.
 fn substitute(value: Value, created: &[(String, String)]) -> Result<Value, ScimError> {

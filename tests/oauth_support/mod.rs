@@ -269,10 +269,24 @@ type Handler = Arc<dyn Fn(&Seen) -> (u16, String) + Send + Sync>;
 pub struct HttpServer {
     pub addr: SocketAddr,
     stop: CancellationToken,
+    scheme: &'static str,
+    tls_failures: Arc<AtomicUsize>,
 }
 
 impl HttpServer {
     pub async fn bind(addr: SocketAddr, handler: Handler) -> std::io::Result<HttpServer> {
+        HttpServer::bind_with(addr, handler, None).await
+    }
+
+    /// Serves HTTPS with `tls` when given (counting failed handshakes), plain HTTP otherwise.
+    pub async fn bind_with(
+        addr: SocketAddr,
+        handler: Handler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<HttpServer> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls_failures = Arc::new(AtomicUsize::new(0));
+        let failures = tls_failures.clone();
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
@@ -286,6 +300,8 @@ impl HttpServer {
                 let Ok((stream, _)) = accepted else { continue };
                 let handler = handler.clone();
                 let stop_conn = stop_accept.clone();
+                let tls = tls.clone();
+                let failures = failures.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
@@ -313,16 +329,39 @@ impl HttpServer {
                             )
                         }
                     });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc);
+                    let http = hyper::server::conn::http1::Builder::new();
                     tokio::select! {
-                        _ = conn => {}
+                        _ = async {
+                            match tls {
+                                None => {
+                                    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                                }
+                                Some(acceptor) => match acceptor.accept(stream).await {
+                                    Ok(tls) => {
+                                        let _ = http.serve_connection(TokioIo::new(tls), svc).await;
+                                    }
+                                    Err(_) => {
+                                        failures.fetch_add(1, Ordering::SeqCst);
+                                    }
+                                },
+                            }
+                        } => {}
                         _ = stop_conn.cancelled() => {}
                     }
                 });
             }
         });
-        Ok(HttpServer { addr, stop })
+        Ok(HttpServer {
+            addr,
+            stop,
+            scheme,
+            tls_failures,
+        })
+    }
+
+    /// TLS handshakes that failed (HTTPS only).
+    pub fn tls_failures(&self) -> usize {
+        self.tls_failures.load(Ordering::SeqCst)
     }
 
     /// Stops listening and closes every open connection.
@@ -362,6 +401,21 @@ impl JwksServer {
     }
 
     pub async fn start_on(addr: SocketAddr, keys: Value) -> std::io::Result<JwksServer> {
+        JwksServer::start_with(addr, keys, None).await
+    }
+
+    /// Over HTTPS with `tls` (see [`private_ca`]).
+    pub async fn start_tls(keys: Value, tls: tokio_rustls::TlsAcceptor) -> JwksServer {
+        JwksServer::start_with("127.0.0.1:0".parse().unwrap(), keys, Some(tls))
+            .await
+            .unwrap()
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        keys: Value,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<JwksServer> {
         let state = Arc::new(JwksState::default());
         *state.body.lock().unwrap() = keys.to_string();
         let st = state.clone();
@@ -373,7 +427,7 @@ impl JwksServer {
                 .push(format!("{} {}", seen.method, seen.path));
             (200, st.body.lock().unwrap().clone())
         });
-        let server = HttpServer::bind(addr, handler).await?;
+        let server = HttpServer::bind_with(addr, handler, tls).await?;
         Ok(JwksServer { server, state })
     }
 
@@ -382,7 +436,11 @@ impl JwksServer {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/jwks.json", self.server.addr)
+        format!("{}://{}/jwks.json", self.server.scheme, self.server.addr)
+    }
+
+    pub fn tls_failures(&self) -> usize {
+        self.server.tls_failures()
     }
 
     /// Replaces the key set served from now on.
@@ -423,6 +481,23 @@ pub struct IntrospectionServer {
 
 impl IntrospectionServer {
     pub async fn start(client_id: &str, client_secret: &str) -> IntrospectionServer {
+        IntrospectionServer::start_with(client_id, client_secret, None).await
+    }
+
+    /// Over HTTPS with `tls` (see [`private_ca`]).
+    pub async fn start_tls(
+        client_id: &str,
+        client_secret: &str,
+        tls: tokio_rustls::TlsAcceptor,
+    ) -> IntrospectionServer {
+        IntrospectionServer::start_with(client_id, client_secret, Some(tls)).await
+    }
+
+    async fn start_with(
+        client_id: &str,
+        client_secret: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> IntrospectionServer {
         let state = Arc::new(IntrospectionState::default());
         let st = state.clone();
         let expected = format!(
@@ -444,14 +519,18 @@ impl IntrospectionServer {
                 .unwrap_or_else(|| json!({"active": false}));
             (200, answer.to_string())
         });
-        let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), handler)
+        let server = HttpServer::bind_with("127.0.0.1:0".parse().unwrap(), handler, tls)
             .await
             .unwrap();
         IntrospectionServer { server, state }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/introspect", self.server.addr)
+        format!("{}://{}/introspect", self.server.scheme, self.server.addr)
+    }
+
+    pub fn tls_failures(&self) -> usize {
+        self.server.tls_failures()
     }
 
     pub fn answer(&self, token: &str, response: Value) {
@@ -477,4 +556,32 @@ impl IntrospectionServer {
     pub fn shutdown(&self) {
         self.server.shutdown();
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A private CA
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh CA (returned as PEM, for `auth.ca_bundle`) and a TLS acceptor serving a certificate
+/// it signed for 127.0.0.1 — an IdP no system trust store knows.
+pub fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![server.der().clone()], key)
+    .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
