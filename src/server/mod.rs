@@ -129,6 +129,10 @@ async fn build_gateway(
             parts.tunnels.clone(),
             Box::new(move || health.mark_upstream_seen()),
         )?
+        .with_body_limits(
+            config.limits.body_read_timeout,
+            config.limits.max_passthrough_body_bytes,
+        )
     };
     let provisioner = match &config.platform {
         Some(platform) => {
