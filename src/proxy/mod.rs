@@ -216,10 +216,13 @@ impl Proxy {
             let body = ClientBody::new(body, self.body_read_timeout, self.max_body_bytes);
             match declared {
                 Some(len) if len > 0 && len <= WHOLE_BODY_UP_TO && upgrade.is_none() => {
-                    crate::body::Chunks::read(body)
-                        .await?
-                        .map_err(|never| match never {})
-                        .boxed()
+                    // Read before any upstream connection is taken, so the whole read is
+                    // bounded by `request_timeout` too, as waiting for the platform is.
+                    let limit = self.upstream.request_timeout;
+                    match tokio::time::timeout(limit, crate::body::Chunks::read(body)).await {
+                        Err(_) => return Err(ClientBodyError::Stalled(limit).into()),
+                        Ok(read) => read?.map_err(|never| match never {}).boxed(),
+                    }
                 }
                 _ => body.map_err(BoxError::from).boxed(),
             }
