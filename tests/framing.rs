@@ -936,3 +936,29 @@ fn hsts_on_a_plain_listener_is_a_configuration_error() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("listeners[0].hsts"), "{text}");
 }
+
+#[test]
+fn a_request_line_limit_above_the_header_limit_is_a_configuration_error() {
+    let out = run_check(&config_toml(
+        &plain_listener(),
+        "http://127.0.0.1:1",
+        "",
+        "[limits]\nmax_header_bytes = 10000\nmax_request_line_bytes = 10001\n",
+    ));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("limits.max_request_line_bytes"), "{text}");
+    // Control: equal is fine, and so are the new settings with valid values.
+    let out = run_check(&config_toml(
+        &plain_listener(),
+        "http://127.0.0.1:1",
+        "",
+        "[limits]\nmax_header_bytes = 10000\nmax_request_line_bytes = 10000\nbody_read_timeout = \"5s\"\nmax_passthrough_body_bytes = 1\n",
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
