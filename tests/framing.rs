@@ -33,7 +33,7 @@ impl Raw {
     fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-    fn from_upstream(&self) -> bool {
+    fn came_from_upstream(&self) -> bool {
         self.header("x-test-upstream").is_some()
     }
 }
@@ -252,7 +252,11 @@ async fn host_must_be_present_single_and_valid_and_agree_with_an_absolute_target
         "GET http://A.example:81/hello HTTP/1.1\r\nHost: a.EXAMPLE:81\r\n\r\n",
     ] {
         let r = raw(a, ok).await;
-        assert_eq!((r.status, r.from_upstream()), (200, true), "{ok:?}: {r:?}");
+        assert_eq!(
+            (r.status, r.came_from_upstream()),
+            (200, true),
+            "{ok:?}: {r:?}"
+        );
     }
     let passed = upstream.requests();
 
@@ -274,7 +278,7 @@ async fn host_must_be_present_single_and_valid_and_agree_with_an_absolute_target
     ] {
         let r = raw(a, bad).await;
         assert_eq!(
-            (r.status, r.from_upstream()),
+            (r.status, r.came_from_upstream()),
             (400, false),
             "{bad:?}: {r:?}"
         );
@@ -385,11 +389,15 @@ async fn the_header_limit_is_exact_however_the_bytes_arrive() {
     let cap = 64 * 1024;
     for how in [Writes::One, Writes::Split] {
         let r = raw_exchange(gw.gateway_addr, &head_of(cap, "a.example"), how).await;
-        assert_eq!((r.status, r.from_upstream()), (200, true), "{how:?} {r:?}");
+        assert_eq!(
+            (r.status, r.came_from_upstream()),
+            (200, true),
+            "{how:?} {r:?}"
+        );
         for over in [1, 2 * 1024, 36 * 1024] {
             let r = raw_exchange(gw.gateway_addr, &head_of(cap + over, "a.example"), how).await;
             assert_eq!(r.status, 431, "cap + {over}, {how:?}: {r:?}");
-            assert!(!r.from_upstream());
+            assert!(!r.came_from_upstream());
         }
     }
 
@@ -441,12 +449,16 @@ async fn a_long_request_line_gets_414() {
     for how in [Writes::One, Writes::Split] {
         let ok = format!("{}Host: a.example\r\n\r\n", line_of(limit));
         let r = raw_exchange(gw.gateway_addr, ok.as_bytes(), how).await;
-        assert_eq!((r.status, r.from_upstream()), (200, true), "{how:?} {r:?}");
+        assert_eq!(
+            (r.status, r.came_from_upstream()),
+            (200, true),
+            "{how:?} {r:?}"
+        );
         for over in [1, 12 * 1024] {
             let long = format!("{}Host: a.example\r\n\r\n", line_of(limit + over));
             let r = raw_exchange(gw.gateway_addr, long.as_bytes(), how).await;
             assert_eq!(
-                (r.status, r.from_upstream()),
+                (r.status, r.came_from_upstream()),
                 (414, false),
                 "+{over} {how:?} {r:?}"
             );
@@ -500,7 +512,11 @@ async fn a_stalled_body_gets_408_on_scim_and_pass_through() {
     for path in ["/Thingworx/SCIMProvider/SCIM/v2/Users", "/sink"] {
         let started = Instant::now();
         let r = raw(gw.gateway_addr, &stalled(path)).await;
-        assert_eq!((r.status, r.from_upstream()), (408, false), "{path}: {r:?}");
+        assert_eq!(
+            (r.status, r.came_from_upstream()),
+            (408, false),
+            "{path}: {r:?}"
+        );
         assert!(started.elapsed() < Duration::from_secs(10));
     }
     let r = raw(
@@ -519,7 +535,7 @@ async fn a_stalled_body_gets_408_on_scim_and_pass_through() {
         "POST /sink HTTP/1.1\r\nHost: a.example\r\nContent-Length: 1000000\r\n\r\n0123456789",
     )
     .await;
-    assert_eq!((r.status, r.from_upstream()), (408, false), "{r:?}");
+    assert_eq!((r.status, r.came_from_upstream()), (408, false), "{r:?}");
 
     // Control: a body arriving slowly, but never pausing for the timeout, is forwarded.
     let mut tcp = TcpStream::connect(gw.gateway_addr).await.unwrap();
@@ -645,7 +661,7 @@ async fn malformed_client_framing_is_a_400_not_a_502() {
     ] {
         let r = raw(a, &bad).await;
         assert_eq!(
-            (r.status, r.from_upstream()),
+            (r.status, r.came_from_upstream()),
             (400, false),
             "{bad:.120?}: {r:?}"
         );
@@ -705,7 +721,7 @@ async fn connect_is_405_and_the_asterisk_form_is_for_options_only() {
     }
     // Control: OPTIONS on a path is passed through.
     let r = raw(a, "OPTIONS /hello HTTP/1.1\r\nHost: a.example\r\n\r\n").await;
-    assert!(r.from_upstream(), "{r:?}");
+    assert!(r.came_from_upstream(), "{r:?}");
 
     // HTTP/2 CONNECT (not extended CONNECT, which stays disabled).
     let mut h2 = h2_sender(&gw, 1).await;
@@ -814,7 +830,7 @@ async fn pass_through_bodies_over_the_limit_get_413_before_100_continue() {
         &format!("POST /sink HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n{body}0\r\n\r\n"),
     )
     .await;
-    assert_eq!((r.status, r.from_upstream()), (413, false), "{r:?}");
+    assert_eq!((r.status, r.came_from_upstream()), (413, false), "{r:?}");
     // Control: chunked within the limit.
     let r = raw(
         a,
