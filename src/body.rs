@@ -26,10 +26,11 @@ pub struct Chunks {
 
 impl Chunks {
     /// Reads the rest of `body`; trailers, if any, are dropped.
-    pub async fn read<B>(mut body: B) -> Result<Chunks, B::Error>
+    pub async fn read<B>(body: B) -> Result<Chunks, B::Error>
     where
-        B: http_body::Body<Data = Bytes> + Unpin,
+        B: http_body::Body<Data = Bytes>,
     {
+        let mut body = std::pin::pin!(body);
         let mut chunks = std::collections::VecDeque::new();
         let mut remaining = 0u64;
         while let Some(frame) = body.frame().await {
@@ -86,6 +87,111 @@ pub enum BodyError {
     TooLarge(u64),
     #[error("the request body ended early")]
     Incomplete,
+    #[error("the request body stopped arriving for {0:?}")]
+    Stalled(std::time::Duration),
+}
+
+/// Why a client's request body failed while it was being read or forwarded. The proxy finds it
+/// in the upstream client's error chain to answer with the client's fault (4xx), not a 502.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error("the request body stopped arriving for {0:?}")]
+    Stalled(std::time::Duration),
+    #[error("the request body exceeds {0} bytes")]
+    TooLarge(u64),
+    #[error("the request body is malformed or ended early: {0}")]
+    Malformed(hyper::Error),
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body that fails when no part of it arrives for `idle` (so a stalled
+    /// client cannot hold a request, or a pooled upstream connection, forever) or when it grows
+    /// past `limit`.
+    pub struct ClientBody {
+        inner: hyper::body::Incoming,
+        #[pin]
+        timer: tokio::time::Sleep,
+        idle: std::time::Duration,
+        last: tokio::time::Instant,
+        limit: Option<u64>,
+        seen: u64,
+        failed: bool,
+    }
+}
+
+impl ClientBody {
+    pub fn new(
+        inner: hyper::body::Incoming,
+        idle: std::time::Duration,
+        limit: Option<u64>,
+    ) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            inner,
+            timer: tokio::time::sleep_until(now + idle),
+            idle,
+            last: now,
+            limit,
+            seen: 0,
+            failed: false,
+        }
+    }
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, ClientBodyError>>> {
+        use std::task::Poll;
+        let mut this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.seen += data.len() as u64;
+                    if let Some(limit) = *this.limit {
+                        if *this.seen > limit {
+                            *this.failed = true;
+                            return Poll::Ready(Some(Err(ClientBodyError::TooLarge(limit))));
+                        }
+                    }
+                }
+                // Only the time is noted; the timer is moved when it fires, not per frame.
+                *this.last = tokio::time::Instant::now();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                *this.failed = true;
+                Poll::Ready(Some(Err(ClientBodyError::Malformed(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => loop {
+                if std::future::Future::poll(this.timer.as_mut(), cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let deadline = *this.last + *this.idle;
+                if tokio::time::Instant::now() >= deadline {
+                    *this.failed = true;
+                    return Poll::Ready(Some(Err(ClientBodyError::Stalled(*this.idle))));
+                }
+                this.timer.as_mut().reset(deadline);
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// How much of an oversized body is still read (and discarded) before answering, so a client
@@ -95,18 +201,24 @@ const OVERSIZE_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(
 
 /// Reads a gateway-handled request body, refusing it once it passes `limit` bytes, whether the
 /// size was declared up front or only found while reading a chunked body.
+/// A body that stops arriving for `idle` is given up as [`BodyError::Stalled`].
 pub async fn read_limited(
-    mut body: hyper::body::Incoming,
+    body: hyper::body::Incoming,
     limit: u64,
+    idle: std::time::Duration,
 ) -> Result<bytes::Bytes, BodyError> {
     use http_body::Body as _;
     if body.size_hint().lower() > limit {
         drain(body).await;
         return Err(BodyError::TooLarge(limit));
     }
+    let mut body = std::pin::pin!(ClientBody::new(body, idle, None));
     let mut collected = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| BodyError::Incomplete)?;
+        let frame = frame.map_err(|e| match e {
+            ClientBodyError::Stalled(d) => BodyError::Stalled(d),
+            _ => BodyError::Incomplete,
+        })?;
         if let Some(data) = frame.data_ref() {
             if collected.len() as u64 + data.len() as u64 > limit {
                 drain(body).await;
@@ -118,7 +230,8 @@ pub async fn read_limited(
     Ok(collected.freeze())
 }
 
-async fn drain(mut body: hyper::body::Incoming) {
+async fn drain<B: http_body::Body<Data = Bytes>>(body: B) {
+    let mut body = std::pin::pin!(body);
     let _ = tokio::time::timeout(OVERSIZE_DRAIN_TIME, async {
         let mut discarded = 0u64;
         while let Some(Ok(frame)) = body.frame().await {

@@ -2,6 +2,7 @@
 //! write its access-log line when the response body is finished (so bytes and duration are true).
 
 use crate::body::{Body, BoxError};
+use crate::framing::{self, FramingError, FramingLimits};
 use crate::proxy::Proxy;
 use crate::router::{Route, Router};
 use crate::scim::{RequestInfo, ScimService};
@@ -23,6 +24,7 @@ pub struct Gateway {
     scim: ScimService,
     trusted_proxies: Vec<ipnet::IpNet>,
     authenticator: Arc<crate::auth::Authenticator>,
+    framing: FramingLimits,
 }
 
 /// Facts about the connection a request arrived on.
@@ -31,6 +33,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub scheme: &'static str,
     pub activity: Arc<Activity>,
+    /// `Strict-Transport-Security` for every answer on this (TLS) listener.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 impl Gateway {
@@ -40,6 +44,7 @@ impl Gateway {
         scim: ScimService,
         trusted_proxies: Vec<ipnet::IpNet>,
         authenticator: Arc<crate::auth::Authenticator>,
+        framing: FramingLimits,
     ) -> Self {
         Self {
             router,
@@ -47,6 +52,7 @@ impl Gateway {
             scim,
             trusted_proxies,
             authenticator,
+            framing,
         }
     }
 
@@ -71,35 +77,80 @@ impl Gateway {
             finished: false,
             _in_flight: in_flight,
         };
-        let response = match route {
-            Route::PassThrough => match self.proxy.forward(req, conn.peer, conn.scheme).await {
-                Ok(forwarded) => {
-                    line.upstream_time = Some(forwarded.upstream_time);
-                    forwarded.response
+        let response = if let Err(e) = framing::check(&req, &self.framing) {
+            self.refuse(e, route, req.uri().path())
+        } else if framing::is_asterisk(&req) {
+            // `OPTIONS *` asks about the server, not a resource: the gateway answers it.
+            let mut r = Response::new(crate::body::empty());
+            r.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static(framing::ALLOWED_METHODS),
+            );
+            r
+        } else {
+            match route {
+                Route::PassThrough => match self.proxy.forward(req, conn.peer, conn.scheme).await {
+                    Ok(forwarded) => {
+                        line.upstream_time = Some(forwarded.upstream_time);
+                        forwarded.response
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, target = %line.target, "pass-through failed");
+                        e.into_response()
+                    }
+                },
+                Route::Scim => {
+                    let info = RequestInfo {
+                        client: conn.peer.ip(),
+                        origin: self.origin(&req, conn),
+                    };
+                    self.scim.handle(req, info).await
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, target = %line.target, "pass-through failed");
-                    e.into_response()
+                Route::Ambiguous => {
+                    tracing::info!(target = %line.target, "ambiguous path under the SCIM provider refused");
+                    self.scim.refuse_ambiguous(req.uri().path())
                 }
-            },
-            Route::Scim => {
-                let info = RequestInfo {
-                    client: conn.peer.ip(),
-                    origin: self.origin(&req, conn),
-                };
-                self.scim.handle(req, info).await
-            }
-            Route::Ambiguous => {
-                tracing::info!(target = %line.target, "ambiguous path under the SCIM provider refused");
-                self.scim.refuse_ambiguous(req.uri().path())
             }
         };
         line.status = response.status().as_u16();
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        if let Some(hsts) = &conn.hsts {
+            // The gateway's policy wins over one the platform sent: it owns the TLS name.
+            parts
+                .headers
+                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         // hyper never polls a body that is already at its end.
         line.finished = body.is_end_stream();
         let body = LoggedBody { inner: body, line }.boxed();
         Response::from_parts(parts, body)
+    }
+
+    /// The one place a framing refusal becomes a response: SCIM-shaped under the SCIM path.
+    fn refuse(&self, e: FramingError, route: Route, path: &str) -> Response<Body> {
+        tracing::debug!(error = %e, "request refused before routing");
+        let status = e.status();
+        let mut response = match route {
+            Route::Scim | Route::Ambiguous => self.scim.refuse(
+                path,
+                crate::scim::error::ScimError::new(status, e.to_string()),
+            ),
+            Route::PassThrough => crate::body::text_response(
+                status,
+                &format!(
+                    "{} {}: {e}",
+                    status.as_u16(),
+                    status.canonical_reason().unwrap_or("")
+                ),
+            ),
+        };
+        if e == FramingError::Connect {
+            response.headers_mut().insert(
+                http::header::ALLOW,
+                http::HeaderValue::from_static(framing::ALLOWED_METHODS),
+            );
+        }
+        response
     }
 
     /// The origin (`scheme://host`) the client used, for SCIM `Location` headers. Forwarded
@@ -122,8 +173,9 @@ impl Gateway {
         let host = trusted
             .then(|| first("x-forwarded-host"))
             .flatten()
-            .or_else(|| first("host"))
+            // `:authority` (HTTP/2) is the URI's authority and wins over a Host header.
             .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .or_else(|| first("host"))
             .filter(|h| h.parse::<http::uri::Authority>().is_ok())
             .unwrap_or_else(|| "localhost".to_string());
         format!("{scheme}://{host}")

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod dev_issuer;
 pub mod devplatform;
+pub mod framing;
 pub mod fsutil;
 pub mod gateway;
 pub mod logging;

@@ -200,6 +200,8 @@ pub enum PlatformCredentials {
 pub struct ListenerConfig {
     pub address: SocketAddr,
     pub tls: Option<TlsSource>,
+    /// The `Strict-Transport-Security` value for every answer (TLS listeners only).
+    pub hsts: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -261,6 +263,12 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Longer request lines (CRLF included) are answered 414; never above `max_header_bytes`.
+    pub max_request_line_bytes: usize,
+    /// The longest wait for the next piece of a request body.
+    pub body_read_timeout: Duration,
+    /// Pass-through request bodies above this are refused with 413; `None` streams any size.
+    pub max_passthrough_body_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -674,7 +682,43 @@ impl Validator<'_> {
                 l.idle_timeout.as_deref(),
                 Duration::from_secs(120),
             ),
+            max_request_line_bytes: self.count(
+                "limits.max_request_line_bytes",
+                l.max_request_line_bytes,
+                8 * 1024,
+                (64, 16 * 1024 * 1024),
+            ) as usize,
+            body_read_timeout: self.duration(
+                "limits.body_read_timeout",
+                l.body_read_timeout.as_deref(),
+                Duration::from_secs(30),
+            ),
+            max_passthrough_body_bytes: l.max_passthrough_body_bytes.map(|v| {
+                self.count(
+                    "limits.max_passthrough_body_bytes",
+                    Some(v),
+                    v,
+                    (1, i64::MAX),
+                ) as u64
+            }),
         };
+        if limits.max_request_line_bytes > limits.max_header_bytes {
+            self.problem(
+                "limits.max_request_line_bytes",
+                format!(
+                    "{} is more than limits.max_header_bytes ({}), which counts the request line too",
+                    limits.max_request_line_bytes, limits.max_header_bytes
+                ),
+                "lower it, or raise limits.max_header_bytes",
+            );
+        }
+        if limits.body_read_timeout.is_zero() {
+            self.problem(
+                "limits.body_read_timeout",
+                "is zero",
+                "use a duration such as \"30s\"",
+            );
+        }
 
         let admin_address = match raw.admin.address.as_deref() {
             Some(a) => self.socket_addr("admin.address", a),
@@ -841,7 +885,11 @@ impl Validator<'_> {
                     None
                 }
             };
+            let has_tls = l.tls.is_some();
             let tls = l.tls.and_then(|t| self.tls(&format!("{name}.tls"), t));
+            let hsts = l
+                .hsts
+                .and_then(|h| self.hsts(&format!("{name}.hsts"), h, has_tls));
             if let Some(address) = address {
                 if address.port() != 0 && out.iter().any(|o: &ListenerConfig| o.address == address)
                 {
@@ -851,10 +899,36 @@ impl Validator<'_> {
                         "give every listener its own address",
                     );
                 }
-                out.push(ListenerConfig { address, tls });
+                out.push(ListenerConfig { address, tls, hsts });
             }
         }
         out
+    }
+
+    fn hsts(&mut self, name: &str, h: raw::RawHsts, has_tls: bool) -> Option<http::HeaderValue> {
+        if !has_tls {
+            // Browsers ignore the header over plain HTTP; set on one it would only mislead.
+            self.problem(
+                name,
+                "is set on a listener without tls",
+                "remove hsts from this listener, or give it a tls table",
+            );
+            return None;
+        }
+        let Some(max_age) = h.max_age else {
+            self.problem(
+                format!("{name}.max_age"),
+                "is missing",
+                "add max_age = 31536000 (seconds; one year)",
+            );
+            return None;
+        };
+        let max_age = self.count(&format!("{name}.max_age"), Some(max_age), 0, (0, i64::MAX));
+        let mut value = format!("max-age={max_age}");
+        if h.include_subdomains.unwrap_or(false) {
+            value.push_str("; includeSubDomains");
+        }
+        http::HeaderValue::from_str(&value).ok()
     }
 
     fn tls(&mut self, name: &str, t: raw::RawTls) -> Option<TlsSource> {

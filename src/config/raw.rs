@@ -47,6 +47,14 @@ pub struct RawImport {
 pub struct RawListener {
     pub address: Option<String>,
     pub tls: Option<RawTls>,
+    pub hsts: Option<RawHsts>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHsts {
+    pub max_age: Option<i64>,
+    pub include_subdomains: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -92,6 +100,9 @@ pub struct RawLimits {
     pub max_connections: Option<i64>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub max_request_line_bytes: Option<i64>,
+    pub body_read_timeout: Option<String>,
+    pub max_passthrough_body_bytes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

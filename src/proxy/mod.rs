@@ -5,7 +5,7 @@ mod headers;
 
 pub use headers::is_trusted;
 
-use crate::body::{text_response, Body, BoxError};
+use crate::body::{text_response, Body, BoxError, ClientBody, ClientBodyError};
 use crate::config::{UpstreamConfig, UpstreamScheme};
 use crate::pem;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -44,8 +44,8 @@ pub enum ProxyError {
     Failed(String),
     #[error("request cannot be forwarded: {0}")]
     BadRequest(&'static str),
-    #[error("the client did not send its {0}-byte body within {1:?}")]
-    ClientTimeout(u64, Duration),
+    #[error("client request body: {0}")]
+    ClientBody(#[from] ClientBodyError),
 }
 
 impl ProxyError {
@@ -66,9 +66,17 @@ impl ProxyError {
             ProxyError::BadRequest(why) => {
                 text_response(StatusCode::BAD_REQUEST, &format!("400 Bad Request: {why}"))
             }
-            ProxyError::ClientTimeout(..) => text_response(
+            ProxyError::ClientBody(ClientBodyError::Stalled(_)) => text_response(
                 StatusCode::REQUEST_TIMEOUT,
                 "408 Request Timeout: the request body did not arrive in time",
+            ),
+            ProxyError::ClientBody(ClientBodyError::TooLarge(limit)) => text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("413 Content Too Large: the request body exceeds {limit} bytes"),
+            ),
+            ProxyError::ClientBody(ClientBodyError::Malformed(_)) => text_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the request body is malformed or ended early",
             ),
         }
     }
@@ -96,6 +104,8 @@ pub struct Proxy {
     allowed_upgrades: Vec<String>,
     tunnels: TaskTracker,
     on_upstream_answer: Box<dyn Fn() + Send + Sync>,
+    body_read_timeout: Duration,
+    max_body_bytes: Option<u64>,
 }
 
 impl Proxy {
@@ -117,7 +127,17 @@ impl Proxy {
             allowed_upgrades,
             tunnels,
             on_upstream_answer,
+            body_read_timeout: Duration::from_secs(30),
+            max_body_bytes: None,
         })
+    }
+
+    /// How long a client's request body may stop arriving, and how large it may be (`None`:
+    /// any size), before the upstream request is abandoned.
+    pub fn with_body_limits(mut self, read_timeout: Duration, max_bytes: Option<u64>) -> Self {
+        self.body_read_timeout = read_timeout;
+        self.max_body_bytes = max_bytes;
+        self
     }
 
     /// The pooled client, for gateway components that call the platform themselves.
@@ -141,12 +161,21 @@ impl Proxy {
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        let client_host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| parts.uri.authority().map(|a| a.to_string()));
+        if let Some(limit) = self.max_body_bytes {
+            // Before the body is touched: polling it is what sends `100 Continue`.
+            if http_body::Body::size_hint(&body).lower() > limit {
+                return Err(ProxyError::ClientBody(ClientBodyError::TooLarge(limit)));
+            }
+        }
+        // `:authority` (HTTP/2) or the absolute-form target is the URI's authority; framing
+        // checks made sure a Host header beside it agrees.
+        let client_host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        });
 
         let path_and_query = parts
             .uri
@@ -189,20 +218,22 @@ impl Proxy {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let body = match declared {
-            Some(len) if len > 0 && len <= WHOLE_BODY_UP_TO && upgrade.is_none() => {
-                let limit = self.upstream.request_timeout;
-                match tokio::time::timeout(limit, crate::body::Chunks::read(body)).await {
-                    Err(_) => return Err(ProxyError::ClientTimeout(len, limit)),
-                    Ok(Err(_)) => {
-                        return Err(ProxyError::BadRequest(
-                            "the request body ended before its declared length",
-                        ))
+        let body = if http_body::Body::is_end_stream(&body) {
+            body.map_err(BoxError::from).boxed()
+        } else {
+            let body = ClientBody::new(body, self.body_read_timeout, self.max_body_bytes);
+            match declared {
+                Some(len) if len > 0 && len <= WHOLE_BODY_UP_TO && upgrade.is_none() => {
+                    // Read before any upstream connection is taken, so the whole read is
+                    // bounded by `request_timeout` too, as waiting for the platform is.
+                    let limit = self.upstream.request_timeout;
+                    match tokio::time::timeout(limit, crate::body::Chunks::read(body)).await {
+                        Err(_) => return Err(ClientBodyError::Stalled(limit).into()),
+                        Ok(read) => read?.map_err(|never| match never {}).boxed(),
                     }
-                    Ok(Ok(whole)) => whole.map_err(|never| match never {}).boxed(),
                 }
+                _ => body.map_err(BoxError::from).boxed(),
             }
-            _ => body.map_err(BoxError::from).boxed(),
         };
         let upstream_req = Request::from_parts(parts, body);
         let client = if upgrade.is_some() {
@@ -255,8 +286,17 @@ impl Proxy {
 
         let (mut parts, body) = response.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        let body =
+            if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
+                // These never have a body; a length beside one makes an HTTP/2 response malformed
+                // (RFC 9113 §8.1.1), so neither reaches the client.
+                parts.headers.remove(header::CONTENT_LENGTH);
+                crate::body::empty()
+            } else {
+                body.map_err(BoxError::from).boxed()
+            };
         Ok(Forwarded {
-            response: Response::from_parts(parts, body.map_err(BoxError::from).boxed()),
+            response: Response::from_parts(parts, body),
             upstream_time,
         })
     }
@@ -299,6 +339,16 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
     let mut detail = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        // The client's own body failed (stalled, too large, malformed): the client's fault.
+        if let Some(body) = s.downcast_ref::<ClientBodyError>() {
+            return ProxyError::ClientBody(match body {
+                ClientBodyError::Stalled(d) => ClientBodyError::Stalled(*d),
+                ClientBodyError::TooLarge(l) => ClientBodyError::TooLarge(*l),
+                ClientBodyError::Malformed(_) => {
+                    return ProxyError::BadRequest("the request body is malformed or ended early")
+                }
+            });
+        }
         detail.push_str(": ");
         detail.push_str(&s.to_string());
         source = s.source();

@@ -76,6 +76,7 @@ pub struct ScimService {
     auth: Arc<Authenticator>,
     provisioner: Option<Arc<Provisioner>>,
     max_body_bytes: u64,
+    body_read_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +196,20 @@ impl ScimService {
             state,
             provisioner,
             max_body_bytes,
+            body_read_timeout: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// How long a request body may stop arriving before the request is answered 408.
+    pub fn with_body_read_timeout(mut self, idle: std::time::Duration) -> Self {
+        self.body_read_timeout = idle;
+        self
+    }
+
+    /// A refusal made before the request reached SCIM (framing), in the shape of the version
+    /// the path names.
+    pub fn refuse(&self, path: &str, e: ScimError) -> Response<Body> {
+        render(&e, self.split(path).0)
     }
 
     pub async fn handle(&self, req: Request<Incoming>, info: RequestInfo) -> Response<Body> {
@@ -415,13 +429,14 @@ impl ScimService {
 
     async fn body(&self, req: Request<Incoming>) -> Result<Value, ScimError> {
         check_content_type(req.headers())?;
-        let bytes = read_limited(req.into_body(), self.max_body_bytes)
+        let bytes = read_limited(req.into_body(), self.max_body_bytes, self.body_read_timeout)
             .await
             .map_err(|e| match e {
                 BodyError::TooLarge(_) => {
                     ScimError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
                 }
                 BodyError::Incomplete => ScimError::bad_request("invalidSyntax", e.to_string()),
+                BodyError::Stalled(_) => ScimError::new(StatusCode::REQUEST_TIMEOUT, e.to_string()),
             })?;
         serde_json::from_slice(&bytes).map_err(|e| {
             ScimError::bad_request("invalidSyntax", format!("the body is not valid JSON: {e}"))

@@ -59,6 +59,7 @@ pub enum ServerError {
 struct Listener {
     socket: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    hsts: Option<http::HeaderValue>,
 }
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
@@ -130,6 +131,10 @@ async fn build_gateway(
             parts.tunnels.clone(),
             Box::new(move || health.mark_upstream_seen()),
         )?
+        .with_body_limits(
+            config.limits.body_read_timeout,
+            config.limits.max_passthrough_body_bytes,
+        )
     };
     let provisioner = match &config.platform {
         Some(platform) => {
@@ -183,13 +188,18 @@ async fn build_gateway(
         authenticator.clone(),
         provisioner,
         config.limits.max_body_bytes,
-    );
+    )
+    .with_body_read_timeout(config.limits.body_read_timeout);
     Ok(Gateway::new(
         Router::new(&config.scim_base_path),
         proxy,
         scim,
         config.trusted_proxies.clone(),
         authenticator,
+        crate::framing::FramingLimits {
+            max_header_bytes: config.limits.max_header_bytes,
+            max_request_line_bytes: config.limits.max_request_line_bytes,
+        },
     ))
 }
 
@@ -342,7 +352,14 @@ impl Bound {
             };
             let socket = TcpListener::bind(l.address).await.map_err(bind_error)?;
             let address = socket.local_addr().map_err(bind_error)?;
-            listeners.push((Listener { socket, tls }, address));
+            listeners.push((
+                Listener {
+                    socket,
+                    tls,
+                    hsts: l.hsts.clone(),
+                },
+                address,
+            ));
         }
         let admin_bind_error = |source| ServerError::Bind {
             address: config.admin_address,
@@ -548,10 +565,11 @@ async fn accept_loop(listener: Listener, ctx: AcceptContext) {
         let limits = ctx.limits.clone();
         let drain = ctx.drain.clone();
         let tls = listener.tls.clone();
+        let hsts = listener.hsts.clone();
         ctx.connections.spawn(async move {
             let _permit = permit;
             crate::metrics::metrics().connection_opened();
-            handle_stream(stream, peer, tls, gateway, limits, drain).await;
+            handle_stream(stream, peer, tls, hsts, gateway, limits, drain).await;
             crate::metrics::metrics().connection_closed();
         });
     }
@@ -561,6 +579,7 @@ async fn handle_stream(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    hsts: Option<http::HeaderValue>,
     gateway: Arc<GatewayHolder>,
     limits: Arc<Limits>,
     drain: CancellationToken,
@@ -575,6 +594,7 @@ async fn handle_stream(
                 Protocol::Detect,
                 peer,
                 "http",
+                None,
                 activity,
                 gateway,
                 &limits,
@@ -590,7 +610,7 @@ async fn handle_stream(
                     let protocol = negotiated(&tls_stream);
                     let io = TrackedIo::new(tls_stream, activity.clone());
                     serve_http(
-                        io, protocol, peer, "https", activity, gateway, &limits, drain,
+                        io, protocol, peer, "https", hsts, activity, gateway, &limits, drain,
                     )
                     .await;
                 }
@@ -688,12 +708,20 @@ graceful_connection!(
     'a, I: AsyncRead + AsyncWrite + Unpin + Send + 'static
 );
 
+/// Read-buffer room above `limits.max_header_bytes`, so the exact check sees every head up to
+/// the cap (and request lines past `max_request_line_bytes` get their 414) however the bytes
+/// arrive.
+const HEAD_SLACK_BYTES: usize = 16 * 1024;
+/// HPACK counts 32 bytes per header beyond name and value (RFC 7541 §4.1); room for 128.
+const H2_HEADER_OVERHEAD_BYTES: usize = 32 * 128;
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_http<I>(
     io: I,
     protocol: Protocol,
     peer: SocketAddr,
     scheme: &'static str,
+    hsts: Option<http::HeaderValue>,
     activity: Arc<Activity>,
     gateway: Arc<GatewayHolder>,
     limits: &Limits,
@@ -705,12 +733,17 @@ async fn serve_http<I>(
         peer,
         scheme,
         activity: activity.clone(),
+        hsts,
     };
     let service = Svc {
         gateway,
         connection,
     };
     let io = TokioIo::new(io);
+    // hyper's buffer limit is not an exact header limit (a read may overshoot it), so it is
+    // set above the cap and `framing::check` applies the exact one; past this, hyper answers
+    // 431 itself.
+    let head_buffer = limits.max_header_bytes + HEAD_SLACK_BYTES;
     // hyper's own builders and the detecting one's halves have the same setters but no common
     // type: one list each keeps the detected protocols configured like the negotiated ones.
     macro_rules! http1_settings {
@@ -718,7 +751,7 @@ async fn serve_http<I>(
             $builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
-                .max_buf_size(limits.max_header_bytes)
+                .max_buf_size(head_buffer)
                 .keep_alive(true)
         };
     }
@@ -726,7 +759,9 @@ async fn serve_http<I>(
         ($builder:expr) => {
             $builder
                 .timer(TokioTimer::new())
-                .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32)
+                .max_header_list_size(
+                    (head_buffer + H2_HEADER_OVERHEAD_BYTES).min(u32::MAX as usize) as u32,
+                )
                 .keep_alive_interval(Some(Duration::from_secs(30)))
         };
     }
