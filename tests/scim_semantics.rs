@@ -563,7 +563,14 @@ async fn attributes_the_mapping_cannot_store_are_named_once_in_a_warning() {
         "{names:?}"
     );
     assert!(names.contains(&"emails.other"), "{names:?}");
-    // Names, never values.
+    // Names, never values: looked for once every request's lines are out.
+    assert!(
+        env.gw
+            .wait_access_lines(env.scim.sent(), Duration::from_secs(30))
+            .await,
+        "access lines missing: {:?}",
+        env.gw.logs()
+    );
     for l in env.gw.logs() {
         assert!(
             !l.contains("Babs-the-nickname") && !l.contains("nick-other@corp.example"),
