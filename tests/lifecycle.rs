@@ -469,3 +469,27 @@ async fn with_the_setting_off_a_reload_ends_no_session() {
         gw.logs()
     );
 }
+
+/// The help's signal line says what SIGHUP does: the whole configuration and the certificates
+/// (it once said certificates only).
+#[test]
+fn help_says_sighup_rereads_the_configuration_and_the_certificates() {
+    let out = Command::new(bin())
+        .arg("--help")
+        .env_remove("SCIMGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let signals = help
+        .split("Signals:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no Signals line in --help: {help}"));
+    assert!(
+        signals.contains("SIGHUP")
+            && signals.contains("configuration")
+            && signals.contains("TLS certificates"),
+        "--help on SIGHUP: {signals}"
+    );
+}
