@@ -293,7 +293,7 @@ async fn an_http2_connection_gets_goaway_on_sigterm_and_new_streams_are_not_serv
         &plain_listener(),
         &upstream.url(),
         "request_timeout = \"1h\"\n",
-        "[shutdown]\ndrain_deadline = \"2s\"\n",
+        "[shutdown]\ndrain_deadline = \"4s\"\n",
     ))
     .await;
     let host = gw.host_header();
