@@ -18,7 +18,8 @@ Quick start (self-signed certificate in front of a platform on port 8080):
 Validate a configuration without starting (exit 0 when valid):
   scimgate check --config /etc/scimgate/scimgate.toml
 
-Signals: SIGHUP reloads the TLS certificates and configuration that changed; SIGTERM/SIGINT drain and exit 0.";
+Signals: SIGHUP (serve) re-reads the configuration file and reloads the TLS certificates (new
+listener addresses need a restart); SIGTERM/SIGINT drain and exit 0.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,11 +109,14 @@ struct DevArgs {
     )]
     admin_listen: std::net::SocketAddr,
     /// Log format: json or text.
+    // The same values `serve` accepts for log.format: anything else is refused by clap (exit 2)
+    // instead of silently becoming text.
     #[arg(
         long,
         env = "SCIMGATE_LOG_FORMAT",
         default_value = "text",
-        value_name = "FORMAT"
+        value_name = "FORMAT",
+        value_parser = ["text", "json"]
     )]
     log_format: String,
     /// Log level or filter.

@@ -254,4 +254,132 @@ mod tests {
         }
         assert!(writes < 2_000, "{writes} writes for 20 000 lines");
     }
+
+    /// A writer that blocks in its first write until released, recording what it was given.
+    struct HeldWriter {
+        release: std::sync::mpsc::Receiver<()>,
+        held: bool,
+        out: Capture,
+        /// Bytes of the batch the writer is holding, visible while it is held.
+        holding: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Write for HeldWriter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if !self.held {
+                self.held = true;
+                self.holding
+                    .store(bytes.len(), std::sync::atomic::Ordering::SeqCst);
+                let _ = self.release.recv();
+            }
+            self.out.write(bytes)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// "No line is dropped under load; requests wait": with the output stuck, producers fill
+    /// the buffer to its bound and then wait inside their write (none returns without its line
+    /// being held somewhere); once the output moves, every line arrives, in order per producer.
+    #[test]
+    fn a_stuck_output_makes_producers_wait_and_loses_no_line() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        const PRODUCERS: usize = 4;
+        const LINES: usize = 6_000;
+        const LINE_LEN: usize = 200;
+
+        let shared = Arc::new(Shared::default());
+        let capture = Capture::default();
+        let (release, released) = std::sync::mpsc::channel();
+        let holding = Arc::new(AtomicUsize::new(0));
+        let mut out = HeldWriter {
+            release: released,
+            held: false,
+            out: capture.clone(),
+            holding: holding.clone(),
+        };
+        let s = shared.clone();
+        let writer = std::thread::spawn(move || write_batches(&s, &mut out));
+
+        // Per producer: lines it started to write, and lines whose write returned.
+        let entered: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..PRODUCERS).map(|_| AtomicUsize::new(0)).collect());
+        let returned: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..PRODUCERS).map(|_| AtomicUsize::new(0)).collect());
+        let producers: Vec<_> = (0..PRODUCERS)
+            .map(|p| {
+                let (shared, entered, returned) =
+                    (shared.clone(), entered.clone(), returned.clone());
+                std::thread::spawn(move || {
+                    for i in 0..LINES {
+                        let head = format!("producer {p} line {i:05} ");
+                        let line = format!("{head}{}\n", "x".repeat(LINE_LEN - head.len() - 1));
+                        entered[p].fetch_add(1, SeqCst);
+                        LineWriter(&shared).write_all(line.as_bytes()).ok();
+                        returned[p].fetch_add(1, SeqCst);
+                    }
+                })
+            })
+            .collect();
+
+        // Wait for the stuck state: the writer holds a batch, the buffer is at its bound, and
+        // every producer is inside a write that has not returned.
+        let all_waiting = || {
+            holding.load(SeqCst) > 0
+                && shared.lock().pending.len() >= MAX_PENDING
+                && (0..PRODUCERS).all(|p| entered[p].load(SeqCst) == returned[p].load(SeqCst) + 1)
+        };
+        let mut polls = 0u64;
+        while !all_waiting() {
+            polls += 1;
+            assert!(
+                producers.iter().all(|t| !t.is_finished()),
+                "a producer finished while the output was stuck: lines were dropped"
+            );
+            std::thread::yield_now();
+            if polls % 1000 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // Nothing was dropped to get here: every returned line is buffered or being written,
+        // and the buffer stays within one line of its bound.
+        let pending = shared.lock().pending.len();
+        let done: usize = (0..PRODUCERS).map(|p| returned[p].load(SeqCst)).sum();
+        assert_eq!(
+            done * LINE_LEN,
+            pending + holding.load(SeqCst),
+            "lines that returned = lines buffered + lines held by the writer"
+        );
+        assert!(
+            pending < MAX_PENDING + LINE_LEN,
+            "buffer past its bound: {pending}"
+        );
+        assert!(done < PRODUCERS * LINES, "the test must outrun the buffer");
+
+        release.send(()).ok();
+        for t in producers {
+            t.join().ok();
+        }
+        shared.lock().closing = true;
+        shared.line_pending.notify_one();
+        writer.join().ok();
+
+        let (bytes, _) = capture.0.lock().map(|c| c.clone()).unwrap_or_default();
+        let text = String::from_utf8(bytes).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), PRODUCERS * LINES, "every line is written");
+        for p in 0..PRODUCERS {
+            let mine: Vec<usize> = lines
+                .iter()
+                .filter(|l| l.starts_with(&format!("producer {p} ")))
+                .filter_map(|l| l.split(' ').nth(3).and_then(|n| n.parse().ok()))
+                .collect();
+            assert_eq!(
+                mine,
+                (0..LINES).collect::<Vec<_>>(),
+                "producer {p}'s lines, in order"
+            );
+        }
+    }
 }

@@ -589,6 +589,12 @@ async fn https_upstream_requiring_a_client_certificate() {
         "client_key = env:"
     );
     let key_body = client.key_pem.lines().nth(1).unwrap();
+    // Looked for once the request's access line (and so all it logged before) is out.
+    assert!(
+        gw.wait_access_lines(1, Duration::from_secs(30)).await,
+        "no access line: {:?}",
+        gw.logs()
+    );
     assert!(
         !gw.all_output().iter().any(|l| l.contains(key_body)),
         "the client key appears in the logs"

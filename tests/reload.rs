@@ -177,9 +177,24 @@ async fn sighup_reloads_overwritten_plain_files() {
     assert!(gw.try_exit_status().is_none(), "SIGHUP killed the gateway");
     assert_eq!(hello_trusting(&gw, &b.cert_pem).await.status, 200);
 
-    // A second SIGHUP with nothing changed keeps serving B.
+    // A second SIGHUP with nothing changed keeps serving B. Checked once the gateway has
+    // finished handling it: the second configuration reload's line is out.
     gw.signal("HUP");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reloads = || {
+        gw.json_logs()
+            .iter()
+            .filter(|j| j.message().starts_with("configuration reload"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while reloads() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second SIGHUP was not handled: {:?}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     assert!(
         gw.try_exit_status().is_none(),
         "a second SIGHUP killed the gateway"

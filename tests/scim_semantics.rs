@@ -519,7 +519,14 @@ async fn home_emails_are_stored_and_read_back() {
         .await;
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(emails_of(&r, "home"), ["new@home.example"], "{r}");
-    // Nothing in this exchange was dropped.
+    // Nothing in this exchange was dropped (looked at once every request's lines are out).
+    assert!(
+        env.gw
+            .wait_access_lines(env.scim.sent(), Duration::from_secs(30))
+            .await,
+        "access lines missing: {:?}",
+        env.gw.logs()
+    );
     assert!(env.unstored_warnings().is_empty(), "{:?}", env.gw.logs());
 }
 
@@ -556,7 +563,14 @@ async fn attributes_the_mapping_cannot_store_are_named_once_in_a_warning() {
         "{names:?}"
     );
     assert!(names.contains(&"emails.other"), "{names:?}");
-    // Names, never values.
+    // Names, never values: looked for once every request's lines are out.
+    assert!(
+        env.gw
+            .wait_access_lines(env.scim.sent(), Duration::from_secs(30))
+            .await,
+        "access lines missing: {:?}",
+        env.gw.logs()
+    );
     for l in env.gw.logs() {
         assert!(
             !l.contains("Babs-the-nickname") && !l.contains("nick-other@corp.example"),
@@ -595,7 +609,13 @@ async fn attributes_the_mapping_cannot_store_are_named_once_in_a_warning() {
 
     // Everything stored: no line.
     env.create(user("plain")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        env.gw
+            .wait_access_lines(env.scim.sent(), Duration::from_secs(30))
+            .await,
+        "access lines missing: {:?}",
+        env.gw.logs()
+    );
     assert_eq!(env.unstored_warnings().len(), 2, "{:?}", env.gw.logs());
 }
 

@@ -1423,8 +1423,14 @@ async fn protocol_edges() {
         assert!(l["time"].is_string() && l["client"].is_string(), "{l}");
     }
 
-    // No token anywhere.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // No token anywhere, looked for once every request's lines are out.
+    assert!(
+        env.gw
+            .wait_access_lines(env.scim.sent(), std::time::Duration::from_secs(30))
+            .await,
+        "access lines missing: {:?}",
+        env.gw.logs()
+    );
     let audit_text = std::fs::read_to_string(env.gw.dir.join("audit.jsonl")).unwrap();
     let logs = env.gw.all_output().join("\n");
     for secret in [TOKEN, wrong] {

@@ -334,8 +334,13 @@ impl Throttle {
     }
 
     fn failure(&self, client: IpAddr) -> Option<Duration> {
+        self.failure_at(client, Instant::now())
+    }
+
+    /// The delay for a failure at `now`; time is a parameter so the schedule can be checked
+    /// without waiting for it.
+    fn failure_at(&self, client: IpAddr, now: Instant) -> Option<Duration> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         if clients.len() > 10_000 {
             clients.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
         }
@@ -425,5 +430,67 @@ mod tests {
         let second = t.failure(ip).unwrap();
         assert!(second > first);
         assert_eq!(t.failure("10.0.0.2".parse().unwrap()), None);
+    }
+
+    /// "Ever slower refusals": past the allowance each failure in the minute waits longer than
+    /// the one before, up to the 5 s ceiling; each client has its own count, and a new minute
+    /// starts the count again.
+    #[test]
+    fn throttle_delays_grow_per_client_and_reset_after_a_minute() {
+        let t = Throttle::new(3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+
+        for i in 0..3 {
+            assert_eq!(t.failure_at(a, at(i)), None, "failure {} is allowed", i + 1);
+        }
+        let delays: Vec<Duration> = (3..12)
+            .map(|i| t.failure_at(a, at(i * 100)).expect("past the allowance"))
+            .collect();
+        let growing = delays
+            .iter()
+            .take_while(|d| **d < Duration::from_secs(5))
+            .count();
+        assert!(
+            growing >= 4,
+            "at least four growing delays before the cap: {delays:?}"
+        );
+        assert!(
+            delays[..=growing.min(delays.len() - 1)]
+                .windows(2)
+                .all(|w| w[0] < w[1]),
+            "each delay longer than the last until the cap: {delays:?}"
+        );
+        assert!(
+            delays[growing..]
+                .iter()
+                .all(|d| *d == Duration::from_secs(5)),
+            "then held at the 5 s ceiling: {delays:?}"
+        );
+
+        // Another client in the same minute starts from its own allowance...
+        for i in 0..3 {
+            assert_eq!(
+                t.failure_at(b, at(2000 + i)),
+                None,
+                "client b, failure {}",
+                i + 1
+            );
+        }
+        assert_eq!(t.failure_at(b, at(2100)), Some(delays[0]));
+        // ...and a's count is untouched by b's.
+        assert_eq!(t.failure_at(a, at(2200)), Some(Duration::from_secs(5)));
+
+        // A minute after a's window opened, its count starts again.
+        let later = start + Duration::from_secs(60);
+        for i in 0..3 {
+            assert_eq!(t.failure_at(a, later + Duration::from_millis(i)), None);
+        }
+        assert_eq!(
+            t.failure_at(a, later + Duration::from_millis(10)),
+            Some(delays[0])
+        );
     }
 }

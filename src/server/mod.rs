@@ -388,7 +388,8 @@ impl Bound {
         self.admin_address
     }
 
-    /// Lets SIGHUP re-read the configuration (today: the provisioning policy).
+    /// Lets SIGHUP (and a change of the configuration file) re-read the whole configuration;
+    /// without it SIGHUP reloads the TLS certificates only.
     pub fn with_reload(mut self, load: ConfigLoader) -> Self {
         self.reload_config = Some(load);
         self

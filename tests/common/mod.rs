@@ -684,6 +684,27 @@ impl Gateway {
         }
     }
 
+    /// Waits (up to `within`) until at least `n` access lines are written. What a request logs
+    /// while it is handled comes before its access line, so once a request's line is out,
+    /// nothing it logs is still to come: check for absent lines only after this.
+    pub async fn wait_access_lines(&self, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            let written = self
+                .json_logs()
+                .iter()
+                .filter(|j| j.message() == "access")
+                .count();
+            if written >= n {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))

@@ -45,6 +45,8 @@ pub struct Scim {
     pub tls: Arc<rustls::ClientConfig>,
     /// Sent as `Accept` when a request names none.
     pub default_accept: Option<&'static str>,
+    /// Requests sent so far: each gets an access line (see `Gateway::wait_access_lines`).
+    sent: std::sync::atomic::AtomicUsize,
 }
 
 impl Scim {
@@ -57,7 +59,13 @@ impl Scim {
             host: format!("localhost:{}", gateway.gateway_addr.port()),
             tls: super::client_config(&ca, &[b"http/1.1"]),
             default_accept,
+            sent: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// How many requests this client has sent.
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// `scheme://host` as the gateway should report it in `Location`.
@@ -93,6 +101,7 @@ impl Scim {
             None => super::empty(),
         };
         let req = builder.body(body).unwrap();
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let resp = super::send_tls(self.addr, "gw.test", self.tls.clone(), req)
             .await
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
