@@ -133,14 +133,51 @@ impl State {
     }
 }
 
+/// How an injected failure looks to the provisioner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FakeFault {
+    /// Nothing reached the platform: `Unavailable`, not applied.
+    Unreached,
+    /// The platform refused it: a 500, not applied.
+    Error500,
+    /// The connection broke before the platform acted: `NoAnswer`, not applied.
+    Reset,
+    /// Applied, then the answer was lost: `NoAnswer`.
+    Lost,
+    /// Applied, answered too late: `Timeout`.
+    Late,
+}
+
+impl FakeFault {
+    fn applies(self) -> bool {
+        matches!(self, FakeFault::Lost | FakeFault::Late)
+    }
+
+    fn error(self, line: &str) -> PlatformError {
+        match self {
+            FakeFault::Unreached => {
+                PlatformError::Unavailable(format!("injected failure of {line}"))
+            }
+            FakeFault::Error500 => PlatformError::Unexpected {
+                status: Some(500),
+                message: format!("Unable to Invoke Service {line}"),
+            },
+            FakeFault::Reset | FakeFault::Lost => {
+                PlatformError::NoAnswer(format!("injected lost answer of {line}"))
+            }
+            FakeFault::Late => PlatformError::Timeout(std::time::Duration::from_millis(300)),
+        }
+    }
+}
+
 /// An in-memory platform: case-insensitive names, the real one's not-found and already-exists
 /// errors, a log of every call and one-shot failure injection.
 struct FakePlatform {
     state: Mutex<State>,
     log: Mutex<Vec<String>>,
-    /// The next call whose log line starts with this (ignoring case) fails with `Unavailable`.
+    /// The next call whose log line starts with this (ignoring case) fails the given way.
     /// Each prefix fails the first call it matches, once.
-    fail_on: Mutex<Vec<String>>,
+    fail_on: Mutex<Vec<(String, FakeFault)>>,
     /// Every `set_user_extensions` call with its values, in order.
     extension_writes: Mutex<Vec<(String, Extensions)>>,
 }
@@ -199,7 +236,32 @@ impl FakePlatform {
     }
 
     fn fail_next(&self, prefix: &str) {
-        self.fail_on.lock().unwrap().push(prefix.to_string());
+        self.fault_next(prefix, FakeFault::Unreached);
+    }
+
+    fn fault_next(&self, prefix: &str, fault: FakeFault) {
+        self.fail_on
+            .lock()
+            .unwrap()
+            .push((prefix.to_string(), fault));
+    }
+
+    /// Takes the first injected fault matching `line` for which `when` holds.
+    fn take_fault(&self, line: &str, when: impl Fn(FakeFault) -> bool) -> Option<FakeFault> {
+        let mut fail = self.fail_on.lock().unwrap();
+        // Case-insensitive, like the platform's names.
+        let i = fail
+            .iter()
+            .position(|(p, f)| when(*f) && names::fold(line).starts_with(&names::fold(p)))?;
+        Some(fail.remove(i).1)
+    }
+
+    /// The answer to a write that was carried out: lost or late when injected so.
+    fn answer(&self, line: &str) -> Result<(), PlatformError> {
+        match self.take_fault(line, FakeFault::applies) {
+            Some(fault) => Err(fault.error(line)),
+            None => Ok(()),
+        }
     }
 
     /// Logs a call and fails it when it is the one injected. Every call yields once first, as
@@ -207,18 +269,10 @@ impl FakePlatform {
     async fn call(&self, line: String) -> Result<(), PlatformError> {
         tokio::task::yield_now().await;
         self.log.lock().unwrap().push(line.clone());
-        let mut fail = self.fail_on.lock().unwrap();
-        // Case-insensitive, like the platform's names.
-        if let Some(i) = fail
-            .iter()
-            .position(|p| names::fold(&line).starts_with(&names::fold(p)))
-        {
-            fail.remove(i);
-            return Err(PlatformError::Unavailable(format!(
-                "injected failure of {line}"
-            )));
+        match self.take_fault(&line, |f| !f.applies()) {
+            Some(fault) => Err(fault.error(&line)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn log(&self) -> Vec<String> {
@@ -310,7 +364,8 @@ impl Platform for FakePlatform {
     }
 
     async fn create_user(&self, user: &NewUser) -> Result<(), PlatformError> {
-        self.call(format!("create_user {}", user.name)).await?;
+        let line = format!("create_user {}", user.name);
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         if state.user(&user.name).is_ok() {
             return Err(PlatformError::AlreadyExists(format!(
@@ -335,11 +390,12 @@ impl Platform for FakePlatform {
         for g in &user.groups {
             state.group_mut(g)?.members.push(Member::user(&user.name));
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), PlatformError> {
-        self.call(format!("delete_user {name}")).await?;
+        let line = format!("delete_user {name}");
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         state.user(name)?;
         state.users.retain(|u| !names::same(&u.name, name));
@@ -347,14 +403,14 @@ impl Platform for FakePlatform {
             g.members
                 .retain(|m| !(m.kind == MemberKind::User && names::same(&m.name, name)));
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_enabled(&self, name: &str, enabled: bool) -> Result<(), PlatformError> {
-        self.call(format!("set_user_enabled {name} {enabled}"))
-            .await?;
+        let line = format!("set_user_enabled {name} {enabled}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.enabled = enabled;
-        Ok(())
+        self.answer(&line)
     }
 
     async fn is_user_enabled(&self, name: &str) -> Result<bool, PlatformError> {
@@ -367,33 +423,38 @@ impl Platform for FakePlatform {
         name: &str,
         description: &str,
     ) -> Result<(), PlatformError> {
-        self.call(format!("set_user_description {name}")).await?;
+        let line = format!("set_user_description {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.description = description.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_tags(&self, name: &str, tags: &[Tag]) -> Result<(), PlatformError> {
-        self.call(format!("set_user_tags {name}")).await?;
+        let line = format!("set_user_tags {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.tags = tags.to_vec();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_project(&self, name: &str, project: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_user_project {name}")).await?;
+        let line = format!("set_user_project {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.project = project.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_home_mashup(&self, name: &str, mashup: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_user_home_mashup {name}")).await?;
+        let line = format!("set_user_home_mashup {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.home_mashup = mashup.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_mobile_mashup(&self, name: &str, mashup: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_user_mobile_mashup {name}")).await?;
+        let line = format!("set_user_mobile_mashup {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.mobile_mashup = mashup.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn user_extensions(&self, name: &str) -> Result<Extensions, PlatformError> {
@@ -416,7 +477,8 @@ impl Platform for FakePlatform {
         name: &str,
         values: &Extensions,
     ) -> Result<(), PlatformError> {
-        self.call(format!("set_user_extensions {name}")).await?;
+        let line = format!("set_user_extensions {name}");
+        self.call(line.clone()).await?;
         self.extension_writes
             .lock()
             .unwrap()
@@ -438,7 +500,7 @@ impl Platform for FakePlatform {
                 u.extensions.insert(k.clone(), v.clone());
             }
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn user_groups(&self, name: &str) -> Result<Vec<EntitySummary>, PlatformError> {
@@ -458,9 +520,10 @@ impl Platform for FakePlatform {
     }
 
     async fn assign_password(&self, name: &str, password: &Secret) -> Result<(), PlatformError> {
-        self.call(format!("assign_password {name}")).await?;
+        let line = format!("assign_password {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.password = Some(password.expose().to_string());
-        Ok(())
+        self.answer(&line)
     }
 
     async fn list_groups(&self) -> Result<Vec<EntitySummary>, PlatformError> {
@@ -491,7 +554,8 @@ impl Platform for FakePlatform {
     }
 
     async fn create_group(&self, group: &NewGroup) -> Result<(), PlatformError> {
-        self.call(format!("create_group {}", group.name)).await?;
+        let line = format!("create_group {}", group.name);
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         if state.group(&group.name).is_ok() {
             return Err(PlatformError::AlreadyExists(format!(
@@ -506,11 +570,12 @@ impl Platform for FakePlatform {
             tags: group.tags.clone(),
             members: Vec::new(),
         });
-        Ok(())
+        self.answer(&line)
     }
 
     async fn delete_group(&self, name: &str) -> Result<(), PlatformError> {
-        self.call(format!("delete_group {name}")).await?;
+        let line = format!("delete_group {name}");
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         state.group(name)?;
         state.groups.retain(|g| !names::same(&g.name, name));
@@ -518,7 +583,7 @@ impl Platform for FakePlatform {
             g.members
                 .retain(|m| !(m.kind == MemberKind::Group && names::same(&m.name, name)));
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn group_members(&self, name: &str) -> Result<Vec<Member>, PlatformError> {
@@ -527,8 +592,8 @@ impl Platform for FakePlatform {
     }
 
     async fn add_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        self.call(format!("add_group_member {group} {}", member.name))
-            .await?;
+        let line = format!("add_group_member {group} {}", member.name);
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         state.group(group)?;
         let display = match member.kind {
@@ -542,17 +607,17 @@ impl Platform for FakePlatform {
                 kind: member.kind,
             });
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn remove_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        self.call(format!("remove_group_member {group} {}", member.name))
-            .await?;
+        let line = format!("remove_group_member {group} {}", member.name);
+        self.call(line.clone()).await?;
         self.lock()
             .group_mut(group)?
             .members
             .retain(|m| !m.is(member));
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_group_description(
@@ -560,21 +625,24 @@ impl Platform for FakePlatform {
         name: &str,
         description: &str,
     ) -> Result<(), PlatformError> {
-        self.call(format!("set_group_description {name}")).await?;
+        let line = format!("set_group_description {name}");
+        self.call(line.clone()).await?;
         self.lock().group_mut(name)?.description = description.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_group_tags(&self, name: &str, tags: &[Tag]) -> Result<(), PlatformError> {
-        self.call(format!("set_group_tags {name}")).await?;
+        let line = format!("set_group_tags {name}");
+        self.call(line.clone()).await?;
         self.lock().group_mut(name)?.tags = tags.to_vec();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_group_project(&self, name: &str, project: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_group_project {name}")).await?;
+        let line = format!("set_group_project {name}");
+        self.call(line.clone()).await?;
         self.lock().group_mut(name)?.project = project.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn active_users(&self) -> Result<Vec<ActiveUser>, PlatformError> {
@@ -591,9 +659,10 @@ impl Platform for FakePlatform {
     }
 
     async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError> {
-        self.call(format!("terminate_sessions {user}")).await?;
+        let line = format!("terminate_sessions {user}");
+        self.call(line.clone()).await?;
         self.lock().sessions.retain(|s| !names::same(s, user));
-        Ok(())
+        self.answer(&line)
     }
 
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
@@ -763,7 +832,8 @@ async fn create_user_applies_defaults_and_writes_mapped_extensions() {
         strings(&[
             "create_user jdoe",
             "set_user_project jdoe",
-            "set_user_extensions jdoe"
+            "set_user_extensions jdoe",
+            "set_user_description jdoe"
         ])
     );
     assert_eq!(
@@ -795,7 +865,8 @@ async fn create_user_with_active_false_is_created_disabled() {
         strings(&[
             "create_user jdoe",
             "set_user_project jdoe",
-            "set_user_enabled jdoe false"
+            "set_user_enabled jdoe false",
+            "set_user_description jdoe"
         ])
     );
 }
@@ -1520,7 +1591,10 @@ async fn create_group_applies_group_defaults() {
     assert_eq!(group.description, "Group provisioned by SCIM");
     assert_eq!(group.project, "ScimGroups");
     assert_eq!(group.tags, vec![tag("Applications:SCIMGroups")]);
-    assert_eq!(fake.writes(), strings(&["create_group Sales"]));
+    assert_eq!(
+        fake.writes(),
+        strings(&["create_group Sales", "set_group_description Sales"])
+    );
 }
 
 #[tokio::test]
@@ -1570,7 +1644,13 @@ async fn create_through_an_idp_mapping_creates_the_platform_name() {
     assert_eq!(record.id, group_id_for("Engineering"));
     assert!(fake.group("Engineering").is_some());
     assert!(fake.group("eng team").is_none());
-    assert_eq!(fake.writes(), strings(&["create_group Engineering"]));
+    assert_eq!(
+        fake.writes(),
+        strings(&[
+            "create_group Engineering",
+            "set_group_description Engineering"
+        ])
+    );
     let read = prov.get_group(&record.id).await.unwrap();
     assert_eq!(read.display_name, "Eng Team");
 }
@@ -1600,7 +1680,8 @@ async fn create_group_adds_members_one_by_one() {
         strings(&[
             "create_group Sales",
             "add_group_member Sales alice",
-            "add_group_member Sales bob"
+            "add_group_member Sales bob",
+            "set_group_description Sales"
         ])
     );
     assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
@@ -1811,7 +1892,10 @@ async fn a_take_back_that_fails_is_reported_as_partial() {
             .with_group("Sales", &[]),
     );
     fake.fail_next("add_group_member Sales bob");
-    fake.fail_next("remove_group_member Sales alice");
+    // Taking back is tried again with backoff: it must fail every time to stay undone.
+    for _ in 0..UNDO_ATTEMPTS {
+        fake.fail_next("remove_group_member Sales alice");
+    }
     let change = GroupChange {
         external_id: Change::Keep,
         display_name: None,
