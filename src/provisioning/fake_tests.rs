@@ -2505,3 +2505,289 @@ async fn every_refusal_has_an_audit_line_with_its_rule() {
         .contains("exclusion list"));
     assert_eq!(fake.writes(), Vec::<String>::new());
 }
+
+// ------------------------------------------------------------------ outcome rules under faults
+
+/// The finished state of `create_user_with_defaults("jdoe")`'s user.
+fn assert_finished_user(fake: &FakePlatform, enabled: bool) {
+    let user = fake.user("jdoe").expect("the user exists");
+    assert_eq!(
+        user.description,
+        "Provisioned by SCIM",
+        "{:?}",
+        fake.writes()
+    );
+    assert_eq!(user.project, "ScimProject");
+    assert_eq!(
+        user.extensions.get("firstName").map(String::as_str),
+        Some("Jane")
+    );
+    assert_eq!(user.enabled, enabled);
+}
+
+fn jane(active: Option<bool>) -> UserChange {
+    let mut change = with_attributes(new_user("jdoe"), &[("name.givenName", set("Jane"))]);
+    change.active = active;
+    change
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_or_late_is_finished() {
+    for fault in [FakeFault::Lost, FakeFault::Late] {
+        let (fake, prov) = provisioner(config(), FakePlatform::new());
+        fake.fault_next("create_user jdoe", fault);
+        let record = prov.create_user(&actor(), jane(Some(false))).await.unwrap();
+        assert!(!record.active, "{fault:?}");
+        assert_finished_user(&fake, false);
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_did_not_happen_fails_and_leaves_nothing() {
+    for fault in [FakeFault::Reset, FakeFault::Error500] {
+        let (fake, prov) = provisioner(config(), FakePlatform::new());
+        fake.fault_next("create_user jdoe", fault);
+        prov.create_user(&actor(), jane(None)).await.unwrap_err();
+        assert!(fake.user("jdoe").is_none(), "{fault:?}");
+        prov.create_user(&actor(), jane(None)).await.unwrap();
+        assert_finished_user(&fake, true);
+    }
+}
+
+#[tokio::test]
+async fn every_idempotent_step_of_a_create_is_sent_again_after_a_lost_answer() {
+    for step in [
+        "set_user_project",
+        "set_user_extensions",
+        "set_user_enabled",
+        "set_user_description",
+    ] {
+        for fault in [FakeFault::Reset, FakeFault::Lost, FakeFault::Late] {
+            let (fake, prov) = provisioner(config(), FakePlatform::new());
+            fake.fault_next(&format!("{step} jdoe"), fault);
+            prov.create_user(&actor(), jane(Some(false)))
+                .await
+                .unwrap_or_else(|e| panic!("{step} {fault:?}: {e}"));
+            assert_finished_user(&fake, false);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_step_undoes_the_create_and_a_failed_undo_is_resumed_by_the_retry() {
+    let (fake, prov) = provisioner(config(), FakePlatform::new());
+    fake.fault_next("set_user_description jdoe", FakeFault::Error500);
+    prov.create_user(&actor(), jane(None)).await.unwrap_err();
+    assert!(fake.user("jdoe").is_none(), "{:?}", fake.writes());
+
+    // The undo fails every time: the user stays, marked unfinished.
+    fake.fault_next("set_user_project jdoe", FakeFault::Error500);
+    for _ in 0..UNDO_ATTEMPTS {
+        fake.fault_next("delete_user jdoe", FakeFault::Error500);
+    }
+    prov.create_user(&actor(), jane(None)).await.unwrap_err();
+    let left = fake.user("jdoe").unwrap();
+    assert!(is_unfinished(&left.description), "{}", left.description);
+
+    // The identity provider's retry completes it (not 409).
+    let record = prov.create_user(&actor(), jane(None)).await.unwrap();
+    assert!(record.active);
+    assert_finished_user(&fake, true);
+    // A finished user is a conflict for a further create.
+    let err = prov.create_user(&actor(), jane(None)).await.unwrap_err();
+    assert!(matches!(err, ProvisionError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_create_over_an_unfinished_user_resumes_it_with_the_retry_s_values() {
+    let mut unfinished = FakeUser::named("jdoe");
+    unfinished.description = format!("{UNFINISHED}Provisioned by SCIM");
+    unfinished.enabled = false;
+    let fake = FakePlatform::new();
+    fake.lock().users.push(unfinished);
+    let (fake, prov) = provisioner(config(), fake);
+    let record = prov.create_user(&actor(), jane(None)).await.unwrap();
+    assert!(record.active);
+    assert_finished_user(&fake, true);
+}
+
+#[tokio::test]
+async fn a_read_back_that_keeps_failing_answers_with_what_was_written() {
+    let (fake, prov) = provisioner(config(), FakePlatform::new());
+    for _ in 0..READ_ATTEMPTS {
+        fake.fault_next("get_user jdoe", FakeFault::Error500);
+    }
+    let mut change = jane(Some(false));
+    change.external_id = set("ext-1");
+    let record = prov.create_user(&actor(), change).await.unwrap();
+    assert_eq!(record.user_name, "jdoe");
+    assert_eq!(record.external_id.as_deref(), Some("ext-1"));
+    assert_eq!(
+        record.attributes.get("name.givenName").map(String::as_str),
+        Some("Jane")
+    );
+    assert!(!record.active);
+    assert_finished_user(&fake, false);
+
+    // A read that fails fewer times than that is simply repeated.
+    fake.fault_next("is_user_enabled jdoe", FakeFault::Reset);
+    fake.fault_next("user_groups jdoe", FakeFault::Error500);
+    let read = prov.get_user(&id_for("jdoe")).await.unwrap();
+    assert!(!read.active);
+}
+
+#[tokio::test]
+async fn a_disable_whose_session_termination_failed_is_undone_whole() {
+    let (fake, prov) = provisioner(
+        config(),
+        FakePlatform::new()
+            .with_user("jdoe", &[("firstName", "Jane")])
+            .with_session("jdoe"),
+    );
+    let change = || {
+        let mut c = with_attributes(new_user("jdoe"), &[("name.givenName", set("Janet"))]);
+        c.active = Some(false);
+        c
+    };
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Error500);
+    prov.update_user(&actor(), &id_for("jdoe"), change())
+        .await
+        .unwrap_err();
+    let user = fake.user("jdoe").unwrap();
+    assert!(user.enabled, "re-enabled: {:?}", fake.writes());
+    assert_eq!(user.extensions.get("firstName").unwrap(), "Jane");
+
+    // A lost answer to the same call is resent; the change is made and reported.
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Lost);
+    let record = prov
+        .update_user(&actor(), &id_for("jdoe"), change())
+        .await
+        .unwrap();
+    assert!(!record.active);
+    let user = fake.user("jdoe").unwrap();
+    assert!(!user.enabled);
+    assert_eq!(user.extensions.get("firstName").unwrap(), "Janet");
+    assert!(fake.sessions().is_empty());
+}
+
+#[tokio::test]
+async fn a_disable_whose_answer_was_lost_twice_is_taken_back() {
+    let (fake, prov) = provisioner(config(), FakePlatform::new().with_user("jdoe", &[]));
+    let mut change = new_user("jdoe");
+    change.active = Some(false);
+    fake.fault_next("set_user_enabled jdoe false", FakeFault::Lost);
+    fake.fault_next("set_user_enabled jdoe false", FakeFault::Lost);
+    prov.update_user(&actor(), &id_for("jdoe"), change)
+        .await
+        .unwrap_err();
+    assert!(fake.user("jdoe").unwrap().enabled, "{:?}", fake.writes());
+}
+
+#[tokio::test]
+async fn a_lost_property_write_is_sent_again_and_a_refused_one_restores_nothing_it_did_not_write() {
+    let (fake, prov) = provisioner(
+        config(),
+        FakePlatform::new().with_user("jdoe", &[("firstName", "Jane")]),
+    );
+    let change = with_attributes(new_user("jdoe"), &[("name.givenName", set("Janet"))]);
+    fake.fault_next("set_user_extensions jdoe", FakeFault::Lost);
+    prov.update_user(&actor(), &id_for("jdoe"), change.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.user("jdoe")
+            .unwrap()
+            .extensions
+            .get("firstName")
+            .unwrap(),
+        "Janet"
+    );
+    let back = with_attributes(new_user("jdoe"), &[("name.givenName", set("Jane"))]);
+    fake.fault_next("set_user_extensions jdoe", FakeFault::Error500);
+    fake.clear_log();
+    prov.update_user(&actor(), &id_for("jdoe"), back)
+        .await
+        .unwrap_err();
+    assert_eq!(fake.writes(), strings(&["set_user_extensions jdoe"]));
+}
+
+#[tokio::test]
+async fn a_delete_whose_answer_was_lost_is_settled_by_looking() {
+    for (fault, ok) in [
+        (FakeFault::Lost, true),
+        (FakeFault::Late, true),
+        (FakeFault::Reset, true),
+        (FakeFault::Error500, false),
+    ] {
+        let (fake, prov) = provisioner(config(), FakePlatform::new().with_user("jdoe", &[]));
+        fake.fault_next("delete_user jdoe", fault);
+        let result = prov.delete_user(&actor(), &id_for("jdoe")).await;
+        assert_eq!(result.is_ok(), ok, "{fault:?}: {result:?}");
+        assert_eq!(fake.user("jdoe").is_none(), ok, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_deprovision_by_disable_that_fails_leaves_the_user_enabled() {
+    let mut cfg = config();
+    cfg.deprovision = DeprovisionMode::Disable;
+    let (fake, prov) = provisioner(cfg, FakePlatform::new().with_user("jdoe", &[]));
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Error500);
+    prov.delete_user(&actor(), &id_for("jdoe"))
+        .await
+        .unwrap_err();
+    assert!(fake.user("jdoe").unwrap().enabled);
+    fake.fault_next("set_user_enabled jdoe false", FakeFault::Late);
+    prov.delete_user(&actor(), &id_for("jdoe")).await.unwrap();
+    assert!(!fake.user("jdoe").unwrap().enabled);
+}
+
+#[tokio::test]
+async fn group_creates_and_member_changes_converge_under_lost_answers() {
+    let fake = FakePlatform::new()
+        .with_user("alice", &[])
+        .with_user("bob", &[]);
+    let (fake, prov) = provisioner(config(), fake);
+    let create = || {
+        let mut change = group_change("Sales");
+        change.members = MembersChange::Replace(vec![user_ref("alice"), user_ref("bob")]);
+        change
+    };
+    fake.fault_next("create_group Sales", FakeFault::Lost);
+    fake.fault_next("add_group_member Sales bob", FakeFault::Reset);
+    fake.fault_next("set_group_description Sales", FakeFault::Late);
+    let record = prov.create_group(&actor(), create()).await.unwrap();
+    assert_eq!(record.members.len(), 2);
+    let group = fake.group("Sales").unwrap();
+    assert_eq!(group.description, "Group provisioned by SCIM");
+    assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
+
+    // A group an earlier attempt left unfinished is completed by the retry.
+    fake.lock().group_mut("Sales").unwrap().description = format!("{UNFINISHED}x");
+    fake.lock().group_mut("Sales").unwrap().members.clear();
+    prov.create_group(&actor(), create()).await.unwrap();
+    assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
+    assert!(!is_unfinished(&fake.group("Sales").unwrap().description));
+
+    // A member call whose answer was lost twice is taken back with the others.
+    let edit = GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Edit {
+            add: Vec::new(),
+            remove: vec![user_ref("alice"), user_ref("bob")],
+        },
+    };
+    fake.fault_next("remove_group_member Sales bob", FakeFault::Lost);
+    fake.fault_next("remove_group_member Sales bob", FakeFault::Lost);
+    prov.update_group(&actor(), &group_id_for("Sales"), edit)
+        .await
+        .unwrap_err();
+    assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
+
+    fake.fault_next("delete_group Sales", FakeFault::Lost);
+    prov.delete_group(&actor(), &group_id_for("Sales"))
+        .await
+        .unwrap();
+    assert!(fake.group("Sales").is_none());
+}
