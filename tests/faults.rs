@@ -56,34 +56,47 @@ struct Native {
 
 impl Native {
     async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value, String) {
+        self.try_send(method.clone(), path, body, true)
+            .await
+            .unwrap_or_else(|e| panic!("native {method} {path}: {e}"))
+    }
+
+    /// A call that may go unanswered; `with_key` false sends no credentials.
+    async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        with_key: bool,
+    ) -> Result<(u16, Value, String), hyper::Error> {
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
         tokio::spawn(conn);
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method.clone())
             .uri(path)
-            .header("host", self.addr.to_string())
-            .header("appKey", &self.key)
+            .header("host", self.addr.to_string());
+        if with_key {
+            req = req.header("appKey", &self.key);
+        }
+        let req = req
             .header("accept", "application/json")
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
             .unwrap();
-        let resp = sender
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("native {method} {path}: {e}"));
+        let resp = sender.send_request(req).await?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let bytes = resp.into_body().collect().await?.to_bytes();
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        (
+        Ok((
             status,
             serde_json::from_str(&text).unwrap_or(Value::Null),
             text,
-        )
+        ))
     }
 
     async fn service(&self, path: &str, body: Value) -> Vec<Value> {
@@ -675,4 +688,104 @@ async fn every_write_is_applied_or_not_under_each_fault_and_retries_converge() {
         total.retry_failures.len(),
         total.retry_failures.join("\n")
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fault injection itself
+// ---------------------------------------------------------------------------------------------
+
+async fn platform_only() -> (Native, CancellationToken, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let platform = DevPlatform::open(dir.path()).unwrap();
+    let key = platform
+        .ensure_app_key("fault-tests", "Administrator")
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(platform.serve(listener, stop.clone()));
+    (Native { addr, key }, stop, dir)
+}
+
+#[tokio::test]
+async fn the_control_endpoint_sets_each_kind_of_fault_for_administrators_only() {
+    let (tw, stop, _dir) = platform_only().await;
+    let spec = json!({"faults": [{"kind": "lost", "call": 1}]});
+    let (status, _, _) = tw
+        .try_send(Method::POST, "/_dev/faults", Some(spec.clone()), false)
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+    let (status, _, text) = tw
+        .send(
+            Method::POST,
+            "/_dev/faults",
+            Some(json!({"faults": [{"kind": "boom"}]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+
+    let create = |name: &str| json!({"name": name, "description": "x"});
+    let create_path = "/Thingworx/Resources/EntityServices/Services/CreateUser";
+    // lost: carried out, no answer.
+    tw.faults(Some(spec)).await;
+    assert!(tw
+        .try_send(Method::POST, create_path, Some(create("lost-1")), true)
+        .await
+        .is_err());
+    assert!(tw.user("lost-1").await.is_some());
+    // reset: no answer, not carried out.
+    tw.faults(Some(
+        json!({"faults": [{"kind": "reset", "service": "CreateUser"}]}),
+    ))
+    .await;
+    assert!(tw
+        .try_send(Method::POST, create_path, Some(create("reset-1")), true)
+        .await
+        .is_err());
+    let (calls, faults) = tw.faults(None).await;
+    assert_eq!((calls, faults), (1, 1));
+    assert!(tw.user("reset-1").await.is_none());
+    // error500: the platform's own words, not carried out.
+    tw.faults(Some(
+        json!({"faults": [{"kind": "error500", "service": "createuser", "times": 1}]}),
+    ))
+    .await;
+    let (status, _, text) = tw
+        .send(Method::POST, create_path, Some(create("e500-1")))
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        text,
+        "Unable to Invoke Service CreateUser on EntityServices"
+    );
+    assert!(tw.user("e500-1").await.is_none());
+    // slow: carried out, answered after slow_ms (the call is seen before the answer).
+    tw.faults(Some(
+        json!({"faults": [{"kind": "slow", "call": 1}], "slow_ms": 30000}),
+    ))
+    .await;
+    let late = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        tw.try_send(Method::POST, create_path, Some(create("slow-1")), true),
+    )
+    .await;
+    assert!(late.is_err(), "answered before slow_ms");
+    assert!(tw.user("slow-1").await.is_some());
+    let (status, shown, _) = tw.send(Method::GET, "/_dev/faults", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["spec"]["faults"][0]["kind"], "slow");
+    stop.cancel();
+}
+
+#[test]
+fn scimgate_dev_refuses_a_malformed_fault_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = common::dev_command(dir.path())
+        .args(["--faults", "lost"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fault spec"), "{stderr}");
 }

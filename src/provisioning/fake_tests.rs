@@ -2791,3 +2791,33 @@ async fn group_creates_and_member_changes_converge_under_lost_answers() {
         .unwrap();
     assert!(fake.group("Sales").is_none());
 }
+
+#[tokio::test]
+async fn what_compensation_could_not_restore_is_audited_with_the_state_left() {
+    let (fake, prov, audit, _dir) =
+        audited_provisioner(config(), FakePlatform::new().with_user("jdoe", &[]));
+    let mut change = with_attributes(new_user("jdoe"), &[("title", set("Lead"))]);
+    change.active = Some(false);
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Error500);
+    for _ in 0..UNDO_ATTEMPTS {
+        fake.fault_next("set_user_enabled jdoe true", FakeFault::Error500);
+    }
+    prov.update_user(&actor(), &id_for("jdoe"), change)
+        .await
+        .unwrap_err();
+    let user = fake.user("jdoe").unwrap();
+    assert!(!user.enabled);
+    assert!(
+        !user.extensions.contains_key("title"),
+        "attributes restored"
+    );
+    let lines = audit();
+    let line = lines.last().unwrap();
+    assert_eq!(line["result"], "failed");
+    let changes = line["changes"].to_string();
+    assert!(changes.contains("the user stays disabled"), "{changes}");
+    assert!(
+        changes.contains("restored the previous attribute values"),
+        "{changes}"
+    );
+}

@@ -1883,7 +1883,7 @@ pub fn is_unfinished(description: &str) -> bool {
     description.starts_with(UNFINISHED)
 }
 
-/// Reads are tried this many times in all when the answer was lost, late or a 5xx.
+/// Reads are tried this many times in all when the answer was lost or a 5xx (twice when late).
 const READ_ATTEMPTS: u32 = 4;
 /// Undoing a step is tried this many times in all before what stays is reported.
 const UNDO_ATTEMPTS: u32 = 4;
@@ -1898,9 +1898,14 @@ where
     Fut: std::future::Future<Output = Result<T, PlatformError>>,
 {
     let mut attempt = 0;
+    let mut timed_out = false;
     loop {
         match read().await {
+            // A platform that let one read run into the timeout gets one more chance, not
+            // three: each costs a whole `upstream.request_timeout`.
+            Err(e @ PlatformError::Timeout(_)) if timed_out => return Err(e),
             Err(e) if e.worth_repeating() && attempt + 1 < READ_ATTEMPTS => {
+                timed_out |= matches!(e, PlatformError::Timeout(_));
                 tracing::debug!(error = %e, attempt, "platform read failed; reading again");
                 tokio::time::sleep(FIRST_PAUSE * 2u32.pow(attempt)).await;
                 attempt += 1;
