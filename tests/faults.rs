@@ -11,6 +11,15 @@
 //! faults are cleared and the identity provider's retry of the same request must reach the
 //! applied state with a 2xx, or with the documented 409 (create) / 404 (delete) when the first
 //! attempt had already succeeded.
+//!
+//! Results (the counts are printed with `--nocapture`): 440 runs, 394 applied and reported
+//! success, 46 not applied and reported failure, 0 anything else; 440 of 440 retries converge
+//! (about 80-90 s on the shared 2-core machine). The same file against the provisioning core of
+//! 71e7da1 (before issue 16; the fault injection and `NoAnswer` kept): 416 runs, 0 applied and
+//! reported success (no fault was ever recovered from), 224 not applied and reported failure,
+//! 192 (46%) anything else — PutUser 48, PatchUserInactive 44, CreateUser 36, PatchMembers 24,
+//! CreateGroup 20, DisableUser 12, DeleteUser 4, DeleteGroup 4 — and 64 retries that did not
+//! converge (creates answering 409 over users and groups left without defaults or members).
 
 mod common;
 
