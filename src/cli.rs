@@ -119,6 +119,11 @@ struct DevArgs {
         value_parser = ["text", "json"]
     )]
     log_format: String,
+    /// Make chosen native calls of the development platform fail, e.g. "lost@3" (the 3rd call
+    /// answers nothing after being carried out), "error500:AddMember", "slow:SetPropertyValues@2",
+    /// "seed=7,rate=0.05". Kinds: reset, lost, error500, slow. See README "The platform side".
+    #[arg(long, env = "SCIMGATE_DEV_FAULTS", value_name = "SPEC", value_parser = crate::devplatform::FaultSpec::parse)]
+    faults: Option<crate::devplatform::FaultSpec>,
     /// Log level or filter.
     #[arg(
         long,
@@ -222,6 +227,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 admin_listen: args.admin_listen,
                 log_format: args.log_format,
                 log_level: args.log_level,
+                faults: args.faults,
             };
             match runtime.block_on(crate::dev::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,8 @@ pub struct DevOptions {
     pub admin_listen: SocketAddr,
     pub log_format: String,
     pub log_level: String,
+    /// Faults the development platform injects from the start (`--faults`).
+    pub faults: Option<crate::devplatform::FaultSpec>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,11 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         scope = toml_string(crate::dev_issuer::ADMIN_SCOPE),
     );
     let config = config::parse(&config_text, &data_dir, &Overrides::default())?;
+    // A `slow` answer must come after the gateway has given up on it.
+    platform.set_slow_default(config.upstream.request_timeout + std::time::Duration::from_secs(1));
+    if let Some(spec) = options.faults {
+        platform.set_faults(spec);
+    }
     let bound = Bound::bind(config).await?;
     let gateway_address = bound
         .gateway_addresses()

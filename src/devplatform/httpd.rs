@@ -2,6 +2,7 @@
 //! filter, routing, and plain-text errors.
 
 use super::error::Fault;
+use super::faults::{FaultKind, FaultSpec};
 use super::services::{Caller, Reply, Target};
 use super::store::Kind;
 use super::DevPlatform;
@@ -91,9 +92,13 @@ async fn connection(
     stop: CancellationToken,
     abort: CancellationToken,
 ) {
+    // Cancelled by a `reset` or `lost` fault: the connection is dropped without an answer.
+    let drop_now = CancellationToken::new();
+    let hang_up = drop_now.clone();
     let service = service_fn(move |req| {
         let platform = platform.clone();
-        async move { Ok::<_, Infallible>(handle(platform, req).await) }
+        let hang_up = hang_up.clone();
+        async move { Ok::<_, Infallible>(handle(platform, req, hang_up).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -116,22 +121,46 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = abort.cancelled() => return,
+            _ = drop_now.cancelled() => return,
         }
     }
 }
 
-async fn handle(platform: Arc<DevPlatform>, req: Request<Incoming>) -> Response<Body> {
+async fn handle(
+    platform: Arc<DevPlatform>,
+    req: Request<Incoming>,
+    hang_up: CancellationToken,
+) -> Response<Body> {
     let method = req.method().clone();
     // The path only: a query string may carry a credential.
     let path = req.uri().path().to_string();
-    let response = respond(platform, req).await;
+    let response = respond(platform, req, hang_up).await;
     tracing::debug!(%method, %path, status = response.status().as_u16(), "development platform request");
     response
 }
 
-async fn respond(platform: Arc<DevPlatform>, req: Request<Incoming>) -> Response<Body> {
+/// Where tests and `curl` set the fault spec; outside `/Thingworx`, so it is never counted.
+const FAULTS_PATH: &str = "/_dev/faults";
+
+async fn respond(
+    platform: Arc<DevPlatform>,
+    req: Request<Incoming>,
+    hang_up: CancellationToken,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
+    if path == FAULTS_PATH {
+        let body = Limited::new(body, MAX_BODY_BYTES)
+            .collect()
+            .await
+            .map(|c| c.to_bytes());
+        return match tokio::task::spawn_blocking(move || fault_control(&platform, &parts, body))
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => fault_response(&Fault::internal("The request failed")),
+        };
+    }
     let reading = parts.method == Method::GET || parts.method == Method::HEAD;
     if reading && matches!(path, "/" | "/Thingworx" | "/Thingworx/") {
         return page(StatusCode::OK, LANDING_PAGE);
@@ -146,11 +175,108 @@ async fn respond(platform: Arc<DevPlatform>, req: Request<Incoming>) -> Response
             format!("The request body is larger than {MAX_BODY_BYTES} bytes or could not be read"),
         )),
     };
+    let injected = route(parts.uri.path()).ok().and_then(|r| {
+        let (service, entity) = service_of(&r, &parts.method);
+        let kind = platform.lock_faults().decide(&service)?;
+        tracing::info!(fault = kind.as_str(), %service, %entity, "development platform: injected fault");
+        Some((kind, service, entity))
+    });
+    let slow = platform.lock_faults().slow_delay();
+    match injected {
+        Some((FaultKind::Reset, ..)) => return hang_up_now(hang_up).await,
+        Some((FaultKind::Error500, service, entity)) => {
+            return fault_response(&Fault::internal(format!(
+                "Unable to Invoke Service {service} on {entity}"
+            )))
+        }
+        _ => {}
+    }
     // Password hashing and the fsync of every change block, so the work runs off the runtime.
-    match tokio::task::spawn_blocking(move || process(&platform, &parts, body)).await {
+    let response = match tokio::task::spawn_blocking(move || process(&platform, &parts, body)).await
+    {
         Ok(response) => response,
         Err(_) => fault_response(&Fault::internal("The request failed")),
+    };
+    match injected {
+        Some((FaultKind::Lost, ..)) => hang_up_now(hang_up).await,
+        Some((FaultKind::Slow, ..)) => {
+            tokio::time::sleep(slow).await;
+            response
+        }
+        _ => response,
     }
+}
+
+/// Drops the connection without an answer; the response is never sent.
+async fn hang_up_now(hang_up: CancellationToken) -> Response<Body> {
+    hang_up.cancel();
+    std::future::pending().await
+}
+
+/// The service name fault rules match (entity reads and deletes by verb count as the services
+/// `GetEntity`, `GetEntities` and `DeleteEntity`), and the entity for the error text.
+fn service_of(route: &Route, method: &Method) -> (String, String) {
+    match route {
+        Route::List(kind) => ("GetEntities".into(), format!("{kind:?}s")),
+        Route::Entity(_, name) if *method == Method::DELETE => {
+            ("DeleteEntity".into(), name.clone())
+        }
+        Route::Entity(_, name) => ("GetEntity".into(), name.clone()),
+        Route::Service(target, service) => (
+            service.clone(),
+            match target {
+                Target::EntityServices => "EntityServices".into(),
+                Target::CurrentSessionInfo => "CurrentSessionInfo".into(),
+                Target::Entity(_, name) | Target::ThingShape(name) => name.clone(),
+            },
+        ),
+    }
+}
+
+/// `POST /_dev/faults` (a JSON [`FaultSpec`]) replaces the spec, `DELETE` clears it, `GET`
+/// shows it; each answers with what was counted (`calls`, `faults`) under the spec it ends or
+/// shows. Only an administrator's credentials may change faults.
+fn fault_control(
+    platform: &DevPlatform,
+    parts: &Parts,
+    body: Result<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+) -> Response<Body> {
+    let caller = match authenticate(platform, &parts.headers) {
+        Ok((caller, _)) => caller,
+        Err(fault) => return fault_response(&fault),
+    };
+    if !platform.read(|s| s.is_admin(&caller.key)) {
+        return fault_response(&Fault::forbidden("Not authorized"));
+    }
+    let counts = match parts.method {
+        Method::GET => {
+            let faults = platform.lock_faults();
+            let spec = serde_json::to_value(faults.spec()).unwrap_or(Value::Null);
+            let counts = faults.counts();
+            return json_response(
+                &serde_json::json!({"calls": counts.calls, "faults": counts.faults, "spec": spec}),
+            );
+        }
+        Method::DELETE => platform.set_faults(FaultSpec::default()),
+        Method::POST => {
+            let Ok(bytes) = body else {
+                return fault_response(&Fault::bad_request("The fault spec could not be read"));
+            };
+            match serde_json::from_slice::<FaultSpec>(&bytes) {
+                Ok(spec) => platform.set_faults(spec),
+                Err(e) => {
+                    return fault_response(&Fault::bad_request(format!("Invalid fault spec: {e}")))
+                }
+            }
+        }
+        _ => {
+            return fault_response(&Fault::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ))
+        }
+    };
+    json_response(&serde_json::json!({"calls": counts.calls, "faults": counts.faults}))
 }
 
 fn process(platform: &DevPlatform, parts: &Parts, body: Result<Bytes, Fault>) -> Response<Body> {

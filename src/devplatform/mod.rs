@@ -4,6 +4,7 @@
 //! a JSON file so the product runs end to end on a fresh machine and in tests.
 
 mod error;
+pub mod faults;
 mod httpd;
 pub(crate) mod secret;
 mod services;
@@ -11,6 +12,7 @@ mod session;
 mod store;
 
 pub use error::DevPlatformError;
+pub use faults::{FaultCounts, FaultKind, FaultRule, FaultSpec};
 
 use crate::fsutil::{write_atomically, Access};
 use crate::random::NoRandom;
@@ -25,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 const STATE_FILE: &str = "state.json";
 const PASSWORD_FILE: &str = "administrator.password";
+/// A `slow` answer comes this late unless told otherwise: past the gateway's default
+/// `upstream.request_timeout` (60 s).
+const DEFAULT_SLOW: std::time::Duration = std::time::Duration::from_secs(61);
 
 impl From<NoRandom> for DevPlatformError {
     fn from(_: NoRandom) -> Self {
@@ -39,6 +44,7 @@ pub struct DevPlatform {
     /// Checked when a Basic login names an unknown user or one without a password, so such a
     /// request costs as much time as a wrong password and does not reveal which names exist.
     decoy: PasswordHash,
+    faults: Mutex<faults::Faults>,
 }
 
 impl std::fmt::Debug for DevPlatform {
@@ -81,6 +87,7 @@ impl DevPlatform {
             state: Mutex::new(state),
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,
+            faults: Mutex::new(faults::Faults::new(DEFAULT_SLOW)),
         }))
     }
 
@@ -106,6 +113,22 @@ impl DevPlatform {
             *state = next;
         }
         Ok(id)
+    }
+
+    /// Replaces the fault spec (see [`faults`]); returns what the previous one counted.
+    pub fn set_faults(&self, spec: FaultSpec) -> FaultCounts {
+        let counts = self.lock_faults().set(spec);
+        tracing::info!(faults = ?self.lock_faults().spec(), "development platform: fault spec set");
+        counts
+    }
+
+    /// How late a `slow` answer comes when the spec does not say: past the gateway's timeout.
+    pub fn set_slow_default(&self, slow: std::time::Duration) {
+        self.lock_faults().set_slow_default(slow);
+    }
+
+    fn lock_faults(&self) -> MutexGuard<'_, faults::Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A poisoned lock is still consistent: changes are made on a copy and swapped in whole.

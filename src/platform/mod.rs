@@ -31,8 +31,13 @@ pub enum PlatformError {
     /// have: the gateway's attribute mapping is wrong for this platform, not the request.
     #[error("the platform's UserExtensions thing shape has no property {}", .properties.iter().map(|p| format!("{p:?}")).collect::<Vec<_>>().join(", "))]
     MissingProperties { properties: Vec<String> },
+    /// Nothing reached the platform (no connection), or a proxy in front of it answered.
     #[error("the platform is unavailable: {0}")]
     Unavailable(String),
+    /// The request was sent but no answer came back: the platform may or may not have carried
+    /// it out, so whoever made a change must find out by reading before it reports anything.
+    #[error("the platform gave no answer (the call may have been carried out): {0}")]
+    NoAnswer(String),
     #[error("the platform did not answer within {0:?}")]
     Timeout(Duration),
     #[error("unexpected answer from the platform{}: {message}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
@@ -192,6 +197,20 @@ impl EntityKind {
 
 /// User extension properties (`firstName`, `emailAddress`, ...), by property name.
 pub type Extensions = BTreeMap<String, String>;
+
+impl PlatformError {
+    /// The call may have been carried out although it reported failure: the request was sent
+    /// and its answer lost or late.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, PlatformError::NoAnswer(_) | PlatformError::Timeout(_))
+    }
+
+    /// A read that failed this way may well work when asked again.
+    pub fn worth_repeating(&self) -> bool {
+        self.outcome_unknown()
+            || matches!(self, PlatformError::Unexpected { status: Some(s), .. } if *s >= 500)
+    }
+}
 
 /// The platform operations provisioning is built from. Names are compared case-insensitively,
 /// as the platform does.

@@ -230,7 +230,8 @@ impl ThingWorx {
                 if e.is_connect() {
                     Failure::Connect(error_chain(&e))
                 } else {
-                    Failure::Other(PlatformError::Unavailable(error_chain(&e)))
+                    // Sent, perhaps carried out, but the connection broke before the answer.
+                    Failure::Other(PlatformError::NoAnswer(error_chain(&e)))
                 }
             })?;
             let status = response.status();
@@ -238,7 +239,7 @@ impl ThingWorx {
                 .collect()
                 .await
                 .map_err(|e| {
-                    Failure::Other(PlatformError::Unavailable(format!(
+                    Failure::Other(PlatformError::NoAnswer(format!(
                         "reading the platform's answer failed: {e}"
                     )))
                 })?
@@ -266,6 +267,7 @@ fn platform_call_result(result: Result<(), &PlatformError>) {
         Err(PlatformError::MissingProperties { .. }) => "missing_properties",
         Err(PlatformError::Unavailable(_)) => "unavailable",
         Err(PlatformError::Timeout(_)) => "timeout",
+        Err(PlatformError::NoAnswer(_)) => "no_answer",
         Err(PlatformError::Unexpected { .. }) => "unexpected",
     };
     crate::metrics::metrics().count("scimgate_platform_calls_total", &[("result", label)]);

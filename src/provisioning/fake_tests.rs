@@ -133,14 +133,51 @@ impl State {
     }
 }
 
+/// How an injected failure looks to the provisioner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FakeFault {
+    /// Nothing reached the platform: `Unavailable`, not applied.
+    Unreached,
+    /// The platform refused it: a 500, not applied.
+    Error500,
+    /// The connection broke before the platform acted: `NoAnswer`, not applied.
+    Reset,
+    /// Applied, then the answer was lost: `NoAnswer`.
+    Lost,
+    /// Applied, answered too late: `Timeout`.
+    Late,
+}
+
+impl FakeFault {
+    fn applies(self) -> bool {
+        matches!(self, FakeFault::Lost | FakeFault::Late)
+    }
+
+    fn error(self, line: &str) -> PlatformError {
+        match self {
+            FakeFault::Unreached => {
+                PlatformError::Unavailable(format!("injected failure of {line}"))
+            }
+            FakeFault::Error500 => PlatformError::Unexpected {
+                status: Some(500),
+                message: format!("Unable to Invoke Service {line}"),
+            },
+            FakeFault::Reset | FakeFault::Lost => {
+                PlatformError::NoAnswer(format!("injected lost answer of {line}"))
+            }
+            FakeFault::Late => PlatformError::Timeout(std::time::Duration::from_millis(300)),
+        }
+    }
+}
+
 /// An in-memory platform: case-insensitive names, the real one's not-found and already-exists
 /// errors, a log of every call and one-shot failure injection.
 struct FakePlatform {
     state: Mutex<State>,
     log: Mutex<Vec<String>>,
-    /// The next call whose log line starts with this (ignoring case) fails with `Unavailable`.
+    /// The next call whose log line starts with this (ignoring case) fails the given way.
     /// Each prefix fails the first call it matches, once.
-    fail_on: Mutex<Vec<String>>,
+    fail_on: Mutex<Vec<(String, FakeFault)>>,
     /// Every `set_user_extensions` call with its values, in order.
     extension_writes: Mutex<Vec<(String, Extensions)>>,
 }
@@ -199,7 +236,32 @@ impl FakePlatform {
     }
 
     fn fail_next(&self, prefix: &str) {
-        self.fail_on.lock().unwrap().push(prefix.to_string());
+        self.fault_next(prefix, FakeFault::Unreached);
+    }
+
+    fn fault_next(&self, prefix: &str, fault: FakeFault) {
+        self.fail_on
+            .lock()
+            .unwrap()
+            .push((prefix.to_string(), fault));
+    }
+
+    /// Takes the first injected fault matching `line` for which `when` holds.
+    fn take_fault(&self, line: &str, when: impl Fn(FakeFault) -> bool) -> Option<FakeFault> {
+        let mut fail = self.fail_on.lock().unwrap();
+        // Case-insensitive, like the platform's names.
+        let i = fail
+            .iter()
+            .position(|(p, f)| when(*f) && names::fold(line).starts_with(&names::fold(p)))?;
+        Some(fail.remove(i).1)
+    }
+
+    /// The answer to a write that was carried out: lost or late when injected so.
+    fn answer(&self, line: &str) -> Result<(), PlatformError> {
+        match self.take_fault(line, FakeFault::applies) {
+            Some(fault) => Err(fault.error(line)),
+            None => Ok(()),
+        }
     }
 
     /// Logs a call and fails it when it is the one injected. Every call yields once first, as
@@ -207,18 +269,10 @@ impl FakePlatform {
     async fn call(&self, line: String) -> Result<(), PlatformError> {
         tokio::task::yield_now().await;
         self.log.lock().unwrap().push(line.clone());
-        let mut fail = self.fail_on.lock().unwrap();
-        // Case-insensitive, like the platform's names.
-        if let Some(i) = fail
-            .iter()
-            .position(|p| names::fold(&line).starts_with(&names::fold(p)))
-        {
-            fail.remove(i);
-            return Err(PlatformError::Unavailable(format!(
-                "injected failure of {line}"
-            )));
+        match self.take_fault(&line, |f| !f.applies()) {
+            Some(fault) => Err(fault.error(&line)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn log(&self) -> Vec<String> {
@@ -310,7 +364,8 @@ impl Platform for FakePlatform {
     }
 
     async fn create_user(&self, user: &NewUser) -> Result<(), PlatformError> {
-        self.call(format!("create_user {}", user.name)).await?;
+        let line = format!("create_user {}", user.name);
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         if state.user(&user.name).is_ok() {
             return Err(PlatformError::AlreadyExists(format!(
@@ -335,11 +390,12 @@ impl Platform for FakePlatform {
         for g in &user.groups {
             state.group_mut(g)?.members.push(Member::user(&user.name));
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), PlatformError> {
-        self.call(format!("delete_user {name}")).await?;
+        let line = format!("delete_user {name}");
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         state.user(name)?;
         state.users.retain(|u| !names::same(&u.name, name));
@@ -347,14 +403,14 @@ impl Platform for FakePlatform {
             g.members
                 .retain(|m| !(m.kind == MemberKind::User && names::same(&m.name, name)));
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_enabled(&self, name: &str, enabled: bool) -> Result<(), PlatformError> {
-        self.call(format!("set_user_enabled {name} {enabled}"))
-            .await?;
+        let line = format!("set_user_enabled {name} {enabled}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.enabled = enabled;
-        Ok(())
+        self.answer(&line)
     }
 
     async fn is_user_enabled(&self, name: &str) -> Result<bool, PlatformError> {
@@ -367,33 +423,38 @@ impl Platform for FakePlatform {
         name: &str,
         description: &str,
     ) -> Result<(), PlatformError> {
-        self.call(format!("set_user_description {name}")).await?;
+        let line = format!("set_user_description {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.description = description.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_tags(&self, name: &str, tags: &[Tag]) -> Result<(), PlatformError> {
-        self.call(format!("set_user_tags {name}")).await?;
+        let line = format!("set_user_tags {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.tags = tags.to_vec();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_project(&self, name: &str, project: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_user_project {name}")).await?;
+        let line = format!("set_user_project {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.project = project.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_home_mashup(&self, name: &str, mashup: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_user_home_mashup {name}")).await?;
+        let line = format!("set_user_home_mashup {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.home_mashup = mashup.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_user_mobile_mashup(&self, name: &str, mashup: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_user_mobile_mashup {name}")).await?;
+        let line = format!("set_user_mobile_mashup {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.mobile_mashup = mashup.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn user_extensions(&self, name: &str) -> Result<Extensions, PlatformError> {
@@ -416,7 +477,8 @@ impl Platform for FakePlatform {
         name: &str,
         values: &Extensions,
     ) -> Result<(), PlatformError> {
-        self.call(format!("set_user_extensions {name}")).await?;
+        let line = format!("set_user_extensions {name}");
+        self.call(line.clone()).await?;
         self.extension_writes
             .lock()
             .unwrap()
@@ -438,7 +500,7 @@ impl Platform for FakePlatform {
                 u.extensions.insert(k.clone(), v.clone());
             }
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn user_groups(&self, name: &str) -> Result<Vec<EntitySummary>, PlatformError> {
@@ -458,9 +520,10 @@ impl Platform for FakePlatform {
     }
 
     async fn assign_password(&self, name: &str, password: &Secret) -> Result<(), PlatformError> {
-        self.call(format!("assign_password {name}")).await?;
+        let line = format!("assign_password {name}");
+        self.call(line.clone()).await?;
         self.lock().user_mut(name)?.password = Some(password.expose().to_string());
-        Ok(())
+        self.answer(&line)
     }
 
     async fn list_groups(&self) -> Result<Vec<EntitySummary>, PlatformError> {
@@ -491,7 +554,8 @@ impl Platform for FakePlatform {
     }
 
     async fn create_group(&self, group: &NewGroup) -> Result<(), PlatformError> {
-        self.call(format!("create_group {}", group.name)).await?;
+        let line = format!("create_group {}", group.name);
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         if state.group(&group.name).is_ok() {
             return Err(PlatformError::AlreadyExists(format!(
@@ -506,11 +570,12 @@ impl Platform for FakePlatform {
             tags: group.tags.clone(),
             members: Vec::new(),
         });
-        Ok(())
+        self.answer(&line)
     }
 
     async fn delete_group(&self, name: &str) -> Result<(), PlatformError> {
-        self.call(format!("delete_group {name}")).await?;
+        let line = format!("delete_group {name}");
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         state.group(name)?;
         state.groups.retain(|g| !names::same(&g.name, name));
@@ -518,7 +583,7 @@ impl Platform for FakePlatform {
             g.members
                 .retain(|m| !(m.kind == MemberKind::Group && names::same(&m.name, name)));
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn group_members(&self, name: &str) -> Result<Vec<Member>, PlatformError> {
@@ -527,8 +592,8 @@ impl Platform for FakePlatform {
     }
 
     async fn add_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        self.call(format!("add_group_member {group} {}", member.name))
-            .await?;
+        let line = format!("add_group_member {group} {}", member.name);
+        self.call(line.clone()).await?;
         let mut state = self.lock();
         state.group(group)?;
         let display = match member.kind {
@@ -542,17 +607,17 @@ impl Platform for FakePlatform {
                 kind: member.kind,
             });
         }
-        Ok(())
+        self.answer(&line)
     }
 
     async fn remove_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        self.call(format!("remove_group_member {group} {}", member.name))
-            .await?;
+        let line = format!("remove_group_member {group} {}", member.name);
+        self.call(line.clone()).await?;
         self.lock()
             .group_mut(group)?
             .members
             .retain(|m| !m.is(member));
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_group_description(
@@ -560,21 +625,24 @@ impl Platform for FakePlatform {
         name: &str,
         description: &str,
     ) -> Result<(), PlatformError> {
-        self.call(format!("set_group_description {name}")).await?;
+        let line = format!("set_group_description {name}");
+        self.call(line.clone()).await?;
         self.lock().group_mut(name)?.description = description.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_group_tags(&self, name: &str, tags: &[Tag]) -> Result<(), PlatformError> {
-        self.call(format!("set_group_tags {name}")).await?;
+        let line = format!("set_group_tags {name}");
+        self.call(line.clone()).await?;
         self.lock().group_mut(name)?.tags = tags.to_vec();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn set_group_project(&self, name: &str, project: &str) -> Result<(), PlatformError> {
-        self.call(format!("set_group_project {name}")).await?;
+        let line = format!("set_group_project {name}");
+        self.call(line.clone()).await?;
         self.lock().group_mut(name)?.project = project.to_string();
-        Ok(())
+        self.answer(&line)
     }
 
     async fn active_users(&self) -> Result<Vec<ActiveUser>, PlatformError> {
@@ -591,9 +659,10 @@ impl Platform for FakePlatform {
     }
 
     async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError> {
-        self.call(format!("terminate_sessions {user}")).await?;
+        let line = format!("terminate_sessions {user}");
+        self.call(line.clone()).await?;
         self.lock().sessions.retain(|s| !names::same(s, user));
-        Ok(())
+        self.answer(&line)
     }
 
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
@@ -763,7 +832,8 @@ async fn create_user_applies_defaults_and_writes_mapped_extensions() {
         strings(&[
             "create_user jdoe",
             "set_user_project jdoe",
-            "set_user_extensions jdoe"
+            "set_user_extensions jdoe",
+            "set_user_description jdoe"
         ])
     );
     assert_eq!(
@@ -795,7 +865,8 @@ async fn create_user_with_active_false_is_created_disabled() {
         strings(&[
             "create_user jdoe",
             "set_user_project jdoe",
-            "set_user_enabled jdoe false"
+            "set_user_enabled jdoe false",
+            "set_user_description jdoe"
         ])
     );
 }
@@ -1520,7 +1591,10 @@ async fn create_group_applies_group_defaults() {
     assert_eq!(group.description, "Group provisioned by SCIM");
     assert_eq!(group.project, "ScimGroups");
     assert_eq!(group.tags, vec![tag("Applications:SCIMGroups")]);
-    assert_eq!(fake.writes(), strings(&["create_group Sales"]));
+    assert_eq!(
+        fake.writes(),
+        strings(&["create_group Sales", "set_group_description Sales"])
+    );
 }
 
 #[tokio::test]
@@ -1570,7 +1644,13 @@ async fn create_through_an_idp_mapping_creates_the_platform_name() {
     assert_eq!(record.id, group_id_for("Engineering"));
     assert!(fake.group("Engineering").is_some());
     assert!(fake.group("eng team").is_none());
-    assert_eq!(fake.writes(), strings(&["create_group Engineering"]));
+    assert_eq!(
+        fake.writes(),
+        strings(&[
+            "create_group Engineering",
+            "set_group_description Engineering"
+        ])
+    );
     let read = prov.get_group(&record.id).await.unwrap();
     assert_eq!(read.display_name, "Eng Team");
 }
@@ -1600,7 +1680,8 @@ async fn create_group_adds_members_one_by_one() {
         strings(&[
             "create_group Sales",
             "add_group_member Sales alice",
-            "add_group_member Sales bob"
+            "add_group_member Sales bob",
+            "set_group_description Sales"
         ])
     );
     assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
@@ -1811,7 +1892,10 @@ async fn a_take_back_that_fails_is_reported_as_partial() {
             .with_group("Sales", &[]),
     );
     fake.fail_next("add_group_member Sales bob");
-    fake.fail_next("remove_group_member Sales alice");
+    // Taking back is tried again with backoff: it must fail every time to stay undone.
+    for _ in 0..UNDO_ATTEMPTS {
+        fake.fail_next("remove_group_member Sales alice");
+    }
     let change = GroupChange {
         external_id: Change::Keep,
         display_name: None,
@@ -2420,4 +2504,320 @@ async fn every_refusal_has_an_audit_line_with_its_rule() {
         .unwrap()
         .contains("exclusion list"));
     assert_eq!(fake.writes(), Vec::<String>::new());
+}
+
+// ------------------------------------------------------------------ outcome rules under faults
+
+/// The finished state of `create_user_with_defaults("jdoe")`'s user.
+fn assert_finished_user(fake: &FakePlatform, enabled: bool) {
+    let user = fake.user("jdoe").expect("the user exists");
+    assert_eq!(
+        user.description,
+        "Provisioned by SCIM",
+        "{:?}",
+        fake.writes()
+    );
+    assert_eq!(user.project, "ScimProject");
+    assert_eq!(
+        user.extensions.get("firstName").map(String::as_str),
+        Some("Jane")
+    );
+    assert_eq!(user.enabled, enabled);
+}
+
+fn jane(active: Option<bool>) -> UserChange {
+    let mut change = with_attributes(new_user("jdoe"), &[("name.givenName", set("Jane"))]);
+    change.active = active;
+    change
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_was_lost_or_late_is_finished() {
+    for fault in [FakeFault::Lost, FakeFault::Late] {
+        let (fake, prov) = provisioner(config(), FakePlatform::new());
+        fake.fault_next("create_user jdoe", fault);
+        let record = prov.create_user(&actor(), jane(Some(false))).await.unwrap();
+        assert!(!record.active, "{fault:?}");
+        assert_finished_user(&fake, false);
+    }
+}
+
+#[tokio::test]
+async fn a_create_that_did_not_happen_fails_and_leaves_nothing() {
+    for fault in [FakeFault::Reset, FakeFault::Error500] {
+        let (fake, prov) = provisioner(config(), FakePlatform::new());
+        fake.fault_next("create_user jdoe", fault);
+        prov.create_user(&actor(), jane(None)).await.unwrap_err();
+        assert!(fake.user("jdoe").is_none(), "{fault:?}");
+        prov.create_user(&actor(), jane(None)).await.unwrap();
+        assert_finished_user(&fake, true);
+    }
+}
+
+#[tokio::test]
+async fn every_idempotent_step_of_a_create_is_sent_again_after_a_lost_answer() {
+    for step in [
+        "set_user_project",
+        "set_user_extensions",
+        "set_user_enabled",
+        "set_user_description",
+    ] {
+        for fault in [FakeFault::Reset, FakeFault::Lost, FakeFault::Late] {
+            let (fake, prov) = provisioner(config(), FakePlatform::new());
+            fake.fault_next(&format!("{step} jdoe"), fault);
+            prov.create_user(&actor(), jane(Some(false)))
+                .await
+                .unwrap_or_else(|e| panic!("{step} {fault:?}: {e}"));
+            assert_finished_user(&fake, false);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_refused_step_undoes_the_create_and_a_failed_undo_is_resumed_by_the_retry() {
+    let (fake, prov) = provisioner(config(), FakePlatform::new());
+    fake.fault_next("set_user_description jdoe", FakeFault::Error500);
+    prov.create_user(&actor(), jane(None)).await.unwrap_err();
+    assert!(fake.user("jdoe").is_none(), "{:?}", fake.writes());
+
+    // The undo fails every time: the user stays, marked unfinished.
+    fake.fault_next("set_user_project jdoe", FakeFault::Error500);
+    for _ in 0..UNDO_ATTEMPTS {
+        fake.fault_next("delete_user jdoe", FakeFault::Error500);
+    }
+    prov.create_user(&actor(), jane(None)).await.unwrap_err();
+    let left = fake.user("jdoe").unwrap();
+    assert!(is_unfinished(&left.description), "{}", left.description);
+
+    // The identity provider's retry completes it (not 409).
+    let record = prov.create_user(&actor(), jane(None)).await.unwrap();
+    assert!(record.active);
+    assert_finished_user(&fake, true);
+    // A finished user is a conflict for a further create.
+    let err = prov.create_user(&actor(), jane(None)).await.unwrap_err();
+    assert!(matches!(err, ProvisionError::Conflict(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_create_over_an_unfinished_user_resumes_it_with_the_retry_s_values() {
+    let mut unfinished = FakeUser::named("jdoe");
+    unfinished.description = format!("{UNFINISHED}Provisioned by SCIM");
+    unfinished.enabled = false;
+    let fake = FakePlatform::new();
+    fake.lock().users.push(unfinished);
+    let (fake, prov) = provisioner(config(), fake);
+    let record = prov.create_user(&actor(), jane(None)).await.unwrap();
+    assert!(record.active);
+    assert_finished_user(&fake, true);
+}
+
+#[tokio::test]
+async fn a_read_back_that_keeps_failing_answers_with_what_was_written() {
+    let (fake, prov) = provisioner(config(), FakePlatform::new());
+    for _ in 0..READ_ATTEMPTS {
+        fake.fault_next("get_user jdoe", FakeFault::Error500);
+    }
+    let mut change = jane(Some(false));
+    change.external_id = set("ext-1");
+    let record = prov.create_user(&actor(), change).await.unwrap();
+    assert_eq!(record.user_name, "jdoe");
+    assert_eq!(record.external_id.as_deref(), Some("ext-1"));
+    assert_eq!(
+        record.attributes.get("name.givenName").map(String::as_str),
+        Some("Jane")
+    );
+    assert!(!record.active);
+    assert_finished_user(&fake, false);
+
+    // A read that fails fewer times than that is simply repeated.
+    fake.fault_next("is_user_enabled jdoe", FakeFault::Reset);
+    fake.fault_next("user_groups jdoe", FakeFault::Error500);
+    let read = prov.get_user(&id_for("jdoe")).await.unwrap();
+    assert!(!read.active);
+}
+
+#[tokio::test]
+async fn a_disable_whose_session_termination_failed_is_undone_whole() {
+    let (fake, prov) = provisioner(
+        config(),
+        FakePlatform::new()
+            .with_user("jdoe", &[("firstName", "Jane")])
+            .with_session("jdoe"),
+    );
+    let change = || {
+        let mut c = with_attributes(new_user("jdoe"), &[("name.givenName", set("Janet"))]);
+        c.active = Some(false);
+        c
+    };
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Error500);
+    prov.update_user(&actor(), &id_for("jdoe"), change())
+        .await
+        .unwrap_err();
+    let user = fake.user("jdoe").unwrap();
+    assert!(user.enabled, "re-enabled: {:?}", fake.writes());
+    assert_eq!(user.extensions.get("firstName").unwrap(), "Jane");
+
+    // A lost answer to the same call is resent; the change is made and reported.
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Lost);
+    let record = prov
+        .update_user(&actor(), &id_for("jdoe"), change())
+        .await
+        .unwrap();
+    assert!(!record.active);
+    let user = fake.user("jdoe").unwrap();
+    assert!(!user.enabled);
+    assert_eq!(user.extensions.get("firstName").unwrap(), "Janet");
+    assert!(fake.sessions().is_empty());
+}
+
+#[tokio::test]
+async fn a_disable_whose_answer_was_lost_twice_is_taken_back() {
+    let (fake, prov) = provisioner(config(), FakePlatform::new().with_user("jdoe", &[]));
+    let mut change = new_user("jdoe");
+    change.active = Some(false);
+    fake.fault_next("set_user_enabled jdoe false", FakeFault::Lost);
+    fake.fault_next("set_user_enabled jdoe false", FakeFault::Lost);
+    prov.update_user(&actor(), &id_for("jdoe"), change)
+        .await
+        .unwrap_err();
+    assert!(fake.user("jdoe").unwrap().enabled, "{:?}", fake.writes());
+}
+
+#[tokio::test]
+async fn a_lost_property_write_is_sent_again_and_a_refused_one_restores_nothing_it_did_not_write() {
+    let (fake, prov) = provisioner(
+        config(),
+        FakePlatform::new().with_user("jdoe", &[("firstName", "Jane")]),
+    );
+    let change = with_attributes(new_user("jdoe"), &[("name.givenName", set("Janet"))]);
+    fake.fault_next("set_user_extensions jdoe", FakeFault::Lost);
+    prov.update_user(&actor(), &id_for("jdoe"), change.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.user("jdoe")
+            .unwrap()
+            .extensions
+            .get("firstName")
+            .unwrap(),
+        "Janet"
+    );
+    let back = with_attributes(new_user("jdoe"), &[("name.givenName", set("Jane"))]);
+    fake.fault_next("set_user_extensions jdoe", FakeFault::Error500);
+    fake.clear_log();
+    prov.update_user(&actor(), &id_for("jdoe"), back)
+        .await
+        .unwrap_err();
+    assert_eq!(fake.writes(), strings(&["set_user_extensions jdoe"]));
+}
+
+#[tokio::test]
+async fn a_delete_whose_answer_was_lost_is_settled_by_looking() {
+    for (fault, ok) in [
+        (FakeFault::Lost, true),
+        (FakeFault::Late, true),
+        (FakeFault::Reset, true),
+        (FakeFault::Error500, false),
+    ] {
+        let (fake, prov) = provisioner(config(), FakePlatform::new().with_user("jdoe", &[]));
+        fake.fault_next("delete_user jdoe", fault);
+        let result = prov.delete_user(&actor(), &id_for("jdoe")).await;
+        assert_eq!(result.is_ok(), ok, "{fault:?}: {result:?}");
+        assert_eq!(fake.user("jdoe").is_none(), ok, "{fault:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_deprovision_by_disable_that_fails_leaves_the_user_enabled() {
+    let mut cfg = config();
+    cfg.deprovision = DeprovisionMode::Disable;
+    let (fake, prov) = provisioner(cfg, FakePlatform::new().with_user("jdoe", &[]));
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Error500);
+    prov.delete_user(&actor(), &id_for("jdoe"))
+        .await
+        .unwrap_err();
+    assert!(fake.user("jdoe").unwrap().enabled);
+    fake.fault_next("set_user_enabled jdoe false", FakeFault::Late);
+    prov.delete_user(&actor(), &id_for("jdoe")).await.unwrap();
+    assert!(!fake.user("jdoe").unwrap().enabled);
+}
+
+#[tokio::test]
+async fn group_creates_and_member_changes_converge_under_lost_answers() {
+    let fake = FakePlatform::new()
+        .with_user("alice", &[])
+        .with_user("bob", &[]);
+    let (fake, prov) = provisioner(config(), fake);
+    let create = || {
+        let mut change = group_change("Sales");
+        change.members = MembersChange::Replace(vec![user_ref("alice"), user_ref("bob")]);
+        change
+    };
+    fake.fault_next("create_group Sales", FakeFault::Lost);
+    fake.fault_next("add_group_member Sales bob", FakeFault::Reset);
+    fake.fault_next("set_group_description Sales", FakeFault::Late);
+    let record = prov.create_group(&actor(), create()).await.unwrap();
+    assert_eq!(record.members.len(), 2);
+    let group = fake.group("Sales").unwrap();
+    assert_eq!(group.description, "Group provisioned by SCIM");
+    assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
+
+    // A group an earlier attempt left unfinished is completed by the retry.
+    fake.lock().group_mut("Sales").unwrap().description = format!("{UNFINISHED}x");
+    fake.lock().group_mut("Sales").unwrap().members.clear();
+    prov.create_group(&actor(), create()).await.unwrap();
+    assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
+    assert!(!is_unfinished(&fake.group("Sales").unwrap().description));
+
+    // A member call whose answer was lost twice is taken back with the others.
+    let edit = GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Edit {
+            add: Vec::new(),
+            remove: vec![user_ref("alice"), user_ref("bob")],
+        },
+    };
+    fake.fault_next("remove_group_member Sales bob", FakeFault::Lost);
+    fake.fault_next("remove_group_member Sales bob", FakeFault::Lost);
+    prov.update_group(&actor(), &group_id_for("Sales"), edit)
+        .await
+        .unwrap_err();
+    assert_eq!(fake.member_names("Sales"), strings(&["alice", "bob"]));
+
+    fake.fault_next("delete_group Sales", FakeFault::Lost);
+    prov.delete_group(&actor(), &group_id_for("Sales"))
+        .await
+        .unwrap();
+    assert!(fake.group("Sales").is_none());
+}
+
+#[tokio::test]
+async fn what_compensation_could_not_restore_is_audited_with_the_state_left() {
+    let (fake, prov, audit, _dir) =
+        audited_provisioner(config(), FakePlatform::new().with_user("jdoe", &[]));
+    let mut change = with_attributes(new_user("jdoe"), &[("title", set("Lead"))]);
+    change.active = Some(false);
+    fake.fault_next("terminate_sessions jdoe", FakeFault::Error500);
+    for _ in 0..UNDO_ATTEMPTS {
+        fake.fault_next("set_user_enabled jdoe true", FakeFault::Error500);
+    }
+    prov.update_user(&actor(), &id_for("jdoe"), change)
+        .await
+        .unwrap_err();
+    let user = fake.user("jdoe").unwrap();
+    assert!(!user.enabled);
+    assert!(
+        !user.extensions.contains_key("title"),
+        "attributes restored"
+    );
+    let lines = audit();
+    let line = lines.last().unwrap();
+    assert_eq!(line["result"], "failed");
+    let changes = line["changes"].to_string();
+    assert!(changes.contains("the user stays disabled"), "{changes}");
+    assert!(
+        changes.contains("restored the previous attribute values"),
+        "{changes}"
+    );
 }

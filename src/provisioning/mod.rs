@@ -559,9 +559,7 @@ impl Provisioner {
         if policy.is_user_excluded(name) {
             return Err(ProvisionError::NotFound(format!("User {name}")));
         }
-        let user = self
-            .platform
-            .get_user(name)
+        let user = read_again(|| self.platform.get_user(name))
             .await
             .map_err(not_found_as("User", name))?;
         // The platform's own spelling may fold differently from what was asked.
@@ -569,9 +567,9 @@ impl Provisioner {
             return Err(ProvisionError::NotFound(format!("User {name}")));
         }
         let (active, extensions, groups) = tokio::try_join!(
-            self.platform.is_user_enabled(&user.name),
-            self.platform.user_extensions(&user.name),
-            self.platform.user_groups(&user.name),
+            read_again(|| self.platform.is_user_enabled(&user.name)),
+            read_again(|| self.platform.user_extensions(&user.name)),
+            read_again(|| self.platform.user_groups(&user.name)),
         )
         .map_err(not_found_as("User", name))?;
         let mut attributes = BTreeMap::new();
@@ -667,7 +665,12 @@ impl Provisioner {
         };
         if let Some(cap) = policy.config.max_users {
             let count = self.licensed_users().await?;
-            if count >= cap {
+            // An unfinished user of an earlier attempt is already counted: finishing it takes
+            // no new place.
+            let resuming = || async {
+                matches!(self.platform.get_user(user_name).await, Ok(u) if is_unfinished(&u.description))
+            };
+            if count >= cap && !resuming().await {
                 return Err(ProvisionError::Refused {
                     rule: Rule::LicenceCap,
                     detail: format!("the licence allows {cap} named users and {count} exist"),
@@ -676,7 +679,34 @@ impl Provisioner {
         }
         self.create_user_steps(&policy, user_name, change, &mut trail.changes)
             .await?;
-        self.read_user(user_name).await
+        let created = UserRecord {
+            id: id_for(user_name),
+            user_name: user_name.to_string(),
+            external_id: None,
+            active: true,
+            attributes: BTreeMap::new(),
+            groups: Vec::new(),
+            last_modified: None,
+        };
+        self.read_back_user(&policy, &created, change).await
+    }
+
+    /// The user after a confirmed write. A read that keeps failing does not turn the write
+    /// into a failure: the answer is then built from what was written.
+    async fn read_back_user(
+        &self,
+        policy: &Policy,
+        before: &UserRecord,
+        change: &UserChange,
+    ) -> Result<UserRecord, ProvisionError> {
+        match self.read_user(&before.user_name).await {
+            Err(e @ (ProvisionError::Platform(_) | ProvisionError::Partial { .. })) => {
+                tracing::warn!(user = %before.user_name, error = %e,
+                    "the change was made but reading the user back failed; answering with what was written");
+                Ok(user_after(policy, before, change))
+            }
+            other => other,
+        }
     }
 
     async fn create_user_steps(
@@ -687,49 +717,78 @@ impl Provisioner {
         changes: &mut Vec<String>,
     ) -> Result<(), ProvisionError> {
         let defaults = &policy.config.user_defaults;
-        self.platform
+        let description = defaults.description.clone().unwrap_or_default();
+        let created = self
+            .platform
             .create_user(&NewUser {
                 name: user_name.to_string(),
                 password: change.password.clone(),
-                description: defaults.description.clone().unwrap_or_default(),
+                description: format!("{UNFINISHED}{description}"),
                 tags: defaults.tags.clone().unwrap_or_default(),
                 home_mashup: defaults.home_mashup.clone(),
                 mobile_mashup: defaults.mobile_mashup.clone(),
                 groups: Vec::new(),
             })
-            .await
-            .map_err(|e| match e {
-                PlatformError::AlreadyExists(_) => {
-                    ProvisionError::Conflict(format!("User {user_name} already exists"))
+            .await;
+        let resumed = match created {
+            Ok(()) => false,
+            Err(e) if gateway_fault(&e) => return Err(e.into()),
+            // Whether the create happened (its answer lost), or the user is one an earlier
+            // attempt left unfinished, only the platform can tell.
+            Err(e) => match read_again(|| self.platform.get_user(user_name)).await {
+                Ok(user) if is_unfinished(&user.description) => {
+                    !e.outcome_unknown() || matches!(e, PlatformError::AlreadyExists(_))
                 }
-                other => other.into(),
-            })?;
-        changes.push(format!("created {user_name}"));
-        // From here on the user exists: any failure removes it again, so a retry starts clean.
+                Ok(_) => {
+                    return Err(ProvisionError::Conflict(format!(
+                        "User {user_name} already exists"
+                    )))
+                }
+                Err(_) => return Err(e.into()),
+            },
+        };
+        changes.push(if resumed {
+            format!("resumed the unfinished create of {user_name}")
+        } else {
+            format!("created {user_name}")
+        });
+        // From here on the user exists: it is finished, or removed again so a retry starts
+        // clean; if even that fails, its description still says unfinished and a retry
+        // completes it.
         let rest = async {
+            if resumed && change.active != Some(false) {
+                write_idempotent(|| self.platform.set_user_enabled(user_name, true)).await?;
+            }
             if let Some(project) = &defaults.project {
-                self.platform.set_user_project(user_name, project).await?;
+                write_idempotent(|| self.platform.set_user_project(user_name, project)).await?;
                 changes.push(format!("project {project}"));
             }
             let extensions = extension_values(policy, change, &BTreeMap::new(), &None);
             if !extensions.is_empty() {
-                self.platform
-                    .set_user_extensions(user_name, &extensions)
+                write_idempotent(|| self.platform.set_user_extensions(user_name, &extensions))
                     .await?;
                 changes.push(format!("set {}", keys(&extensions)));
             }
             if change.active == Some(false) {
-                self.platform.set_user_enabled(user_name, false).await?;
+                write_idempotent(|| self.platform.set_user_enabled(user_name, false)).await?;
                 changes.push("disabled".into());
             }
+            write_idempotent(|| self.platform.set_user_description(user_name, &description))
+                .await?;
             Ok::<(), PlatformError>(())
         };
         if let Err(e) = rest.await {
-            let undo = self.platform.delete_user(user_name).await;
-            changes.push(match &undo {
-                Ok(()) => format!("removed {user_name} again after the failure"),
-                Err(u) => format!("could not remove {user_name} after the failure: {u}"),
-            });
+            let undo = undo_with_retries(true, || self.platform.delete_user(user_name)).await;
+            match &undo {
+                Ok(()) => changes.push(format!("removed {user_name} again after the failure")),
+                Err(u) => {
+                    tracing::error!(user = %user_name, error = %u,
+                        "a failed create could not be undone: the user stays, marked unfinished, until the identity provider retries");
+                    changes.push(format!(
+                        "could not remove {user_name} after the failure ({u}): it stays, marked unfinished, for the retry to complete"
+                    ));
+                }
+            }
             return Err(e.into());
         }
         Ok(())
@@ -782,7 +841,7 @@ impl Provisioner {
         }
         self.update_user_steps(&policy, current, change, &mut trail.changes)
             .await?;
-        self.read_user(&current.user_name).await
+        self.read_back_user(&policy, current, change).await
     }
 
     async fn update_user_steps(
@@ -796,40 +855,90 @@ impl Provisioner {
         let extensions =
             extension_values(policy, change, &current.attributes, &current.external_id);
         let previous = previous_values(policy, current, &extensions);
-        if !extensions.is_empty() {
-            self.platform.set_user_extensions(name, &extensions).await?;
-            changes.push(format!("set {}", keys(&extensions)));
-        }
-        let rest = async {
+        // What may have changed, so a failure can put it back: set when the write was
+        // confirmed or its answer lost (it may have happened either way).
+        let mut wrote_extensions = false;
+        let mut flipped_enabled: Option<bool> = None;
+        let result = async {
+            if !extensions.is_empty() {
+                let written =
+                    write_idempotent(|| self.platform.set_user_extensions(name, &extensions)).await;
+                wrote_extensions = may_have_happened(&written);
+                written?;
+                changes.push(format!("set {}", keys(&extensions)));
+            }
             if let Some(password) = &change.password {
-                self.platform.assign_password(name, password).await?;
+                write_idempotent(|| self.platform.assign_password(name, password)).await?;
                 changes.push("password set".into());
             }
             match change.active {
                 Some(true) if !current.active => {
-                    self.platform.set_user_enabled(name, true).await?;
+                    let enabled =
+                        write_idempotent(|| self.platform.set_user_enabled(name, true)).await;
+                    if may_have_happened(&enabled) {
+                        flipped_enabled = Some(true);
+                    }
+                    enabled?;
                     changes.push("enabled".into());
                 }
                 Some(false) => {
                     if current.active {
-                        self.platform.set_user_enabled(name, false).await?;
+                        let disabled =
+                            write_idempotent(|| self.platform.set_user_enabled(name, false)).await;
+                        if may_have_happened(&disabled) {
+                            flipped_enabled = Some(false);
+                        }
+                        disabled?;
                         changes.push("disabled".into());
                     }
                     // Also when already disabled: a session left by an earlier failed attempt
                     // must not outlive the retry.
-                    self.platform.terminate_sessions(name).await?;
+                    write_idempotent(|| self.platform.terminate_sessions(name)).await?;
                 }
                 _ => {}
             }
             Ok::<(), PlatformError>(())
-        };
-        if let Err(e) = rest.await {
-            if !extensions.is_empty() {
-                let undo = self.platform.set_user_extensions(name, &previous).await;
-                changes.push(match undo {
-                    Ok(()) => "restored the previous attribute values after the failure".into(),
-                    Err(u) => format!("could not restore attribute values: {u}"),
-                });
+        }
+        .await;
+        if let Err(e) = result {
+            let mut left = Vec::new();
+            if let Some(now) = flipped_enabled {
+                let undo =
+                    undo_with_retries(false, || self.platform.set_user_enabled(name, !now)).await;
+                let (done, state) = if now {
+                    ("disabled again", "enabled")
+                } else {
+                    ("enabled again", "disabled")
+                };
+                match undo {
+                    Ok(()) => changes.push(format!("{done} after the failure")),
+                    Err(u) => {
+                        changes.push(format!(
+                            "could not undo the change: the user stays {state} ({u})"
+                        ));
+                        left.push(format!("the user stays {state}"));
+                    }
+                }
+            }
+            if wrote_extensions {
+                let undo =
+                    undo_with_retries(false, || self.platform.set_user_extensions(name, &previous))
+                        .await;
+                match undo {
+                    Ok(()) => changes
+                        .push("restored the previous attribute values after the failure".into()),
+                    Err(u) => {
+                        changes.push(format!(
+                            "could not restore attribute values ({u}): {} stay as written",
+                            keys(&extensions)
+                        ));
+                        left.push(format!("{} stay as written", keys(&extensions)));
+                    }
+                }
+            }
+            if !left.is_empty() {
+                tracing::error!(user = %name, left = %left.join("; "), error = %e,
+                    "a failed update could not be undone completely");
             }
             return Err(e.into());
         }
@@ -846,29 +955,95 @@ impl Provisioner {
         let policy = self.policy();
         let name = name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("User {id}")))?;
         self.hide_excluded_user(&name, id)?;
-        let user = self
-            .platform
-            .get_user(&name)
+        let user = read_again(|| self.platform.get_user(&name))
             .await
             .map_err(not_found_as("User", id))?;
         trail.target = user.name.clone();
         self.hide_excluded_user(&user.name, id)?;
         let changes = &mut trail.changes;
+        let user = user.name.as_str();
         match policy.config.deprovision {
             DeprovisionMode::Delete => {
                 // Sessions first: a deleted user's session would otherwise linger.
-                self.platform.terminate_sessions(&user.name).await?;
-                self.platform.delete_user(&user.name).await?;
+                write_idempotent(|| self.platform.terminate_sessions(user)).await?;
+                self.delete_entity(
+                    user,
+                    || self.platform.delete_user(user),
+                    || async {
+                        read_again(|| self.platform.get_user(user))
+                            .await
+                            .map(|_| ())
+                    },
+                )
+                .await?;
                 changes.push("deleted".to_string());
             }
             DeprovisionMode::Disable => {
-                self.platform.set_user_enabled(&user.name, false).await?;
-                changes.push("disabled (deprovision = disable)".to_string());
-                self.platform.terminate_sessions(&user.name).await?;
+                let was_enabled = read_again(|| self.platform.is_user_enabled(user)).await?;
+                if was_enabled {
+                    let disabled =
+                        write_idempotent(|| self.platform.set_user_enabled(user, false)).await;
+                    if let Err(e) = disabled {
+                        if e.outcome_unknown() {
+                            self.reenable_after_failure(user, changes).await;
+                        }
+                        return Err(e.into());
+                    }
+                    changes.push("disabled (deprovision = disable)".to_string());
+                }
+                if let Err(e) = write_idempotent(|| self.platform.terminate_sessions(user)).await {
+                    // Disabled with its sessions alive is neither state: back to where it was.
+                    if was_enabled {
+                        self.reenable_after_failure(user, changes).await;
+                    }
+                    return Err(e.into());
+                }
                 changes.push("sessions ended".to_string());
             }
         }
         Ok(())
+    }
+
+    async fn reenable_after_failure(&self, user: &str, changes: &mut Vec<String>) {
+        match undo_with_retries(false, || self.platform.set_user_enabled(user, true)).await {
+            Ok(()) => changes.push("enabled again after the failure".into()),
+            Err(u) => {
+                tracing::error!(%user, error = %u, "a failed deprovision could not be undone: the user stays disabled");
+                changes.push(format!(
+                    "could not undo the change: the user stays disabled ({u})"
+                ));
+            }
+        }
+    }
+
+    /// A delete whose answer was lost is settled by looking: gone means done; still there
+    /// means it did not happen, and it is sent once more.
+    async fn delete_entity<D, DF, E, EF>(
+        &self,
+        name: &str,
+        delete: D,
+        exists: E,
+    ) -> Result<(), PlatformError>
+    where
+        D: Fn() -> DF,
+        DF: std::future::Future<Output = Result<(), PlatformError>>,
+        E: Fn() -> EF,
+        EF: std::future::Future<Output = Result<(), PlatformError>>,
+    {
+        match delete().await {
+            Err(e) if e.outcome_unknown() => match exists().await {
+                Err(PlatformError::NotFound(_)) => Ok(()),
+                Ok(()) => {
+                    tracing::warn!(entity = %name, error = %e, "a delete went unanswered and did not happen; sending it again");
+                    match delete().await {
+                        Err(PlatformError::NotFound(_)) => Ok(()),
+                        other => other,
+                    }
+                }
+                Err(_) => Err(e),
+            },
+            other => other,
+        }
     }
 
     // ---------------------------------------------------------------- groups
@@ -941,14 +1116,10 @@ impl Provisioner {
         if !policy.is_group_visible(platform_name) {
             return Err(ProvisionError::NotFound(format!("Group {platform_name}")));
         }
-        let group = self
-            .platform
-            .get_group(platform_name)
+        let group = read_again(|| self.platform.get_group(platform_name))
             .await
             .map_err(not_found_as("Group", platform_name))?;
-        let members = self
-            .platform
-            .group_members(&group.name)
+        let members = read_again(|| self.platform.group_members(&group.name))
             .await
             .map_err(not_found_as("Group", platform_name))?
             .into_iter()
@@ -1061,34 +1232,90 @@ impl Provisioner {
             defaults.tags.clone().unwrap_or_default(),
             &change.external_id,
         );
-        self.platform
+        let description = defaults.description.clone().unwrap_or_default();
+        let created = self
+            .platform
             .create_group(&NewGroup {
                 name: platform_name.clone(),
-                description: defaults.description.clone().unwrap_or_default(),
+                description: format!("{UNFINISHED}{description}"),
                 project: defaults.project.clone(),
                 tags,
             })
-            .await
-            .map_err(|e| match e {
-                PlatformError::AlreadyExists(_) => {
-                    ProvisionError::Conflict(format!("Group {idp_name} already exists"))
+            .await;
+        let resumed = match created {
+            Ok(()) => false,
+            Err(e) if gateway_fault(&e) => return Err(e.into()),
+            // As for users: the platform tells whether the create happened or an earlier
+            // attempt left the group unfinished.
+            Err(e) => match read_again(|| self.platform.get_group(&platform_name)).await {
+                Ok(group) if is_unfinished(&group.description) => {
+                    !e.outcome_unknown() || matches!(e, PlatformError::AlreadyExists(_))
                 }
-                other => other.into(),
-            })?;
-        trail.changes.push(format!("created {platform_name}"));
-        if let Err(e) = self
-            .apply_member_writes(&platform_name, plan, false, &mut trail.changes)
-            .await
-        {
+                Ok(_) => {
+                    return Err(ProvisionError::Conflict(format!(
+                        "Group {idp_name} already exists"
+                    )))
+                }
+                Err(_) => return Err(e.into()),
+            },
+        };
+        trail.changes.push(if resumed {
+            format!("resumed the unfinished create of {platform_name}")
+        } else {
+            format!("created {platform_name}")
+        });
+        let added: Vec<Member> = plan
+            .iter()
+            .filter(|w| w.adding)
+            .map(|w| w.member.clone())
+            .collect();
+        let rest = async {
+            self.apply_member_writes(&platform_name, plan, false, &mut trail.changes)
+                .await?;
+            write_idempotent(|| {
+                self.platform
+                    .set_group_description(&platform_name, &description)
+            })
+            .await?;
+            Ok::<(), ProvisionError>(())
+        };
+        if let Err(e) = rest.await {
             // A group with only some of its members is worse than none: the IdP retries.
-            let undo = self.platform.delete_group(&platform_name).await;
-            trail.changes.push(match undo {
-                Ok(()) => format!("removed {platform_name} again after the failure"),
-                Err(u) => format!("could not remove {platform_name}: {u}"),
-            });
+            let undo = undo_with_retries(true, || self.platform.delete_group(&platform_name)).await;
+            match undo {
+                Ok(()) => trail
+                    .changes
+                    .push(format!("removed {platform_name} again after the failure")),
+                Err(u) => {
+                    tracing::error!(group = %platform_name, error = %u,
+                        "a failed create could not be undone: the group stays, marked unfinished, until the identity provider retries");
+                    trail.changes.push(format!(
+                        "could not remove {platform_name} ({u}): it stays, marked unfinished, for the retry to complete"
+                    ));
+                }
+            }
             return Err(e);
         }
-        self.read_group(&platform_name).await
+        match self.read_group(&platform_name).await {
+            Err(e @ (ProvisionError::Platform(_) | ProvisionError::Partial { .. })) => {
+                tracing::warn!(group = %platform_name, error = %e,
+                    "the group was created but reading it back failed; answering with what was written");
+                Ok(GroupRecord {
+                    id: group_id_for(&platform_name),
+                    display_name: policy.idp_group(&platform_name),
+                    platform_name: platform_name.clone(),
+                    external_id: match change.external_id {
+                        Change::Set(v) if policy.config.group_external_id_vocabulary.is_some() => {
+                            Some(v)
+                        }
+                        _ => None,
+                    },
+                    members: added.iter().map(|m| member_ref(policy, m)).collect(),
+                    last_modified: None,
+                })
+            }
+            other => other,
+        }
     }
 
     pub async fn update_group(
@@ -1177,6 +1404,7 @@ impl Provisioner {
             }
         }
         plan.retain(|w| !w.is_noop(&current.members));
+        let mut old_tags = None;
         if !matches!(change.external_id, Change::Keep) {
             if policy.is_group_excluded(&platform_name) {
                 // A mapped built-in group: only its membership may change, and the identity
@@ -1186,22 +1414,58 @@ impl Provisioner {
                     "externalId ignored: a protected group's tags are not changed through SCIM"
                 );
             } else {
-                let platform_group = self
-                    .platform
-                    .get_group(&platform_name)
+                let platform_group = read_again(|| self.platform.get_group(&platform_name))
                     .await
                     .map_err(not_found_as("Group", &current.id))?;
                 let tags =
                     with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
                 if tags != platform_group.tags {
-                    self.platform.set_group_tags(&platform_name, &tags).await?;
+                    write_idempotent(|| self.platform.set_group_tags(&platform_name, &tags))
+                        .await?;
                     trail.changes.push("externalId tag set".into());
+                    old_tags = Some(platform_group.tags);
                 }
             }
         }
-        self.apply_member_writes(&current.platform_name, plan, true, &mut trail.changes)
-            .await?;
-        self.read_group(&current.platform_name).await
+        let mut after = current.clone();
+        for w in &plan {
+            let id = member_id(&w.member);
+            after.members.retain(|m| m.id != id);
+            if w.adding {
+                after.members.push(member_ref(&policy, &w.member));
+            }
+        }
+        if let Err(e) = self
+            .apply_member_writes(&current.platform_name, plan, true, &mut trail.changes)
+            .await
+        {
+            if let Some(tags) = old_tags {
+                match undo_with_retries(false, || {
+                    self.platform.set_group_tags(&platform_name, &tags)
+                })
+                .await
+                {
+                    Ok(()) => trail
+                        .changes
+                        .push("externalId tag restored after the failure".into()),
+                    Err(u) => {
+                        tracing::error!(group = %platform_name, error = %u, "the externalId tag could not be restored after a failed change");
+                        trail.changes.push(format!(
+                            "could not restore the externalId tag ({u}): it stays as written"
+                        ));
+                    }
+                }
+            }
+            return Err(e);
+        }
+        match self.read_group(&current.platform_name).await {
+            Err(e @ (ProvisionError::Platform(_) | ProvisionError::Partial { .. })) => {
+                tracing::warn!(group = %current.platform_name, error = %e,
+                    "the change was made but reading the group back failed; answering with what was written");
+                Ok(after)
+            }
+            other => other,
+        }
     }
 
     pub async fn delete_group(&self, actor: &Actor, id: &str) -> Result<(), ProvisionError> {
@@ -1209,9 +1473,7 @@ impl Provisioner {
         let result = async {
             let policy = self.policy();
             let platform_name = self.changeable_group_name(id)?;
-            let group = self
-                .platform
-                .get_group(&platform_name)
+            let group = read_again(|| self.platform.get_group(&platform_name))
                 .await
                 .map_err(not_found_as("Group", id))?;
             trail.target = group.name.clone();
@@ -1225,7 +1487,11 @@ impl Provisioner {
                     ),
                 });
             }
-            self.platform.delete_group(&group.name).await?;
+            let name = group.name.as_str();
+            self.delete_entity(name, || self.platform.delete_group(name), || async {
+                read_again(|| self.platform.get_group(name)).await.map(|_| ())
+            })
+            .await?;
             trail.changes.push("deleted".into());
             Ok(())
         }
@@ -1283,19 +1549,25 @@ impl Provisioner {
     ) -> Result<(), ProvisionError> {
         let mut done: Vec<MemberWrite> = Vec::new();
         for write in plan {
-            let outcome = if write.adding {
-                self.platform.add_group_member(group, &write.member).await
-            } else {
-                self.platform
-                    .remove_group_member(group, &write.member)
-                    .await
-            };
+            // Members calls are idempotent (adding a member twice, or removing an absent one,
+            // changes nothing), so an unanswered one is simply sent again.
+            let outcome = write_idempotent(|| async {
+                if write.adding {
+                    self.platform.add_group_member(group, &write.member).await
+                } else {
+                    self.platform
+                        .remove_group_member(group, &write.member)
+                        .await
+                }
+            })
+            .await;
             match outcome {
                 Ok(()) => {
                     changes.push(write.describe());
                     done.push(write);
                 }
                 Err(e) => {
+                    let outcome_unknown = e.outcome_unknown();
                     let label = format!(
                         "{} {} {}",
                         if write.adding { "adding" } else { "removing" },
@@ -1310,13 +1582,20 @@ impl Provisioner {
                     };
                     let mut not_undone = Vec::new();
                     // A group created for this request is removed whole instead.
-                    let undo_each = if take_back { done } else { Vec::new() };
+                    let mut undo_each = if take_back { done } else { Vec::new() };
+                    if take_back && outcome_unknown {
+                        // It may have happened: taking it back is harmless if it did not.
+                        undo_each.push(write.clone());
+                    }
                     for made in undo_each.into_iter().rev() {
-                        let undo = if made.adding {
-                            self.platform.remove_group_member(group, &made.member).await
-                        } else {
-                            self.platform.add_group_member(group, &made.member).await
-                        };
+                        let undo = undo_with_retries(false, || async {
+                            if made.adding {
+                                self.platform.remove_group_member(group, &made.member).await
+                            } else {
+                                self.platform.add_group_member(group, &made.member).await
+                            }
+                        })
+                        .await;
                         match undo {
                             Ok(()) => changes.push(format!("undone: {}", made.describe())),
                             Err(u) => not_undone.push(format!("{} ({u})", made.describe())),
@@ -1328,6 +1607,8 @@ impl Provisioner {
                             first: Box::new(cause),
                         });
                     }
+                    tracing::error!(%group, left = %not_undone.join("; "),
+                        "a failed membership change could not be taken back completely");
                     changes.extend(not_undone.iter().map(|n| format!("could not undo: {n}")));
                     return Err(ProvisionError::Partial {
                         detail: format!(
@@ -1398,7 +1679,7 @@ impl Provisioner {
     }
 
     async fn find_user(&self, name: &str) -> Result<Option<Member>, ProvisionError> {
-        match self.platform.get_user(name).await {
+        match read_again(|| self.platform.get_user(name)).await {
             Ok(u) => Ok(Some(Member {
                 name: u.name,
                 kind: MemberKind::User,
@@ -1409,7 +1690,7 @@ impl Provisioner {
     }
 
     async fn find_group(&self, name: &str) -> Result<Option<Member>, ProvisionError> {
-        match self.platform.get_group(name).await {
+        match read_again(|| self.platform.get_group(name)).await {
             Ok(g) => Ok(Some(Member {
                 name: g.name,
                 kind: MemberKind::Group,
@@ -1443,6 +1724,18 @@ fn member_id(m: &Member) -> String {
     match m.kind {
         MemberKind::User => id_for(&m.name),
         MemberKind::Group => group_id_for(&m.name),
+    }
+}
+
+/// A member as the identity provider sees it.
+fn member_ref(policy: &Policy, m: &Member) -> MemberRef {
+    MemberRef {
+        id: member_id(m),
+        display: Some(match m.kind {
+            MemberKind::Group => policy.idp_group(&m.name),
+            MemberKind::User => m.name.clone(),
+        }),
+        kind: Some(m.kind),
     }
 }
 
@@ -1579,6 +1872,140 @@ fn with_external_id(
 
 /// Listings read resources this many at a time; the platform client's own bound still applies.
 const LIST_READ_CONCURRENCY: usize = 8;
+
+/// The description a user or group carries from its create until every step of the create is
+/// done: a create that finds an entity with it resumes the unfinished one instead of answering
+/// 409, so an identity provider's retry completes what a failed attempt began.
+pub const UNFINISHED: &str = "[scimgate: provisioning incomplete] ";
+
+/// Whether an entity was left by a create the gateway did not finish.
+pub fn is_unfinished(description: &str) -> bool {
+    description.starts_with(UNFINISHED)
+}
+
+/// Reads are tried this many times in all when the answer was lost or a 5xx (twice when late).
+const READ_ATTEMPTS: u32 = 4;
+/// Undoing a step is tried this many times in all before what stays is reported.
+const UNDO_ATTEMPTS: u32 = 4;
+/// The first pause before a repeat; it doubles each time.
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// A read, repeated with backoff while its failure is one that may pass: reads change nothing,
+/// so a lost answer costs only time.
+async fn read_again<T, F, Fut>(mut read: F) -> Result<T, PlatformError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, PlatformError>>,
+{
+    let mut attempt = 0;
+    let mut timed_out = false;
+    loop {
+        match read().await {
+            // A platform that let one read run into the timeout gets one more chance, not
+            // three: each costs a whole `upstream.request_timeout`.
+            Err(e @ PlatformError::Timeout(_)) if timed_out => return Err(e),
+            Err(e) if e.worth_repeating() && attempt + 1 < READ_ATTEMPTS => {
+                timed_out |= matches!(e, PlatformError::Timeout(_));
+                tracing::debug!(error = %e, attempt, "platform read failed; reading again");
+                tokio::time::sleep(FIRST_PAUSE * 2u32.pow(attempt)).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A write that is safe to repeat (it sets a value, adds or removes a member, ends sessions),
+/// sent once more when the first answer was lost or late: the second answer then tells what
+/// the platform holds. A definite refusal (a 4xx or 5xx answer) is not repeated.
+async fn write_idempotent<F, Fut>(write: F) -> Result<(), PlatformError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), PlatformError>>,
+{
+    match write().await {
+        Err(e) if e.outcome_unknown() => {
+            tracing::warn!(error = %e, "platform write unanswered; sending it again (it is idempotent)");
+            tokio::time::sleep(FIRST_PAUSE).await;
+            write().await
+        }
+        other => other,
+    }
+}
+
+/// An undo step, repeated with backoff until it works or the attempts run out; `NotFound`
+/// counts as done when `gone_is_done` (what was to be removed is not there).
+async fn undo_with_retries<F, Fut>(gone_is_done: bool, undo: F) -> Result<(), PlatformError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), PlatformError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match undo().await {
+            Ok(()) => return Ok(()),
+            Err(PlatformError::NotFound(_)) if gone_is_done => return Ok(()),
+            Err(
+                e @ (PlatformError::Unauthorized { .. } | PlatformError::MissingProperties { .. }),
+            ) => return Err(e),
+            Err(e) if attempt + 1 >= UNDO_ATTEMPTS => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "undoing a step failed; trying again");
+                tokio::time::sleep(FIRST_PAUSE * 2u32.pow(attempt + 1)).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Whether a failed write may still have been carried out (and so must be undone too).
+fn may_have_happened(result: &Result<(), PlatformError>) -> bool {
+    match result {
+        Ok(()) => true,
+        Err(e) => e.outcome_unknown(),
+    }
+}
+
+/// Errors that say the gateway itself is wrong: reading the platform would not help.
+fn gateway_fault(e: &PlatformError) -> bool {
+    matches!(
+        e,
+        PlatformError::Unauthorized { .. }
+            | PlatformError::Rejected(_)
+            | PlatformError::MissingProperties { .. }
+    )
+}
+
+/// The user as a change leaves it, for the answer when reading it back keeps failing: the
+/// platform confirmed each write, so this is what it holds.
+fn user_after(policy: &Policy, base: &UserRecord, change: &UserChange) -> UserRecord {
+    let mut user = base.clone();
+    for (slot, c) in &change.attributes {
+        if !policy.config.user_attributes.contains_key(slot) {
+            continue;
+        }
+        match resolve(c, base.attributes.get(slot)) {
+            Some(v) if v.is_empty() => {
+                user.attributes.remove(slot);
+            }
+            Some(v) => {
+                user.attributes.insert(slot.clone(), v);
+            }
+            None => {}
+        }
+    }
+    if policy.config.external_id_property.is_some() {
+        match resolve(&change.external_id, base.external_id.as_ref()) {
+            Some(v) if v.is_empty() => user.external_id = None,
+            Some(v) => user.external_id = Some(v),
+            None => {}
+        }
+    }
+    if let Some(active) = change.active {
+        user.active = active;
+    }
+    user
+}
 
 /// A resource deleted between listing and reading is simply not part of the answer.
 fn keep_found<T>(reads: Vec<Result<T, ProvisionError>>) -> Result<Vec<T>, ProvisionError> {

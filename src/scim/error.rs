@@ -59,6 +59,7 @@ impl From<PlatformError> for ScimError {
             PlatformError::MissingProperties { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             PlatformError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             PlatformError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            PlatformError::NoAnswer(_) => StatusCode::BAD_GATEWAY,
             PlatformError::Unexpected { .. } => StatusCode::BAD_GATEWAY,
         };
         let scim_type = match &e {
