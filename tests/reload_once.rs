@@ -326,3 +326,62 @@ async fn a_bad_file_is_refused_once_however_often_it_is_looked_at() {
     stays(&gw, RELOADS_OK, 1).await;
     assert_eq!(counter(&gw, REFUSED).await, 1);
 }
+
+/// SIGHUP alone reloads the certificate: with the watcher off, a replaced pair is not served
+/// until the signal, and is served after it. A connection opened before the swap keeps the
+/// certificate it was made with and goes on serving requests; new ones get the new certificate.
+#[tokio::test]
+async fn without_the_watcher_sighup_alone_swaps_the_certificate_and_open_connections_keep_theirs() {
+    let upstream = TestUpstream::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("tls.crt"), tmp.path().join("tls.key"));
+    let a = new_pair();
+    std::fs::write(&cert, &a.cert_pem).unwrap();
+    std::fs::write(&key, &a.key_pem).unwrap();
+    let gw = Gateway::start_in(
+        tmp.path(),
+        &config_toml(
+            &file_tls_listener(&cert, &key),
+            &upstream.url(),
+            "",
+            "[reload]\nwatch = false\n",
+        ),
+    )
+    .await;
+    assert_eq!(served_leaf(&gw).await.as_deref(), Some(&a.der[..]));
+
+    // A keep-alive connection made with the old certificate.
+    let stream = tls_connect(
+        gw.gateway_addr,
+        "localhost",
+        client_config(a.cert_pem.as_bytes(), &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tls_info(&stream).leaf_der, a.der);
+    let mut open = h1_handshake(stream).await.unwrap();
+    let r = Resp::collect(open.send_request(get("localhost", "/hello")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+
+    let b = new_pair();
+    std::fs::write(&cert, &b.cert_pem).unwrap();
+    std::fs::write(&key, &b.key_pem).unwrap();
+    // Nothing watches the files: the old pair is served until the signal.
+    stays(&gw, CERT_RELOADS_OK, 0).await;
+    assert_eq!(served_leaf(&gw).await.as_deref(), Some(&a.der[..]));
+
+    gw.signal("HUP");
+    wait_counter(&gw, CERT_RELOADS_OK, 1).await;
+    assert_eq!(served_leaf(&gw).await.as_deref(), Some(&b.der[..]));
+
+    // The connection made before the swap still works, on its own certificate.
+    let r = Resp::collect(open.send_request(get("localhost", "/hello")).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "the open connection was not kept across the swap"
+    );
+}
