@@ -510,14 +510,12 @@ async fn a_stalled_body_gets_408_on_scim_and_pass_through() {
         )
     };
     for path in ["/Thingworx/SCIMProvider/SCIM/v2/Users", "/sink"] {
-        let started = Instant::now();
         let r = raw(gw.gateway_addr, &stalled(path)).await;
         assert_eq!(
             (r.status, r.came_from_upstream()),
             (408, false),
             "{path}: {r:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(10));
     }
     let r = raw(
         gw.gateway_addr,

@@ -481,7 +481,12 @@ impl Bound {
                 _ = signals.term.recv() => break "SIGTERM",
                 _ = signals.int.recv() => break "SIGINT",
                 _ = signals.hup.recv() => {
-                    tracing::info!("SIGHUP: reloading TLS certificates and the configuration");
+                    // `scimgate dev` has no configuration file to re-read: only certificates.
+                    if reloader.is_some() {
+                        tracing::info!("SIGHUP: reloading TLS certificates and the configuration");
+                    } else {
+                        tracing::info!("SIGHUP: reloading TLS certificates");
+                    }
                     let _ = reload_tx.send(());
                     if let Some(r) = &mut reloader {
                         r.reload(Trigger::Signal, &gateway, &parts).await;
