@@ -166,10 +166,21 @@ http {{
 """
 
 # The equivalent of scimgate's pass-through: TLS 1.2/1.3 with ALPN h2, keep-alive upstream pool,
-# X-Forwarded-* headers, an access log line per request.
+# X-Forwarded-* headers, an access log line per request. Configured as an experienced operator
+# runs it; every setting that differs from nginx's default, and why:
+#   worker_processes 1        the CPUs the gateway gets in the pinned layout (one core)
+#   access_log buffer/flush   a buffered log, as scimgate batches its lines (at most every 25 ms);
+#                             an unbuffered nginx log costs one write(2) per request
+#   keepalive_requests/timeout  long-lived client keep-alive, like scimgate's
+#   upstream keepalive 256    an upstream connection pool the size of scimgate's
+#   proxy_http_version 1.1 + Connection ""  needed for that pool to be used
+#   ssl_protocols             the same TLS versions scimgate offers
+#   ssl_session_cache/tickets off  scimgate resumes no sessions either: new-connection runs
+#                             compare full handshakes on both sides
+#   client_body_buffer_size   request bodies buffered in memory, not in temporary files
 PROXY_CONF = NGINX_COMMON + """
 http {{
-    access_log {work}/nginx.access.log;
+    access_log {work}/nginx.access.log combined buffer=64k flush=25ms;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
     client_body_temp_path {work}/proxy_body;
