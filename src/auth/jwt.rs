@@ -12,6 +12,7 @@
 //!   never followed; keys of another family than the algorithm are not even tried;
 //! - `crit` is refused outright (the library accepts `crit: ["b64"]`);
 //! - `iat` must be a number and not later than now plus `leeway` (the library ignores `iat`);
+//! - `iss` must be a string (the library also accepts an array that holds the issuer);
 //! - RSA keys under 2048 bits and EC keys off P-256 are dropped when the JWKS is loaded, so a
 //!   weak key is never a candidate (besides the library's own refusal);
 //! - HMAC only with a configured `hs_secret`: an HMAC key is built from that secret and from
@@ -324,6 +325,11 @@ impl JwtProvider {
             ));
         }
         self.check_iat(&token.claims)?;
+        // RFC 7519 §4.1.1: one StringOrURI. The library also takes an array holding the
+        // issuer; the provider was chosen by this claim as a string.
+        if token.claims.get("iss").is_some_and(|iss| !iss.is_string()) {
+            return Err(AuthError::Invalid("iss is not a string".into()));
+        }
         if alg.is_hmac() {
             let key = self
                 .hs_key
@@ -502,6 +508,10 @@ fn try_key(token: &Unverified, key: &DecodingKey, validation: &Validation) -> Ou
             | ErrorKind::InvalidKeyFormat
             | ErrorKind::InvalidRsaKey(_)
             | ErrorKind::InvalidEcdsaKey => Outcome::NoKeyVerified,
+            // The library counts a claim it cannot parse as missing; say which it was.
+            ErrorKind::MissingRequiredClaim(c) if token.claims.contains_key(c) => {
+                Outcome::Refused(AuthError::Invalid(format!("{c} is not of the right type")))
+            }
             kind => Outcome::Refused(refusal(kind)),
         },
     }
@@ -602,6 +612,189 @@ mod tests {
     #[test]
     fn exactly_one_crypto_provider_is_built_in() {
         assert!(jsonwebtoken::crypto::CryptoProvider::try_get_default().is_some());
+    }
+
+    const SECRET: &str = "an HMAC secret long enough for HS256 tokens";
+
+    fn provider(algorithms: Vec<JwtAlgorithm>, hs_secret: Option<&str>) -> Arc<JwtProvider> {
+        let config = JwtProviderConfig {
+            issuer: "https://idp.test/".into(),
+            audiences: vec!["api://scimgate".into()],
+            jwks_url: None,
+            algorithms,
+            leeway: Duration::from_secs(60),
+            required_claims: vec![("tid".into(), "t1".into())],
+            admin_scopes: vec!["SCIM.Provision".into()],
+            hs_secret: hs_secret.map(crate::config::Secret::new),
+            refresh_interval: Duration::from_secs(3600),
+            min_refetch_interval: Duration::from_secs(60),
+        };
+        let client =
+            crate::proxy::client_with_roots(rustls::RootCertStore::empty(), Duration::from_secs(1))
+                .unwrap();
+        JwtProvider::new(config, client)
+    }
+
+    fn claims() -> Value {
+        let now = now_secs();
+        serde_json::json!({
+            "iss": "https://idp.test/", "aud": "api://scimgate", "sub": "idp", "tid": "t1",
+            "scp": "SCIM.Provision", "iat": now - 5, "nbf": now - 5, "exp": now + 600,
+        })
+    }
+
+    fn with(mut c: Value, key: &str, v: Value) -> Value {
+        c[key] = v;
+        c
+    }
+
+    fn b64json(v: &Value) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    }
+
+    /// An HS256 token with exactly this header and these claims.
+    fn hs256(header: &Value, claims: &Value) -> String {
+        let input = format!("{}.{}", b64json(header), b64json(claims));
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+        format!(
+            "{input}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    }
+
+    async fn check(p: &JwtProvider, token: &str) -> Result<Principal, AuthError> {
+        p.verify(decode(token)?).await
+    }
+
+    fn reason(r: Result<Principal, AuthError>) -> String {
+        match r {
+            Err(AuthError::Invalid(why)) => why,
+            other => format!("not an invalid_token refusal: {other:?}"),
+        }
+    }
+
+    /// Each rule refuses for its own reason, whether the library or the gateway keeps it.
+    #[tokio::test]
+    async fn every_rule_refuses_for_its_reason() {
+        let p = provider(vec![JwtAlgorithm::HS256], Some(SECRET));
+        let h = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        let ok = check(&p, &hs256(&h, &claims())).await;
+        assert_eq!(ok.map(|p| p.name), Ok("jwt:idp".to_string()));
+        let now = now_secs();
+        let cases: Vec<(Value, Value, &str)> = vec![
+            (
+                h.clone(),
+                with(claims(), "exp", serde_json::json!((now + 600).to_string())),
+                "exp is not of the right type",
+            ),
+            (
+                h.clone(),
+                with(claims(), "exp", serde_json::json!(now - 120)),
+                "the token has expired",
+            ),
+            (
+                h.clone(),
+                with(claims(), "nbf", serde_json::json!(now + 300)),
+                "the token is not valid yet",
+            ),
+            (
+                h.clone(),
+                with(claims(), "aud", serde_json::json!(42)),
+                "aud is not of the right type",
+            ),
+            (
+                h.clone(),
+                with(claims(), "aud", serde_json::json!("api://other")),
+                "wrong audience",
+            ),
+            (
+                h.clone(),
+                with(claims(), "iss", serde_json::json!(["https://idp.test/"])),
+                "iss is not a string",
+            ),
+            (
+                h.clone(),
+                with(claims(), "iss", serde_json::json!(7)),
+                "iss is not a string",
+            ),
+            (
+                h.clone(),
+                with(claims(), "iat", serde_json::json!(now.to_string())),
+                "iat is not a number",
+            ),
+            (
+                h.clone(),
+                with(claims(), "iat", serde_json::json!(now + 300)),
+                "the token was issued in the future",
+            ),
+            (
+                h.clone(),
+                with(claims(), "tid", serde_json::json!("t2")),
+                "claim tid does not match",
+            ),
+            (
+                serde_json::json!({"alg": "HS256", "crit": ["b64"], "b64": true}),
+                claims(),
+                "critical JWT extensions are not supported",
+            ),
+            (
+                serde_json::json!({"alg": "HS384"}),
+                claims(),
+                "algorithm \"HS384\" is not accepted",
+            ),
+            (
+                serde_json::json!({"alg": "none"}),
+                claims(),
+                "algorithm \"none\" is not accepted",
+            ),
+        ];
+        for (header, claims, want) in cases {
+            let got = reason(check(&p, &hs256(&header, &claims)).await);
+            assert_eq!(got, want, "header {header}, claims {claims}");
+        }
+        for missing in ["exp", "iss", "aud"] {
+            let mut c = claims();
+            c.as_object_mut().unwrap().remove(missing);
+            let got = reason(check(&p, &hs256(&h, &c)).await);
+            assert_eq!(got, format!("the token has no {missing}"));
+        }
+        let signed = hs256(&h, &claims());
+        let (input, _) = signed.rsplit_once('.').unwrap();
+        let forged = format!("{input}.{}", b64json(&serde_json::json!("x")));
+        assert_eq!(reason(check(&p, &forged).await), "bad signature");
+    }
+
+    /// HMAC only for a provider with `hs_secret`, even when its allow-list names HS256.
+    #[tokio::test]
+    async fn hmac_needs_a_configured_secret() {
+        let p = provider(vec![JwtAlgorithm::HS256, JwtAlgorithm::RS256], None);
+        let token = hs256(&serde_json::json!({"alg": "HS256"}), &claims());
+        assert_eq!(
+            reason(check(&p, &token).await),
+            "HMAC tokens are not accepted"
+        );
+    }
+
+    /// A remembered token is accepted again without its signature being checked, but only
+    /// until it expires.
+    #[test]
+    fn remembered_tokens_expire() {
+        let p = provider(vec![JwtAlgorithm::ES256], None);
+        let principal = Principal {
+            name: "jwt:x".into(),
+        };
+        let now = now_secs();
+        p.remember([1; 32], 0, now + 10, principal.clone());
+        p.remember([2; 32], 0, now - 61, principal.clone());
+        p.remember([3; 32], 7, now + 10, principal.clone());
+        assert_eq!(p.remembered(&[1; 32]), Ok(Some(principal)));
+        assert_eq!(
+            p.remembered(&[2; 32]),
+            Err(AuthError::Invalid("the token has expired".into()))
+        );
+        assert_eq!(p.remembered(&[2; 32]), Ok(None));
+        assert_eq!(p.remembered(&[3; 32]), Ok(None), "another key generation");
     }
 
     #[test]
