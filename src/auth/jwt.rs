@@ -346,7 +346,7 @@ impl JwtProvider {
             return Ok(principal);
         }
         // Read before verifying: keys replaced meanwhile make what is remembered stale.
-        let generation = self.key_generation.load(Ordering::SeqCst);
+        let mut generation = self.key_generation.load(Ordering::SeqCst);
         let kid = token.header.get("kid").and_then(Value::as_str);
         match self.verify_with_keys(alg, kid, &token, validation) {
             Outcome::Verified => {}
@@ -361,6 +361,7 @@ impl JwtProvider {
                     return Err(AuthError::Invalid("bad signature".into()));
                 }
                 self.refetch_after_miss(missed).await;
+                generation = self.key_generation.load(Ordering::SeqCst);
                 match self.verify_with_keys(alg, kid, &token, validation) {
                     Outcome::Verified => {}
                     Outcome::Refused(e) => return Err(e),
@@ -697,6 +698,12 @@ mod tests {
                 h.clone(),
                 with(claims(), "nbf", serde_json::json!(now + 300)),
                 "the token is not valid yet",
+            ),
+            // CVE-2026-25537 (jsonwebtoken < 10.3): a claim of the wrong type was skipped.
+            (
+                h.clone(),
+                with(claims(), "nbf", serde_json::json!((now + 300).to_string())),
+                "nbf is not of the right type",
             ),
             (
                 h.clone(),
