@@ -227,22 +227,20 @@ struct AccessLine {
     _in_flight: InFlight,
 }
 
+/// The metrics of one answered request: run once per request, so the micro-benchmark
+/// (`request_metrics` in benches/micro.rs) measures this very function.
+pub fn record_request(route: Route, status: u16, elapsed: Duration, upstream: Option<Duration>) {
+    crate::metrics::metrics().request(route, status, elapsed, upstream);
+}
+
 impl Drop for AccessLine {
     fn drop(&mut self) {
-        let m = crate::metrics::metrics();
-        let status = self.status.to_string();
-        m.count(
-            "scimgate_requests_total",
-            &[("route", self.route.as_str()), ("status", &status)],
-        );
-        m.observe(
-            "scimgate_request_duration_seconds",
-            &[("route", self.route.as_str())],
+        record_request(
+            self.route,
+            self.status,
             self.started.elapsed(),
+            self.upstream_time,
         );
-        if let Some(upstream) = self.upstream_time {
-            m.observe("scimgate_upstream_duration_seconds", &[], upstream);
-        }
         tracing::info!(
             target: "scimgate::access",
             method = %self.method,

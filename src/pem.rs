@@ -1,7 +1,9 @@
 //! PEM decoding shared by the listener certificates, the upstream CA bundle and the upstream
-//! client identity, so each reports a malformed file the same way.
+//! client identity, so each reports a malformed file the same way. The parsing itself is
+//! `rustls-pki-types`' `PemObject` (rustls-pemfile is unmaintained, RUSTSEC-2025-0134).
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,12 +29,9 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>, PemError> {
 }
 
 pub fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PemError::Malformed {
-            what: what.to_string(),
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| malformed(what, &e))?;
     if certs.is_empty() {
         return Err(PemError::NoCertificate {
             what: what.to_string(),
@@ -41,15 +40,21 @@ pub fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static
     Ok(certs)
 }
 
+/// The first PKCS#8, PKCS#1 or SEC1 key in the file.
 pub fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, PemError> {
-    rustls_pemfile::private_key(&mut &pem[..])
-        .map_err(|e| PemError::Malformed {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => PemError::NoKey {
             what: what.to_string(),
-            detail: e.to_string(),
-        })?
-        .ok_or_else(|| PemError::NoKey {
-            what: what.to_string(),
-        })
+        },
+        e => malformed(what, &e),
+    })
+}
+
+fn malformed(what: &str, e: &pem::Error) -> PemError {
+    PemError::Malformed {
+        what: what.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -64,6 +69,17 @@ mod tests {
         ));
         assert!(matches!(
             private_key(b"not pem at all", "x"),
+            Err(PemError::NoKey { .. })
+        ));
+        let broken = b"-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n";
+        assert!(matches!(
+            certificates(broken, "x"),
+            Err(PemError::Malformed { .. })
+        ));
+        let unterminated = b"-----BEGIN PRIVATE KEY-----\nMIIB\n";
+        assert!(private_key(unterminated, "x").is_err());
+        assert!(matches!(
+            private_key(&[0xff, 0xfe, 0x00, 0x80], "x"),
             Err(PemError::NoKey { .. })
         ));
     }

@@ -20,7 +20,7 @@ fn new_pair() -> Pair {
             .unwrap();
     Pair {
         cert_pem: ck.cert.pem(),
-        key_pem: ck.key_pair.serialize_pem(),
+        key_pem: ck.signing_key.serialize_pem(),
         der: ck.cert.der().to_vec(),
     }
 }

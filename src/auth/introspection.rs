@@ -6,10 +6,9 @@ use super::jwt::has_scope;
 use super::{AuthError, HttpClient, Principal};
 use crate::config::IntrospectionConfig;
 use base64::Engine;
+use dashmap::DashMap;
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,7 +25,9 @@ struct Cached {
 pub struct Introspector {
     config: IntrospectionConfig,
     client: HttpClient,
-    cache: Mutex<HashMap<TokenHash, Cached>>,
+    /// Read and written by every introspected request at once: sharded, so requests for
+    /// different tokens rarely wait on each other. No guard is held across an `.await`.
+    cache: DashMap<TokenHash, Cached>,
 }
 
 fn hash(token: &str) -> TokenHash {
@@ -54,13 +55,12 @@ impl Introspector {
         Self {
             config,
             client,
-            cache: Mutex::new(HashMap::new()),
+            cache: DashMap::new(),
         }
     }
 
     fn cached(&self, key: &TokenHash) -> Option<Result<Principal, AuthError>> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        self.cache
             .get(key)
             .filter(|c| c.until > Instant::now())
             .map(|c| c.verdict.clone())
@@ -70,15 +70,15 @@ impl Introspector {
         if ttl.is_zero() {
             return;
         }
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_CACHE_ENTRIES {
+        // Bounded as before: when full, expired answers go first, then everything.
+        if self.cache.len() >= MAX_CACHE_ENTRIES {
             let now = Instant::now();
-            cache.retain(|_, c| c.until > now);
-            if cache.len() >= MAX_CACHE_ENTRIES {
-                cache.clear();
+            self.cache.retain(|_, c| c.until > now);
+            if self.cache.len() >= MAX_CACHE_ENTRIES {
+                self.cache.clear();
             }
         }
-        cache.insert(
+        self.cache.insert(
             key,
             Cached {
                 until: Instant::now() + ttl,

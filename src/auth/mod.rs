@@ -6,12 +6,12 @@ pub mod introspection;
 pub mod jwt;
 
 use crate::config::{AuthConfig, Secret};
+use dashmap::DashMap;
 use http::{header, HeaderMap};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, crate::body::Body>;
@@ -322,14 +322,16 @@ fn idp_client(ca_bundle: Option<&std::path::Path>) -> Result<HttpClient, AuthBui
 /// request is never delayed.
 struct Throttle {
     max_per_minute: u32,
-    clients: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Written by every refused request: sharded, so failures from different clients rarely
+    /// wait on each other.
+    clients: DashMap<IpAddr, (Instant, u32)>,
 }
 
 impl Throttle {
     fn new(max_per_minute: u32) -> Self {
         Self {
             max_per_minute,
-            clients: Mutex::new(HashMap::new()),
+            clients: DashMap::new(),
         }
     }
 
@@ -340,17 +342,21 @@ impl Throttle {
     /// The delay for a failure at `now`; time is a parameter so the schedule can be checked
     /// without waiting for it.
     fn failure_at(&self, client: IpAddr, now: Instant) -> Option<Duration> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if clients.len() > 10_000 {
-            clients.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
+        // Before taking the entry: `retain` locks every shard, and would deadlock on the
+        // shard an entry guard holds.
+        if self.clients.len() > 10_000 {
+            self.clients
+                .retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(60));
         }
-        let entry = clients.entry(client).or_insert((now, 0));
-        if now.duration_since(entry.0) >= Duration::from_secs(60) {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        let over = entry
-            .1
+        let failures = {
+            let mut entry = self.clients.entry(client).or_insert((now, 0));
+            if now.duration_since(entry.0) >= Duration::from_secs(60) {
+                *entry = (now, 0);
+            }
+            entry.1 += 1;
+            entry.1
+        };
+        let over = failures
             .checked_sub(self.max_per_minute)
             .filter(|n| *n > 0)?;
         if over == 1 {

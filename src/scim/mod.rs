@@ -412,7 +412,7 @@ impl ScimService {
                     if version == Version::V1 { "1.1" } else { "2.0" },
                 ),
                 ("operation", operation),
-                ("status", status.as_str()),
+                ("status", crate::metrics::status_label(status.as_u16())),
             ],
         );
         Ok(to_response(result?, version))

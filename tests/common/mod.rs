@@ -13,7 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -177,12 +178,11 @@ impl TestUpstream {
         key_pem: &str,
         client_ca_pem: Option<&str>,
     ) -> TestUpstream {
-        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-            .map(|c| c.unwrap())
-            .collect();
-        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-            .unwrap()
-            .unwrap();
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let builder = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .unwrap();
@@ -802,7 +802,7 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 pub fn roots_from_pem(pem: &[u8]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         roots.add(cert.unwrap()).unwrap();
     }
     assert!(!roots.is_empty(), "no certificate in PEM");
@@ -946,7 +946,7 @@ pub async fn tls_probe(
 
 /// The DER of every certificate in a PEM text.
 pub fn pem_certs_der(pem: &[u8]) -> Vec<Vec<u8>> {
-    rustls_pemfile::certs(&mut &pem[..])
+    CertificateDer::pem_slice_iter(pem)
         .map(|c| c.unwrap().as_ref().to_vec())
         .collect()
 }
@@ -1281,7 +1281,7 @@ pub fn self_signed_pair(names: &[&str]) -> CertPair {
             .unwrap();
     CertPair {
         cert_pem: ck.cert.pem(),
-        key_pem: ck.key_pair.serialize_pem(),
+        key_pem: ck.signing_key.serialize_pem(),
         der: ck.cert.der().to_vec(),
     }
 }
