@@ -338,7 +338,7 @@ mod tests {
                 "a producer finished while the output was stuck: lines were dropped"
             );
             std::thread::yield_now();
-            if polls % 1000 == 0 {
+            if polls.is_multiple_of(1000) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
