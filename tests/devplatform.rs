@@ -183,6 +183,16 @@ impl Resp {
         self
     }
 
+    /// Asserts the platform's opaque answer to a failed service call: HTTP 500 and
+    /// `Unable to Invoke Service <what>`, with no cause.
+    #[track_caller]
+    fn unable(self, what: &str) -> Resp {
+        let expected = format!("Unable to Invoke Service {what}");
+        let r = self.refused(StatusCode::INTERNAL_SERVER_ERROR, &expected);
+        assert_eq!(r.text(), expected);
+        r
+    }
+
     /// Asserts an error status with a plain-text body containing `needle`.
     #[track_caller]
     fn refused(self, status: StatusCode, needle: &str) -> Resp {
@@ -490,19 +500,19 @@ async fn content_type_accept_and_body_rules() {
             .refused(StatusCode::NOT_ACCEPTABLE, "");
     }
 
-    // A missing required parameter is a 404 that names it.
+    // A missing or mistyped parameter fails the call like any other cause: a bare 500.
     server
         .entity_services("CreateUser", json!({"description": "x"}))
         .await
-        .refused(StatusCode::NOT_FOUND, "name");
+        .unable("CreateUser on EntityServices");
     server
         .entity_services("GetEntityList", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "type");
+        .unable("GetEntityList on EntityServices");
     server
         .entity_services("CreateUser", json!({"name": 42}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "name");
+        .unable("CreateUser on EntityServices");
     // DELETE follows the same content rules.
     server
         .send(
@@ -563,15 +573,15 @@ async fn users_are_created_read_listed_and_deleted() {
     server
         .entity_services("CreateUser", json!({"name": "jdoe"}))
         .await
-        .refused(StatusCode::FORBIDDEN, "already exists");
+        .unable("CreateUser on EntityServices");
     server
         .entity_services("CreateUser", json!({"name": "a/b"}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "a/b");
+        .unable("CreateUser on EntityServices");
     server
         .entity_services("CreateUser", json!({"name": "t", "tags": "NoColon"}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "NoColon");
+        .unable("CreateUser on EntityServices");
     server
         .get("/Thingworx/Users/t")
         .await
@@ -734,21 +744,21 @@ async fn users_are_created_read_listed_and_deleted() {
     server
         .entity_services("DeleteUser", json!({"name": "bob"}))
         .await
-        .refused(StatusCode::NOT_FOUND, "does not exist");
+        .unable("DeleteUser on EntityServices");
     server
         .user_service("bob", "IsEnabled", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "User [bob] does not exist");
+        .unable("IsEnabled on bob");
     for name in ["Administrator", "superuser", "System"] {
         server
             .entity_services("DeleteUser", json!({ "name": name }))
             .await
-            .refused(StatusCode::FORBIDDEN, "Cannot delete system object");
+            .unable("DeleteUser on EntityServices");
     }
     server
         .entity_services("DeleteGroup", json!({"name": "Administrators"}))
         .await
-        .refused(StatusCode::FORBIDDEN, "Cannot delete system object");
+        .unable("DeleteGroup on EntityServices");
 }
 
 #[tokio::test]
@@ -816,7 +826,7 @@ async fn groups_and_memberships() {
     server
         .entity_services("CreateGroup", json!({"name": "ENGINEERING"}))
         .await
-        .refused(StatusCode::FORBIDDEN, "already exists");
+        .unable("CreateGroup on EntityServices");
     let mut group = server
         .get("/Thingworx/Groups/engineering")
         .await
@@ -898,23 +908,23 @@ async fn groups_and_memberships() {
     );
     add("Engineering", "nobody", "User")
         .await
-        .refused(StatusCode::NOT_FOUND, "User [nobody] does not exist");
+        .unable("AddMember on Engineering");
     add("Engineering", "Nope", "Group")
         .await
-        .refused(StatusCode::NOT_FOUND, "Group [Nope] does not exist");
+        .unable("AddMember on Engineering");
     add("Engineering", "alice", "Person")
         .await
-        .refused(StatusCode::BAD_REQUEST, "Person");
+        .unable("AddMember on Engineering");
     add("Contractors", "Engineering", "Group")
         .await
-        .refused(StatusCode::BAD_REQUEST, "");
+        .unable("AddMember on Contractors");
     add("Contractors", "Contractors", "Group")
         .await
-        .refused(StatusCode::BAD_REQUEST, "");
+        .unable("AddMember on Contractors");
     server
         .group_service("Engineering", "AddMember", json!({"member": "alice"}))
         .await
-        .refused(StatusCode::NOT_FOUND, "type");
+        .unable("AddMember on Engineering");
 
     let groups_of_alice = server
         .user_service("alice", "GetGroups", json!({}))
@@ -975,7 +985,7 @@ async fn groups_and_memberships() {
     server
         .group_service("Contractors", "GetGroupMembers", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "Group [Contractors] does not exist");
+        .unable("GetGroupMembers on Contractors");
 
     // Deleting a user removes it from every group; DELETE on the group works like DeleteGroup.
     add("Engineering", "alice", "User").await.ok();
@@ -1034,7 +1044,7 @@ async fn create_user_with_options_joins_groups_atomically() {
             ),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "Group [Missing] does not exist");
+        .unable("CreateUserWithOptions on EntityServices");
     server
         .get("/Thingworx/Users/ghost")
         .await
@@ -1088,11 +1098,11 @@ async fn create_user_with_options_joins_groups_atomically() {
             json!({"userOptions": {"rows": [{"description": "x"}]}}),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "userName");
+        .unable("CreateUserWithOptions on EntityServices");
     server
         .entity_services("CreateUserWithOptions", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "userOptions");
+        .unable("CreateUserWithOptions on EntityServices");
 }
 
 #[tokio::test]
@@ -1147,7 +1157,7 @@ async fn extension_properties_and_passwords() {
     server
         .user_service("jdoe", "SetPropertyValues", values(json!({"firstName": 7})))
         .await
-        .refused(StatusCode::BAD_REQUEST, "firstName");
+        .unable("SetPropertyValues on jdoe");
     let row = server
         .user_service("jdoe", "GetPropertyValues", json!({}))
         .await
@@ -1169,11 +1179,11 @@ async fn extension_properties_and_passwords() {
             assign("long-enough-1", "long-enough-2"),
         )
         .await
-        .refused(StatusCode::BAD_REQUEST, "");
+        .unable("AssignNewPassword on jdoe");
     server
         .user_service("jdoe", "AssignNewPassword", assign("short", "short"))
         .await
-        .refused(StatusCode::BAD_REQUEST, "10");
+        .unable("AssignNewPassword on jdoe");
     server
         .user_service(
             "jdoe",
@@ -1181,7 +1191,7 @@ async fn extension_properties_and_passwords() {
             json!({"newPassword": "long-enough-1"}),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "newPasswordConfirm");
+        .unable("AssignNewPassword on jdoe");
     server
         .user_service(
             "jdoe",
@@ -1277,7 +1287,7 @@ async fn sessions_are_opened_listed_and_terminated() {
             json!({"userName": "nobody"}),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "User [nobody] does not exist");
+        .unable("TerminateUserSessions on CurrentSessionInfo");
 
     // Disabling and deleting end sessions too.
     let cookie = server
@@ -1439,7 +1449,7 @@ async fn projects_and_mashups_are_listed_by_name_and_kept_across_restarts() {
     server
         .entity_services("GetEntityList", json!({"type": "Thing"}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "User, Group, Project or Mashup");
+        .unable("GetEntityList on EntityServices");
 
     let dir = server.shut_down().await;
     let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();

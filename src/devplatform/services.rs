@@ -200,7 +200,7 @@ fn cell(row: &Map<String, Value>, field: &str) -> Result<Option<String>, Fault> 
 }
 
 fn unknown_service(service: &str, on: &str) -> Fault {
-    Fault::not_found(format!("Service [{service}] does not exist on [{on}]"))
+    Fault::no_such_service(format!("Service [{service}] does not exist on [{on}]"))
 }
 
 fn hash(password: &str) -> Result<PasswordHash, Fault> {
@@ -286,13 +286,30 @@ impl DevPlatform {
         values: &Map<String, Value>,
     ) -> Result<Reply, Fault> {
         let params = Params { service, values };
-        match target {
-            Target::EntityServices => self.entity_services(service, &params),
-            Target::CurrentSessionInfo => self.session_info(caller, service, &params),
-            Target::Entity(Kind::User, name) => self.user_service(name, service, &params),
-            Target::Entity(Kind::Group, name) => self.group_service(name, service, &params),
-            Target::ThingShape(name) => thing_shape_service(name, service),
-        }
+        let (outcome, on) = match target {
+            Target::EntityServices => (self.entity_services(service, &params), "EntityServices"),
+            Target::CurrentSessionInfo => (
+                self.session_info(caller, service, &params),
+                "CurrentSessionInfo",
+            ),
+            Target::Entity(Kind::User, name) => {
+                (self.user_service(name, service, &params), name.as_str())
+            }
+            Target::Entity(Kind::Group, name) => {
+                (self.group_service(name, service, &params), name.as_str())
+            }
+            Target::ThingShape(name) => (thing_shape_service(name, service), name.as_str()),
+        };
+        // The real platform keeps the cause for its ApplicationLog and tells the caller
+        // nothing; so does this one (the cause goes to this process's log instead).
+        outcome.map_err(|fault| {
+            if fault.routing {
+                return fault;
+            }
+            tracing::info!(service, entity = on, status = fault.status.as_u16(),
+                cause = %fault.message, "development platform: service call failed");
+            Fault::unable_to_invoke(service, on)
+        })
     }
 
     fn entity_services(&self, service: &str, p: &Params) -> Result<Reply, Fault> {
@@ -551,17 +568,6 @@ impl DevPlatform {
                     for field in row.keys() {
                         values.push((field.clone(), cell(row, field)?.unwrap_or_default()));
                     }
-                }
-                // ThingWorx answers a property its shape lacks with a bare 500 that names
-                // neither the property nor the cause; so does this platform.
-                if values
-                    .iter()
-                    .any(|(k, _)| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
-                {
-                    let shown = self.read(|s| s.user(name).map(|u| u.name.clone()))?;
-                    return Err(Fault::internal(format!(
-                        "Unable to Invoke Service SetPropertyValues on {shown}"
-                    )));
                 }
                 self.commit(|s| s.set_extensions(name, values))?;
                 Ok(Reply::Nothing)

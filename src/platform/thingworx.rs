@@ -294,29 +294,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Turns the platform's status and plain-text message into a typed error. Versions differ in
-/// the status they use for duplicates and missing entities, so the message decides where the
-/// status alone is ambiguous.
+/// Turns the platform's status into a typed error; the text is kept for the operator only.
+/// ThingWorx 9.x/10.x answers any failed service call (a duplicate create, a missing member, a
+/// refused password) with a bare 500 "Unable to Invoke Service <S> on <E>", so nothing here
+/// reads the wording: a duplicate is found by reading before creating, a missing member by
+/// reading before adding. 404 is a missing entity (or service) whatever the text says.
 fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, PlatformError> {
     if status.is_success() {
         return Ok(body);
     }
     let message = platform_text(&body);
-    let lower = message.to_lowercase();
-    let says_exists = lower.contains("already exists");
-    let says_missing = lower.contains("does not exist") || lower.contains("not found");
     Err(match status.as_u16() {
-        401 => PlatformError::Unauthorized {
-            status: 401,
-            message,
-        },
-        403 | 409 | 500 if says_exists => PlatformError::AlreadyExists(message),
-        403 => PlatformError::Unauthorized {
-            status: 403,
+        401 | 403 => PlatformError::Unauthorized {
+            status: status.as_u16(),
             message,
         },
         404 => PlatformError::NotFound(message),
-        500 if says_missing => PlatformError::NotFound(message),
         409 => PlatformError::AlreadyExists(message),
         400 => PlatformError::Rejected(message),
         502..=504 => PlatformError::Unavailable(format!("HTTP {}: {message}", status.as_u16())),
@@ -849,26 +842,40 @@ mod tests {
     }
 
     #[test]
-    fn statuses_and_messages_become_typed_errors() {
+    fn statuses_become_typed_errors_whatever_the_wording() {
         let b = |s: &str| Bytes::from(s.to_string());
+        // The wording of older fakes and some versions no longer decides anything.
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, b("User [x] already exists")),
-            Err(PlatformError::AlreadyExists(_))
+            Err(PlatformError::Unauthorized { status: 403, .. })
         ));
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, b("Not authorized")),
             Err(PlatformError::Unauthorized { status: 403, .. })
         ));
         assert!(matches!(
-            classify(StatusCode::NOT_FOUND, b("User [x] does not exist")),
+            classify(StatusCode::NOT_FOUND, b("")),
             Err(PlatformError::NotFound(_))
         ));
+        for text in [
+            "Thing [x] does not exist",
+            "User [x] already exists",
+            "Unable to Invoke Service CreateUserWithOptions on EntityServices",
+        ] {
+            assert!(
+                matches!(
+                    classify(StatusCode::INTERNAL_SERVER_ERROR, b(text)),
+                    Err(PlatformError::Unexpected {
+                        status: Some(500),
+                        ..
+                    })
+                ),
+                "{text}"
+            );
+        }
         assert!(matches!(
-            classify(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                b("Thing [x] does not exist")
-            ),
-            Err(PlatformError::NotFound(_))
+            classify(StatusCode::CONFLICT, b("")),
+            Err(PlatformError::AlreadyExists(_))
         ));
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE, b("")),

@@ -687,6 +687,7 @@ impl Provisioner {
         changes: &mut Vec<String>,
     ) -> Result<(), ProvisionError> {
         let defaults = &policy.config.user_defaults;
+        self.refuse_existing(MemberKind::User, user_name).await?;
         self.platform
             .create_user(&NewUser {
                 name: user_name.to_string(),
@@ -1055,6 +1056,8 @@ impl Provisioner {
                 Vec::new(),
             )
             .await?;
+        self.refuse_existing(MemberKind::Group, &platform_name)
+            .await?;
         let defaults = &policy.config.group_defaults;
         let tags = with_external_id(
             policy,
@@ -1395,6 +1398,24 @@ impl Provisioner {
             ));
         }
         Ok(Resolved::Principal(resolved))
+    }
+
+    /// Existence before a create: the platform answers a duplicate create with the same bare
+    /// 500 as any other failure, so a duplicate is found by reading, and is a 409 whatever the
+    /// platform would have said.
+    async fn refuse_existing(&self, kind: MemberKind, name: &str) -> Result<(), ProvisionError> {
+        let found = match kind {
+            MemberKind::User => self.find_user(name).await?,
+            MemberKind::Group => self.find_group(name).await?,
+        };
+        match found {
+            Some(existing) => Err(ProvisionError::Conflict(format!(
+                "{} {} already exists",
+                kind.as_str(),
+                existing.name
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn find_user(&self, name: &str) -> Result<Option<Member>, ProvisionError> {
