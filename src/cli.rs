@@ -123,6 +123,16 @@ struct DevArgs {
         value_name = "LEVEL"
     )]
     log_level: String,
+    /// Which ThingWorx the development platform behaves like: 10 (or 9; the default) looks
+    /// names up ignoring case and requires 14–128-character passwords; 8 looks names up as
+    /// spelled, requires 10 characters and ignores CreateGroup's projectName.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_PLATFORM_FLAVOR",
+        default_value = "10",
+        value_name = "VERSION"
+    )]
+    platform_flavor: crate::devplatform::Flavor,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +228,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 admin_listen: args.admin_listen,
                 log_format: args.log_format,
                 log_level: args.log_level,
+                flavor: args.platform_flavor,
             };
             match runtime.block_on(crate::dev::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -1176,31 +1176,48 @@ async fn extension_properties_and_passwords() {
         .user_service(
             "jdoe",
             "AssignNewPassword",
-            assign("long-enough-1", "long-enough-2"),
+            assign("long-enough-pw-1", "long-enough-pw-2"),
         )
         .await
         .unable("AssignNewPassword on jdoe");
+    // The 9.x/10.x policy: 14 to 128 characters.
+    let too_long = "x".repeat(129);
+    for refused in ["short", "thirteen-char", too_long.as_str()] {
+        server
+            .user_service("jdoe", "AssignNewPassword", assign(refused, refused))
+            .await
+            .unable("AssignNewPassword on jdoe");
+        server
+            .entity_services("CreateUser", json!({"name": "pw", "password": refused}))
+            .await
+            .unable("CreateUser on EntityServices");
+    }
     server
-        .user_service("jdoe", "AssignNewPassword", assign("short", "short"))
+        .get("/Thingworx/Users/pw")
+        .await
+        .refused(StatusCode::NOT_FOUND, "");
+    let longest = "y".repeat(128);
+    server
+        .user_service("jdoe", "AssignNewPassword", assign(&longest, &longest))
+        .await
+        .ok();
+    server
+        .user_service(
+            "jdoe",
+            "AssignNewPassword",
+            json!({"newPassword": "long-enough-pw-1"}),
+        )
         .await
         .unable("AssignNewPassword on jdoe");
     server
         .user_service(
             "jdoe",
             "AssignNewPassword",
-            json!({"newPassword": "long-enough-1"}),
-        )
-        .await
-        .unable("AssignNewPassword on jdoe");
-    server
-        .user_service(
-            "jdoe",
-            "AssignNewPassword",
-            assign("long-enough-1", "long-enough-1"),
+            assign("long-enough-pw-1", "long-enough-pw-1"),
         )
         .await
         .ok();
-    let login = basic("JDOE", "long-enough-1");
+    let login = basic("JDOE", "long-enough-pw-1");
     let r = server
         .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
         .await

@@ -14,6 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// ThingWorx 9.x/10.x's default minimum password length (8.x: 10).
+pub const DEFAULT_PASSWORD_MIN_LENGTH: usize = 14;
+
 pub const DEFAULT_SCIM_BASE_PATH: &str = "/Thingworx/SCIMProvider/SCIM";
 /// hyper refuses HTTP/1 read buffers smaller than this.
 const MIN_HEADER_BYTES: i64 = 8192;
@@ -164,6 +167,9 @@ pub struct ProvisioningConfig {
     pub group_exclusions: Vec<String>,
     pub deprovision: DeprovisionMode,
     pub max_users: Option<usize>,
+    /// The platform's minimum password length (ThingWorx 9.x/10.x: 14 by default, 8.x: 10); a
+    /// SCIM password outside this and 128 characters is refused before the platform is called.
+    pub password_min_length: usize,
     pub terminate_sessions_on_config_change: bool,
     /// User extension property that keeps `externalId`; `None` drops it.
     pub external_id_property: Option<String>,
@@ -1538,6 +1544,12 @@ impl Validator<'_> {
         let max_users = p
             .max_users
             .map(|n| self.count("provisioning.max_users", Some(n), 0, (0, 10_000_000)) as usize);
+        let password_min_length = self.count(
+            "provisioning.password_min_length",
+            p.password_min_length,
+            DEFAULT_PASSWORD_MIN_LENGTH as i64,
+            (1, crate::provisioning::MAX_PASSWORD_CHARS as i64),
+        ) as usize;
         let external_id_property = match p.external_id_property {
             None => Some("scimExternalId".to_string()),
             Some(s) if s.is_empty() => None,
@@ -1615,6 +1627,7 @@ impl Validator<'_> {
             group_exclusions: p.group_exclusions.unwrap_or_default(),
             deprovision,
             max_users,
+            password_min_length,
             terminate_sessions_on_config_change: p
                 .terminate_sessions_on_config_change
                 .unwrap_or(false),

@@ -160,6 +160,7 @@ pub struct RawProvisioning {
     pub group_exclusions: Option<Vec<String>>,
     pub deprovision: Option<String>,
     pub max_users: Option<i64>,
+    pub password_min_length: Option<i64>,
     pub terminate_sessions_on_config_change: Option<bool>,
     pub external_id_property: Option<String>,
     pub group_external_id_vocabulary: Option<String>,

@@ -26,6 +26,55 @@ use tokio_util::sync::CancellationToken;
 const STATE_FILE: &str = "state.json";
 const PASSWORD_FILE: &str = "administrator.password";
 
+/// Which ThingWorx the development platform behaves like, where versions are known to differ
+/// (platform-contract.md): 8.x looks names up case-sensitively, has a 10-character minimum
+/// password and no `projectName` parameter on `CreateGroup`; 9.x/10.x (the default) looks names
+/// up ignoring case and requires 14–128 characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    V8,
+    #[default]
+    V9,
+}
+
+impl Flavor {
+    pub fn min_password_chars(self) -> usize {
+        match self {
+            Flavor::V8 => 10,
+            Flavor::V9 => 14,
+        }
+    }
+
+    pub fn max_password_chars(self) -> usize {
+        128
+    }
+
+    pub fn case_sensitive_names(self) -> bool {
+        self == Flavor::V8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::V8 => "8",
+            Flavor::V9 => "10",
+        }
+    }
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().trim_end_matches(".x") {
+            "8" => Ok(Flavor::V8),
+            "9" | "10" => Ok(Flavor::V9),
+            other => Err(format!(
+                "{other:?} is not a platform flavor: use 8, 9 or 10 (9 and 10 behave alike)"
+            )),
+        }
+    }
+}
+
 impl From<NoRandom> for DevPlatformError {
     fn from(_: NoRandom) -> Self {
         DevPlatformError::Random
@@ -34,6 +83,7 @@ impl From<NoRandom> for DevPlatformError {
 
 pub struct DevPlatform {
     dir: PathBuf,
+    flavor: Flavor,
     state: Mutex<State>,
     sessions: Mutex<Sessions>,
     /// Checked when a Basic login names an unknown user or one without a password, so such a
@@ -54,6 +104,14 @@ impl DevPlatform {
     /// built-ins when empty). On first initialisation it generates a random Administrator
     /// password and writes it to `data_dir/administrator.password` (mode 0600, no newline).
     pub fn open(data_dir: &Path) -> Result<Arc<DevPlatform>, DevPlatformError> {
+        Self::open_flavored(data_dir, Flavor::default())
+    }
+
+    /// [`DevPlatform::open`], behaving like the given platform version.
+    pub fn open_flavored(
+        data_dir: &Path,
+        flavor: Flavor,
+    ) -> Result<Arc<DevPlatform>, DevPlatformError> {
         create_private_dir(data_dir)?;
         let path = data_dir.join(STATE_FILE);
         let state = match fs::read(&path) {
@@ -76,8 +134,11 @@ impl DevPlatform {
             }
             Err(source) => return Err(DevPlatformError::Io { path, source }),
         };
+        let mut state = state;
+        state.set_case_sensitive(flavor.case_sensitive_names());
         Ok(Arc::new(DevPlatform {
             dir: data_dir.to_path_buf(),
+            flavor,
             state: Mutex::new(state),
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,

@@ -10,8 +10,6 @@ use crate::platform::names::fold;
 use crate::platform::EntityKind;
 use serde_json::{json, Map, Value};
 
-/// A stricter platform policy would reject more; this is the length rule every version has.
-const MIN_PASSWORD_CHARS: usize = 10;
 const DEFAULT_MAX_ITEMS: usize = 500;
 
 /// What a request answers with: a JSON document, or 200 with an empty body.
@@ -216,6 +214,30 @@ fn optional_hash(password: Option<String>) -> Result<Option<PasswordHash>, Fault
 }
 
 impl DevPlatform {
+    /// The platform's password policy: 14–128 characters on 9.x/10.x, 10 and up on 8.x.
+    fn check_password(&self, password: &str) -> Result<(), Fault> {
+        let (min, max) = (
+            self.flavor.min_password_chars(),
+            self.flavor.max_password_chars(),
+        );
+        let length = password.chars().count();
+        if length < min || length > max {
+            return Err(Fault::bad_request(format!(
+                "A password must be {min} to {max} characters long"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A user may be created without a password (an SSO-provisioned user); one that is given
+    /// must meet the policy.
+    fn check_optional_password(&self, password: Option<&str>) -> Result<(), Fault> {
+        match password.filter(|p| !p.is_empty()) {
+            Some(p) => self.check_password(p),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn list(&self, kind: Kind, max_items: Option<usize>) -> Reply {
         let max = max_items.unwrap_or(usize::MAX);
         self.read(|s| match kind {
@@ -320,7 +342,9 @@ impl DevPlatform {
                 new.description = p.text("description")?;
                 new.project_name = p.text("projectName")?;
                 new.tags = p.tags("tags")?;
-                new.password = optional_hash(p.optional("password")?)?;
+                let password = p.optional("password")?;
+                self.check_optional_password(password.as_deref())?;
+                new.password = optional_hash(password)?;
                 self.commit(|s| s.create_user(new))?;
                 Ok(Reply::Nothing)
             }
@@ -345,7 +369,9 @@ impl DevPlatform {
                         }
                     }
                 }
-                new.password = optional_hash(cell(row, "password")?)?;
+                let password = cell(row, "password")?;
+                self.check_optional_password(password.as_deref())?;
+                new.password = optional_hash(password)?;
                 self.commit(|s| s.create_user(new))?;
                 Ok(Reply::Nothing)
             }
@@ -354,7 +380,11 @@ impl DevPlatform {
                 let new = NewGroup {
                     name: p.required("name")?,
                     description: p.text("description")?,
-                    project_name: p.text("projectName")?,
+                    // 8.x's CreateGroup has no projectName parameter (it arrived in 9.1).
+                    project_name: match self.flavor {
+                        super::Flavor::V8 => String::new(),
+                        super::Flavor::V9 => p.text("projectName")?,
+                    },
                     tags: p.tags("tags")?,
                 };
                 self.commit(|s| s.create_group(new))?;
@@ -535,11 +565,7 @@ impl DevPlatform {
                         "The new password and its confirmation do not match",
                     ));
                 }
-                if password.chars().count() < MIN_PASSWORD_CHARS {
-                    return Err(Fault::bad_request(format!(
-                        "A password must be at least {MIN_PASSWORD_CHARS} characters long"
-                    )));
-                }
+                self.check_password(&password)?;
                 let hashed = hash(&password)?;
                 set(&|u| u.password = Some(hashed.clone()))
             }

@@ -283,6 +283,9 @@ pub(crate) struct State {
     projects: BTreeMap<String, ModelEntity>,
     mashups: BTreeMap<String, ModelEntity>,
     app_keys: Vec<AppKey>,
+    /// ThingWorx 8.x: a name is looked up as spelled (it is still unique ignoring case).
+    /// Not persisted: the flavor the platform runs as decides.
+    case_sensitive: bool,
 }
 
 #[derive(Serialize)]
@@ -530,27 +533,43 @@ impl State {
         }
     }
 
+    /// 8.x looks names up as spelled; 9.x/10.x ignore case (names are unique ignoring case on
+    /// both, and keep the spelling they were created with).
+    pub fn set_case_sensitive(&mut self, on: bool) {
+        self.case_sensitive = on;
+    }
+
+    fn finds(case_sensitive: bool, stored: &str, asked: &str) -> bool {
+        !case_sensitive || stored == asked
+    }
+
     pub fn user(&self, name: &str) -> Result<&User, Fault> {
         self.users
             .get(&fold(name))
+            .filter(|u| Self::finds(self.case_sensitive, &u.name, name))
             .ok_or_else(|| user_missing(name))
     }
 
     pub fn user_mut(&mut self, name: &str) -> Result<&mut User, Fault> {
+        let exact = self.case_sensitive;
         self.users
             .get_mut(&fold(name))
+            .filter(|u| Self::finds(exact, &u.name, name))
             .ok_or_else(|| user_missing(name))
     }
 
     pub fn group(&self, name: &str) -> Result<&Group, Fault> {
         self.groups
             .get(&fold(name))
+            .filter(|g| Self::finds(self.case_sensitive, &g.name, name))
             .ok_or_else(|| group_missing(name))
     }
 
     pub fn group_mut(&mut self, name: &str) -> Result<&mut Group, Fault> {
+        let exact = self.case_sensitive;
         self.groups
             .get_mut(&fold(name))
+            .filter(|g| Self::finds(exact, &g.name, name))
             .ok_or_else(|| group_missing(name))
     }
 
@@ -596,9 +615,7 @@ impl State {
     /// name does not inherit them). Returns the folded name, for ending its sessions.
     pub fn delete_user(&mut self, name: &str) -> Result<String, Fault> {
         let key = fold(name);
-        if !self.users.contains_key(&key) {
-            return Err(user_missing(name));
-        }
+        self.user(name)?;
         if is_system_object(Kind::User, name) {
             return Err(Fault::forbidden("Cannot delete system object"));
         }
@@ -630,9 +647,7 @@ impl State {
 
     pub fn delete_group(&mut self, name: &str) -> Result<(), Fault> {
         let key = fold(name);
-        if !self.groups.contains_key(&key) {
-            return Err(group_missing(name));
-        }
+        self.group(name)?;
         if is_system_object(Kind::Group, name) {
             return Err(Fault::forbidden("Cannot delete system object"));
         }
@@ -647,9 +662,7 @@ impl State {
 
     pub fn add_member(&mut self, group: &str, member: &str, kind: Kind) -> Result<(), Fault> {
         let group_key = fold(group);
-        if !self.groups.contains_key(&group_key) {
-            return Err(group_missing(group));
-        }
+        self.group(group)?;
         let display = match kind {
             Kind::User => self.user(member)?.name.clone(),
             Kind::Group => self.group(member)?.name.clone(),
@@ -675,7 +688,12 @@ impl State {
         Ok(())
     }
 
+    /// Idempotent for a non-member, but the principal must exist (as spelled, on 8.x).
     pub fn remove_member(&mut self, group: &str, member: &str, kind: Kind) -> Result<(), Fault> {
+        match kind {
+            Kind::User => self.user(member).map(|_| ())?,
+            Kind::Group => self.group(member).map(|_| ())?,
+        }
         self.group_mut(group)?
             .members
             .retain(|m| !(m.kind == kind && same(&m.name, member)));

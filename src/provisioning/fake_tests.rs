@@ -619,6 +619,7 @@ fn config() -> ProvisioningConfig {
         group_exclusions: vec!["Auditors".into()],
         deprovision: DeprovisionMode::Delete,
         max_users: None,
+        password_min_length: 14,
         terminate_sessions_on_config_change: false,
         external_id_property: Some("scimExternalId".into()),
         group_external_id_vocabulary: None,

@@ -649,6 +649,7 @@ impl Provisioner {
             ));
         }
         let policy = self.policy();
+        check_password(&policy, change)?;
         if policy.is_user_excluded(user_name) {
             return Err(ProvisionError::Refused {
                 rule: Rule::UserExclusion,
@@ -770,6 +771,7 @@ impl Provisioner {
         // Checked again: a reload may have excluded the user since it was read.
         self.hide_excluded_user(&current.user_name, &current.id)?;
         let policy = self.policy();
+        check_password(&policy, change)?;
         if let Some(new_name) = &change.user_name {
             if !names::same(new_name.trim(), &current.user_name) {
                 return Err(ProvisionError::invalid(
@@ -1628,6 +1630,28 @@ fn not_found_as(kind: &'static str, asked: &str) -> impl Fn(PlatformError) -> Pr
         PlatformError::NotFound(_) => ProvisionError::NotFound(format!("{kind} {asked}")),
         other => other.into(),
     }
+}
+
+/// The longest password the platform accepts (ThingWorx 9.x/10.x: 14–128 characters).
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// A password the platform's policy would refuse is a 400 naming the rule, before any call:
+/// the platform itself would answer with a bare 500 that names nothing.
+fn check_password(policy: &Policy, change: &UserChange) -> Result<(), ProvisionError> {
+    let Some(password) = &change.password else {
+        return Ok(());
+    };
+    let min = policy.config.password_min_length;
+    let length = password.expose().chars().count();
+    if length < min || length > MAX_PASSWORD_CHARS {
+        return Err(ProvisionError::invalid(
+            "invalidValue",
+            format!(
+                "password must be {min} to {MAX_PASSWORD_CHARS} characters long (the platform's password policy); it has {length}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn keys(values: &Extensions) -> String {

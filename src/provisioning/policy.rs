@@ -152,6 +152,7 @@ mod tests {
             group_exclusions: vec![],
             deprovision: DeprovisionMode::Delete,
             max_users: None,
+        password_min_length: 14,
             terminate_sessions_on_config_change: false,
             external_id_property: None,
             group_external_id_vocabulary: None,

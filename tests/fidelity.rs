@@ -1,0 +1,227 @@
+//! The gateway against a development platform that behaves like the real one where
+//! platform-contract.md says versions are strict: opaque 500s for failed service calls, the
+//! password policy, sessions that outlive DisableUser, names looked up with or without case
+//! (8.x and 9.x/10.x), the stock UserExtensions shape and tag vocabularies. Judged by the
+//! platform's state, read with the gateway's own native client.
+
+mod common;
+
+use common::scim::Scim;
+use common::{config_toml, self_signed_listener, Gateway};
+use scimgate::config::{self, Overrides};
+use scimgate::devplatform::{DevPlatform, Flavor};
+use scimgate::platform::{Platform, PlatformError, ThingWorx};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+const TOKEN: &str = "scimgate-test-token-0123456789ab";
+const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
+const BASE1: &str = "/Thingworx/SCIMProvider/SCIM";
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+
+struct Env {
+    gw: Gateway,
+    scim: Scim,
+    platform_addr: SocketAddr,
+    key: String,
+    stop: CancellationToken,
+    _platform_dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn setup(flavor: Flavor, provisioning: &str) -> Env {
+    scimgate::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let platform = DevPlatform::open_flavored(dir.path(), flavor).unwrap();
+    let key = platform
+        .ensure_app_key("fidelity-tests", "Administrator")
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let platform_addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(platform.serve(listener, stop.clone()));
+    let extra = format!(
+        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
+    );
+    let toml = config_toml(
+        &self_signed_listener("@DIR@/tls"),
+        &format!("http://{platform_addr}"),
+        "",
+        &extra,
+    );
+    let gw = Gateway::start(&toml).await;
+    let scim = Scim::of(&gw, None);
+    Env {
+        gw,
+        scim,
+        platform_addr,
+        key,
+        stop,
+        _platform_dir: dir,
+    }
+}
+
+struct Resp {
+    status: u16,
+    body: Value,
+}
+
+impl std::fmt::Display for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.body)
+    }
+}
+
+impl Env {
+    async fn call_at(&self, base: &str, method: &str, rel: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {TOKEN}");
+        let r = self
+            .scim
+            .send(
+                method,
+                &format!("{base}{rel}"),
+                &[
+                    ("authorization", &auth),
+                    ("accept", "application/json"),
+                    ("content-type", "application/json"),
+                ],
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await;
+        Resp {
+            status: r.status,
+            body: r.body,
+        }
+    }
+
+    async fn call(&self, method: &str, rel: &str, body: Option<Value>) -> Resp {
+        self.call_at(BASE2, method, rel, body).await
+    }
+
+    async fn call_v1(&self, method: &str, rel: &str, body: Option<Value>) -> Resp {
+        self.call_at(BASE1, method, rel, body).await
+    }
+
+    /// The gateway's own native client, pointed at the same development platform.
+    fn platform(&self) -> ThingWorx {
+        let text = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[platform]\napp_key = \"{}\"\n",
+            self.platform_addr, self.key
+        );
+        let config =
+            config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
+        let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
+        ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
+    }
+}
+
+fn user(name: &str) -> Value {
+    json!({"schemas": [USER], "userName": name, "active": true})
+}
+
+fn group(name: &str, members: &[&str]) -> Value {
+    let members: Vec<Value> = members.iter().map(|id| json!({"value": id})).collect();
+    json!({"schemas": [GROUP], "displayName": name, "members": members})
+}
+
+#[tokio::test]
+async fn duplicates_and_missing_members_are_found_by_reading_not_by_the_platform_wording() {
+    let env = setup(Flavor::V9, "").await;
+    let r = env.call("POST", "/Users", Some(user("Dup.User@corp.com"))).await;
+    assert_eq!(r.status, 201, "{r}");
+    // The platform answers a duplicate create with a bare 500; the gateway never gets there.
+    for name in ["Dup.User@corp.com", "dup.user@CORP.com"] {
+        let r = env.call("POST", "/Users", Some(user(name))).await;
+        assert_eq!(r.status, 409, "{name}: {r}");
+        assert_eq!(r.body["scimType"], "uniqueness", "{r}");
+    }
+    let r = env.call("POST", "/Groups", Some(group("Team", &[]))).await;
+    assert_eq!(r.status, 201, "{r}");
+    let r = env.call("POST", "/Groups", Some(group("TEAM", &[]))).await;
+    assert_eq!(r.status, 409, "{r}");
+    // A member that names nothing is a 400, and the group is not created.
+    let r = env
+        .call("POST", "/Groups", Some(group("Other", &["nobody%40corp.com"])))
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+    let tw = env.platform();
+    assert!(matches!(
+        tw.get_group("Other").await,
+        Err(PlatformError::NotFound(_))
+    ));
+    let users = tw.list_users().await.unwrap();
+    assert_eq!(
+        users
+            .iter()
+            .filter(|u| u.name.eq_ignore_ascii_case("dup.user@corp.com"))
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn passwords_the_platform_policy_refuses_are_a_400_before_any_call() {
+    let env = setup(Flavor::V9, "").await;
+    let tw = env.platform();
+    for (password, what) in [
+        ("short-pw", "8 characters"),
+        ("thirteen-char", "13 characters"),
+        (&"p".repeat(129) as &str, "129 characters"),
+    ] {
+        let mut body = user("pw.user");
+        body["password"] = json!(password);
+        let r = env.call("POST", "/Users", Some(body)).await;
+        assert_eq!(r.status, 400, "{what}: {r}");
+        let detail = r.body["detail"].as_str().unwrap_or_default().to_string();
+        assert!(detail.contains("14 to 128"), "{what}: {detail}");
+        assert!(matches!(
+            tw.get_user("pw.user").await,
+            Err(PlatformError::NotFound(_))
+        ));
+    }
+    let mut body = user("pw.user");
+    body["password"] = json!("fourteen-chars");
+    let r = env.call("POST", "/Users", Some(body)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    // A change of password is held to the same rule, in 1.1 and 2.0.
+    let r = env
+        .call(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "password", "value": "too-short"}]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+    let r = env
+        .call_v1(
+            "PUT",
+            &format!("/Users/{id}"),
+            Some(json!({"userName": "pw.user", "password": "too-short"})),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r}");
+}
+
+#[tokio::test]
+async fn the_minimum_password_length_is_a_setting() {
+    let env = setup(Flavor::V8, "password_min_length = 10").await;
+    let mut body = user("ten.chars");
+    body["password"] = json!("ten-chars!");
+    let r = env.call("POST", "/Users", Some(body)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let mut body = user("nine.chars");
+    body["password"] = json!("nine-char");
+    let r = env.call("POST", "/Users", Some(body)).await;
+    assert_eq!(r.status, 400, "{r}");
+}
