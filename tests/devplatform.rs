@@ -1306,7 +1306,8 @@ async fn sessions_are_opened_listed_and_terminated() {
         .await
         .unable("TerminateUserSessions on CurrentSessionInfo");
 
-    // Disabling and deleting end sessions too.
+    // Disabling does not end a session (as on ThingWorx); a new login is refused, and only
+    // TerminateUserSessions ends the live one. Deleting ends it too.
     let cookie = server
         .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
         .await
@@ -1317,14 +1318,30 @@ async fn sessions_are_opened_listed_and_terminated() {
         .user_service("bob", "DisableUser", json!({}))
         .await
         .ok();
+    let r = server
+        .call_as(&[("cookie", &cookie)], CURRENT_USER, json!({}))
+        .await
+        .ok();
+    assert_eq!(r.result(), "bob");
     server
-        .user_service("bob", "EnableUser", json!({}))
+        .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
+        .await
+        .refused(StatusCode::UNAUTHORIZED, "");
+    server
+        .call(
+            "/Thingworx/Resources/CurrentSessionInfo/Services/TerminateUserSessions",
+            json!({"userName": "BOB"}),
+        )
         .await
         .ok();
     server
         .call_as(&[("cookie", &cookie)], CURRENT_USER, json!({}))
         .await
         .refused(StatusCode::UNAUTHORIZED, "");
+    server
+        .user_service("bob", "EnableUser", json!({}))
+        .await
+        .ok();
     let cookie = server
         .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
         .await

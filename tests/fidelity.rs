@@ -111,9 +111,15 @@ impl Env {
 
     /// The gateway's own native client, pointed at the same development platform.
     fn platform(&self) -> ThingWorx {
+        self.platform_as(&format!("app_key = \"{}\"", self.key))
+    }
+
+    /// A native client with other credentials (Basic opens a platform session, as a browser
+    /// login does).
+    fn platform_as(&self, credentials: &str) -> ThingWorx {
         let text = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[platform]\napp_key = \"{}\"\n",
-            self.platform_addr, self.key
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[platform]\n{credentials}\n",
+            self.platform_addr
         );
         let config =
             config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
@@ -224,4 +230,54 @@ async fn the_minimum_password_length_is_a_setting() {
     body["password"] = json!("nine-char");
     let r = env.call("POST", "/Users", Some(body)).await;
     assert_eq!(r.status, 400, "{r}");
+}
+
+#[tokio::test]
+async fn deactivation_ends_sessions_although_disable_user_alone_does_not() {
+    let env = setup(Flavor::V9, "").await;
+    let tw = env.platform();
+    let password = "session-password-1";
+    let mut body = user("Sess.User");
+    body["password"] = json!(password);
+    let r = env.call("POST", "/Users", Some(body)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let login = || async {
+        let as_user =
+            env.platform_as(&format!("username = \"Sess.User\"\npassword = \"{password}\""));
+        as_user.current_user().await.unwrap();
+    };
+    let active = || async {
+        tw.active_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.name)
+            .collect::<Vec<_>>()
+    };
+
+    // The platform alone: DisableUser leaves the session alive.
+    login().await;
+    tw.set_user_enabled("Sess.User", false).await.unwrap();
+    assert!(active().await.contains(&"Sess.User".to_string()));
+    tw.terminate_sessions("Sess.User").await.unwrap();
+    tw.set_user_enabled("Sess.User", true).await.unwrap();
+
+    // Through SCIM 2.0 (PATCH) and 1.1 (PUT): the gateway ends it.
+    login().await;
+    assert!(active().await.contains(&"Sess.User".to_string()));
+    let r = env
+        .call(
+            "PATCH",
+            &format!("/Users/{id}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert!(!tw.is_user_enabled("Sess.User").await.unwrap());
+    let now = active().await;
+    assert!(!now.contains(&"Sess.User".to_string()), "{now:?}");
 }

@@ -464,10 +464,10 @@ fn authenticate(
         let Some(user_key) = platform.lock_sessions().touch(id) else {
             continue;
         };
+        // A session outlives DisableUser, as on the real platform: only TerminateUserSessions
+        // (or deleting the user) ends it. New logins of a disabled user are refused above.
         let caller = platform.read(|s| {
-            s.user_by_key(&user_key)
-                .filter(|u| u.enabled)
-                .map(|u| Caller {
+            s.user_by_key(&user_key).map(|u| Caller {
                     name: u.name.clone(),
                     key: user_key.clone(),
                 })

@@ -479,7 +479,6 @@ impl DevPlatform {
                 let active = self.lock_sessions().active();
                 let rows = self.read(|s| {
                     s.users()
-                        .filter(|u| u.enabled)
                         .filter_map(|u| active.get(&fold(&u.name)).map(|ms| (u, *ms)))
                         .take(max)
                         .map(|(u, ms)| {
@@ -513,7 +512,7 @@ impl DevPlatform {
     }
 
     fn user_service(&self, name: &str, service: &str, p: &Params) -> Result<Reply, Fault> {
-        let key = self.read(|s| s.user(name).map(|u| fold(&u.name)))?;
+        self.read(|s| s.user(name).map(|_| ()))?;
         let set = |f: &dyn Fn(&mut store::User)| -> Result<Reply, Fault> {
             self.commit(|s| {
                 f(s.user_mut(name)?);
@@ -524,11 +523,9 @@ impl DevPlatform {
         let get = |f: &dyn Fn(&store::User) -> Value| self.read(|s| s.user(name).map(f));
         match service {
             "EnableUser" => set(&|u| u.enabled = true),
-            "DisableUser" => {
-                set(&|u| u.enabled = false)?;
-                self.lock_sessions().end_user(&key);
-                Ok(Reply::Nothing)
-            }
+            // ThingWorx: "When using the DisableUser service, current sessions are not
+            // interrupted" (platform-contract.md [D]); ending them takes TerminateUserSessions.
+            "DisableUser" => set(&|u| u.enabled = false),
             "IsEnabled" => Ok(result("BOOLEAN", get(&|u| json!(u.enabled))?)),
             "SetDescription" => {
                 let v = p.text("description")?;
