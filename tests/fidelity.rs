@@ -281,3 +281,123 @@ async fn deactivation_ends_sessions_although_disable_user_alone_does_not() {
     let now = active().await;
     assert!(!now.contains(&"Sess.User".to_string()), "{now:?}");
 }
+
+/// The same SCIM story on both name-lookup behaviours: names keep the spelling they were
+/// created with, ids are the same whatever case a client uses, and every call after a lookup
+/// names the entity as the platform spells it (8.x finds nothing otherwise).
+async fn names_keep_their_spelling_on(flavor: Flavor) {
+    let env = setup(flavor, "").await;
+    let tw = env.platform();
+    let r = env.call("POST", "/Users", Some(user("Mixed.Case@Corp.com"))).await;
+    assert_eq!(r.status, 201, "{r}");
+    let uid = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["userName"], "Mixed.Case@Corp.com");
+    let r = env.call("POST", "/Users", Some(user("mixed.case@corp.com"))).await;
+    assert_eq!(r.status, 409, "a duplicate in another case: {r}");
+
+    let r = env.call("POST", "/Groups", Some(group("Sales Team", &[&uid]))).await;
+    assert_eq!(r.status, 201, "{r}");
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["displayName"], "Sales Team");
+    let r = env.call("POST", "/Groups", Some(group("SALES TEAM", &[]))).await;
+    assert_eq!(r.status, 409, "{r}");
+
+    // The id encodes the folded name (stable whatever case a client sends the name in), so
+    // the gateway looks the stored spelling up.
+    let r = env.call("GET", &format!("/Users/{uid}"), None).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body["userName"], "Mixed.Case@Corp.com");
+    assert_eq!(r.body["id"], uid.as_str());
+    let filter = "userName%20eq%20%22MIXED.CASE%40corp.com%22";
+    let r = env.call("GET", &format!("/Users?filter={filter}"), None).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body["totalResults"], 1, "{r}");
+    assert_eq!(r.body["Resources"][0]["id"], uid.as_str(), "{r}");
+    let r = env.call("GET", &format!("/Groups/{gid}"), None).await;
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.body["members"][0]["value"], uid.as_str(), "{r}");
+
+    // Membership out and in again, extension attributes, deactivation.
+    let patch = |op: &str| {
+        json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": op, "path": "members", "value": [{"value": uid}]}]
+        })
+    };
+    let r = env
+        .call("PATCH", &format!("/Groups/{gid}"), Some(patch("remove")))
+        .await;
+    assert!(r.status == 200 || r.status == 204, "{r}");
+    assert!(tw.group_members("Sales Team").await.unwrap().is_empty());
+    let r = env
+        .call("PATCH", &format!("/Groups/{gid}"), Some(patch("add")))
+        .await;
+    assert!(r.status == 200 || r.status == 204, "{r}");
+    let members = tw.group_members("Sales Team").await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].name, "Mixed.Case@Corp.com");
+    let r = env
+        .call(
+            "PATCH",
+            &format!("/Users/{uid}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [
+                    {"op": "replace", "path": "name.givenName", "value": "Mixed"},
+                    {"op": "replace", "path": "active", "value": false}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r}");
+    assert!(!tw.is_user_enabled("Mixed.Case@Corp.com").await.unwrap());
+    let r = env.call("GET", &format!("/Users/{uid}"), None).await;
+    assert_eq!(r.body["name"]["givenName"], "Mixed", "{r}");
+
+    // An entity the gateway has never seen (created on the platform directly) is found from
+    // a name in another case too, and joins a group under its stored spelling.
+    tw.create_user(&scimgate::platform::NewUser {
+        name: "Native.User".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let filter = "userName%20eq%20%22native.user%22";
+    let r = env.call("GET", &format!("/Users?filter={filter}"), None).await;
+    assert_eq!(r.body["totalResults"], 1, "{r}");
+    assert_eq!(r.body["Resources"][0]["userName"], "Native.User", "{r}");
+    let native = r.body["Resources"][0]["id"].as_str().unwrap().to_string();
+    let r = env
+        .call(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": native}]}]
+            })),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 204, "{r}");
+    let members = tw.group_members("Sales Team").await.unwrap();
+    assert!(members.iter().any(|m| m.name == "Native.User"), "{members:?}");
+    let fresh = env.platform();
+    assert_eq!(fresh.get_user("NATIVE.user").await.unwrap().name, "Native.User");
+    assert_eq!(fresh.get_group("sales team").await.unwrap().name, "Sales Team");
+
+    let r = env.call("DELETE", &format!("/Groups/{gid}"), None).await;
+    assert_eq!(r.status, 204, "{r}");
+    let r = env.call("DELETE", &format!("/Users/{uid}"), None).await;
+    assert_eq!(r.status, 204, "{r}");
+    assert!(tw.list_users().await.unwrap().iter().all(|u| u.name != "Mixed.Case@Corp.com"));
+    assert!(tw.list_groups().await.unwrap().iter().all(|g| g.name != "Sales Team"));
+}
+
+#[tokio::test]
+async fn names_on_a_9x_10x_platform() {
+    names_keep_their_spelling_on(Flavor::V9).await;
+}
+
+#[tokio::test]
+async fn names_on_an_8x_platform_that_finds_names_only_as_spelled() {
+    names_keep_their_spelling_on(Flavor::V8).await;
+}

@@ -194,6 +194,31 @@ pub struct PlatformConfig {
     pub max_concurrency: usize,
     /// Extra attempts for calls that are safe to repeat, on connection failures only.
     pub retries: u32,
+    /// Whether the platform looks entity names up ignoring case (9.x/10.x) or as spelled (8.x).
+    pub names: NameLookup,
+    /// How user extension property values are read.
+    pub extensions: ExtensionAccess,
+}
+
+/// `platform.names`: how the platform looks names up. `Auto` asks it once (a `GET` of the
+/// gateway's own user in another case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NameLookup {
+    #[default]
+    Auto,
+    CaseInsensitive,
+    CaseSensitive,
+}
+
+/// `platform.extensions`: how user extension values are read. `SetPropertyValues` writes them
+/// either way; reads use `GetPropertyValues` or the user's `UserExtensions` configuration table
+/// (`GetConfigurationTable`, rows `name`/`value`). `Auto` probes once which one answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtensionAccess {
+    #[default]
+    Auto,
+    PropertyValues,
+    ConfigurationTable,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1168,6 +1193,32 @@ impl Validator<'_> {
         let max_concurrency =
             self.count("platform.max_concurrency", p.max_concurrency, 8, (1, 1024)) as usize;
         let retries = self.count("platform.retries", p.retries, 2, (0, 10)) as u32;
+        let names = match p.names.as_deref() {
+            None | Some("auto") => NameLookup::Auto,
+            Some("case-insensitive") => NameLookup::CaseInsensitive,
+            Some("case-sensitive") => NameLookup::CaseSensitive,
+            Some(other) => {
+                self.problem(
+                    "platform.names",
+                    format!("{other:?} is not a name lookup mode"),
+                    "use \"auto\", \"case-insensitive\" (ThingWorx 9.x/10.x) or \"case-sensitive\" (8.x)",
+                );
+                NameLookup::Auto
+            }
+        };
+        let extensions = match p.extensions.as_deref() {
+            None | Some("auto") => ExtensionAccess::Auto,
+            Some("property-values") => ExtensionAccess::PropertyValues,
+            Some("configuration-table") => ExtensionAccess::ConfigurationTable,
+            Some(other) => {
+                self.problem(
+                    "platform.extensions",
+                    format!("{other:?} is not a way to read user extensions"),
+                    "use \"auto\", \"property-values\" or \"configuration-table\"",
+                );
+                ExtensionAccess::Auto
+            }
+        };
         let secret = |v: &mut Self, setting: &str, spec: &str| -> Option<Secret> {
             match SecretSource::parse(spec).resolve() {
                 Ok(s)
@@ -1222,6 +1273,8 @@ impl Validator<'_> {
             credentials,
             max_concurrency,
             retries,
+            names,
+            extensions,
         })
     }
 

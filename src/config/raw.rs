@@ -150,6 +150,8 @@ pub struct RawPlatform {
     pub password: Option<String>,
     pub max_concurrency: Option<i64>,
     pub retries: Option<i64>,
+    pub names: Option<String>,
+    pub extensions: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

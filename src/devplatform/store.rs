@@ -935,6 +935,24 @@ mod tests {
     }
 
     #[test]
+    fn the_8x_flavor_finds_names_only_as_spelled_but_keeps_them_unique_ignoring_case() {
+        let mut s = fresh();
+        s.set_case_sensitive(true);
+        user(&mut s, "JDoe");
+        group(&mut s, "Sales Team");
+        assert!(s.user("JDoe").is_ok());
+        assert_eq!(s.user("jdoe").unwrap_err().status, http::StatusCode::NOT_FOUND);
+        assert!(s.group("sales team").is_err());
+        assert!(s.create_user(NewUser::named("jdoe")).is_err());
+        assert!(s.add_member("Sales Team", "jdoe", Kind::User).is_err());
+        s.add_member("Sales Team", "JDoe", Kind::User).unwrap();
+        assert!(s.remove_member("Sales Team", "JDOE", Kind::User).is_err());
+        assert_eq!(s.members("Sales Team").unwrap().len(), 1);
+        assert!(s.delete_user("jdoe").is_err());
+        s.delete_user("JDoe").unwrap();
+    }
+
+    #[test]
     fn creating_into_a_missing_group_changes_nothing() {
         let mut s = fresh();
         group(&mut s, "Eng");

@@ -9,7 +9,9 @@ use super::{
     NewUser, Platform, PlatformError, Tag, User,
 };
 use crate::body::{empty, full};
-use crate::config::{PlatformConfig, PlatformCredentials, Secret, UpstreamConfig};
+use crate::config::{
+    ExtensionAccess, NameLookup, PlatformConfig, PlatformCredentials, Secret, UpstreamConfig,
+};
 use crate::proxy::UpstreamClient;
 use async_trait::async_trait;
 use base64::Engine;
@@ -18,7 +20,8 @@ use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -35,6 +38,8 @@ const LIST_MAX_ITEMS: u64 = 100_000;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How much of a platform error text is kept.
 const MAX_ERROR_TEXT: usize = 512;
+/// Stored spellings remembered; past this the memory starts again (reads refill it).
+const MAX_SPELLINGS: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("platform.{0} cannot be sent in an HTTP header (it holds control or non-ASCII characters)")]
@@ -56,6 +61,16 @@ pub struct ThingWorx {
     limiter: Arc<Semaphore>,
     retries: u32,
     timeout: Duration,
+    names: NameLookup,
+    /// What `NameLookup::Auto` found, once it has asked.
+    case_sensitive: tokio::sync::OnceCell<bool>,
+    /// Folded name → the spelling the platform stores, for every user and group read or
+    /// created: every call after a lookup names the entity as the platform spells it (8.x
+    /// finds names only as spelled; the ids SCIM uses carry the folded name).
+    spellings: Mutex<HashMap<(MemberKind, String), String>>,
+    extensions: ExtensionAccess,
+    /// What `ExtensionAccess::Auto` found, once it has probed.
+    extension_reads: tokio::sync::OnceCell<ExtensionAccess>,
 }
 
 impl ThingWorx {
@@ -85,7 +100,119 @@ impl ThingWorx {
             limiter: Arc::new(Semaphore::new(platform.max_concurrency)),
             retries: platform.retries,
             timeout: upstream.request_timeout,
+            names: platform.names,
+            case_sensitive: tokio::sync::OnceCell::new(),
+            spellings: Mutex::new(HashMap::new()),
+            extensions: platform.extensions,
+            extension_reads: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The platform's spelling of a user or group name, when it has been seen.
+    fn spelled(&self, kind: MemberKind, name: &str) -> String {
+        self.spellings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(kind, names::fold(name)))
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    fn remember(&self, kind: MemberKind, stored: &str) {
+        if stored.is_empty() {
+            return;
+        }
+        let mut spellings = self.spellings.lock().unwrap_or_else(|e| e.into_inner());
+        if spellings.len() >= MAX_SPELLINGS {
+            spellings.clear();
+        }
+        spellings.insert((kind, names::fold(stored)), stored.to_string());
+    }
+
+    fn forget(&self, kind: MemberKind, name: &str) {
+        self.spellings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(kind, names::fold(name)));
+    }
+
+    /// Whether the platform finds names only as spelled (ThingWorx 8.x), per `platform.names`
+    /// or, on `auto`, by asking once: a `GET` of the gateway's own user in another case.
+    pub async fn names_case_sensitive(&self) -> Result<bool, PlatformError> {
+        match self.names {
+            NameLookup::CaseInsensitive => return Ok(false),
+            NameLookup::CaseSensitive => return Ok(true),
+            NameLookup::Auto => {}
+        }
+        self.case_sensitive
+            .get_or_try_init(|| async {
+                let me = self.current_user().await?;
+                let upper = me.to_uppercase();
+                let other = if upper != me { upper } else { me.to_lowercase() };
+                if other == me {
+                    // A name without case cannot tell; 9.x/10.x is the likelier platform.
+                    return Ok(false);
+                }
+                let path = Self::entity_path("Users", &other);
+                let sensitive = match self.send(Method::GET, &path, None, Repeat::Safe).await {
+                    Ok(_) => false,
+                    Err(PlatformError::NotFound(_)) => true,
+                    Err(e) => return Err(e),
+                };
+                tracing::info!(
+                    case_sensitive = sensitive,
+                    "platform name lookup: {} (platform.names = \"auto\")",
+                    if sensitive {
+                        "names are found only as spelled (ThingWorx 8.x); names from SCIM ids are matched against the platform's list"
+                    } else {
+                        "names are found ignoring case (ThingWorx 9.x/10.x)"
+                    }
+                );
+                Ok(sensitive)
+            })
+            .await
+            .copied()
+    }
+
+    /// A user or group entity by name, in any case: on a platform that finds names only as
+    /// spelled, a miss is looked up in the list of that kind to find the stored spelling.
+    async fn read_entity(
+        &self,
+        kind: MemberKind,
+        name: &str,
+    ) -> Result<Map<String, Value>, PlatformError> {
+        let collection = match kind {
+            MemberKind::User => "Users",
+            MemberKind::Group => "Groups",
+        };
+        let asked = self.spelled(kind, name);
+        let get = |spelling: String| async move {
+            let path = Self::entity_path(collection, &spelling);
+            let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
+            entity_object(&bytes, &spelling)
+        };
+        let object = match get(asked.clone()).await {
+            Err(PlatformError::NotFound(message)) => {
+                if !self.names_case_sensitive().await? {
+                    return Err(PlatformError::NotFound(message));
+                }
+                let listed = match kind {
+                    MemberKind::User => self.list_users().await?,
+                    MemberKind::Group => self.list_groups().await?,
+                };
+                let Some(stored) = listed
+                    .into_iter()
+                    .map(|e| e.name)
+                    .find(|n| *n != asked && names::same(n, name))
+                else {
+                    return Err(PlatformError::NotFound(message));
+                };
+                get(stored).await?
+            }
+            other => other?,
+        };
+        self.remember(kind, &text(&object, "name"));
+        Ok(object)
     }
 
     fn entity_path(collection: &str, entity: &str) -> String {
@@ -118,7 +245,7 @@ impl ThingWorx {
         service: &str,
         body: Value,
     ) -> Result<Bytes, PlatformError> {
-        let path = Self::service_path("Users", user, service);
+        let path = Self::service_path("Users", &self.spelled(MemberKind::User, user), service);
         self.send(Method::POST, &path, Some(body), Repeat::Safe)
             .await
     }
@@ -129,7 +256,7 @@ impl ThingWorx {
         service: &str,
         body: Value,
     ) -> Result<Bytes, PlatformError> {
-        let path = Self::service_path("Groups", group, service);
+        let path = Self::service_path("Groups", &self.spelled(MemberKind::Group, group), service);
         self.send(Method::POST, &path, Some(body), Repeat::Safe)
             .await
     }
@@ -484,9 +611,7 @@ impl Platform for ThingWorx {
     }
 
     async fn get_user(&self, name: &str) -> Result<User, PlatformError> {
-        let path = Self::entity_path("Users", name);
-        let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
-        let o = entity_object(&bytes, name)?;
+        let o = self.read_entity(MemberKind::User, name).await?;
         Ok(User {
             name: text(&o, "name"),
             description: text(&o, "description"),
@@ -539,12 +664,15 @@ impl Platform for ThingWorx {
             Repeat::Once,
         )
         .await?;
+        self.remember(MemberKind::User, &user.name);
         Ok(())
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), PlatformError> {
-        self.entity_services("DeleteUser", json!({ "name": name }), Repeat::Once)
+        let stored = self.spelled(MemberKind::User, name);
+        self.entity_services("DeleteUser", json!({ "name": stored }), Repeat::Once)
             .await?;
+        self.forget(MemberKind::User, name);
         Ok(())
     }
 
@@ -676,9 +804,7 @@ impl Platform for ThingWorx {
     }
 
     async fn get_group(&self, name: &str) -> Result<Group, PlatformError> {
-        let path = Self::entity_path("Groups", name);
-        let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
-        let o = entity_object(&bytes, name)?;
+        let o = self.read_entity(MemberKind::Group, name).await?;
         Ok(Group {
             name: text(&o, "name"),
             description: text(&o, "description"),
@@ -701,12 +827,15 @@ impl Platform for ThingWorx {
         }
         self.entity_services("CreateGroup", body, Repeat::Once)
             .await?;
+        self.remember(MemberKind::Group, &group.name);
         Ok(())
     }
 
     async fn delete_group(&self, name: &str) -> Result<(), PlatformError> {
-        self.entity_services("DeleteGroup", json!({ "name": name }), Repeat::Once)
+        let stored = self.spelled(MemberKind::Group, name);
+        self.entity_services("DeleteGroup", json!({ "name": stored }), Repeat::Once)
             .await?;
+        self.forget(MemberKind::Group, name);
         Ok(())
     }
 
@@ -732,13 +861,19 @@ impl Platform for ThingWorx {
     }
 
     async fn add_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        let body = json!({ "member": member.name, "type": member.kind.as_str() });
+        let body = json!({
+            "member": self.spelled(member.kind, &member.name),
+            "type": member.kind.as_str(),
+        });
         self.group_service(group, "AddMember", body).await?;
         Ok(())
     }
 
     async fn remove_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        let body = json!({ "member": member.name, "type": member.kind.as_str() });
+        let body = json!({
+            "member": self.spelled(member.kind, &member.name),
+            "type": member.kind.as_str(),
+        });
         self.group_service(group, "DeleteMember", body).await?;
         Ok(())
     }
@@ -785,7 +920,8 @@ impl Platform for ThingWorx {
     }
 
     async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError> {
-        self.session_service("TerminateUserSessions", json!({ "userName": user }))
+        let stored = self.spelled(MemberKind::User, user);
+        self.session_service("TerminateUserSessions", json!({ "userName": stored }))
             .await?;
         Ok(())
     }
