@@ -59,7 +59,10 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let data_dir = std::fs::canonicalize(&options.data_dir).map_err(io_error(&options.data_dir))?;
 
     let platform = DevPlatform::open_flavored(&data_dir, options.flavor)?;
-    tracing::info!(flavor = options.flavor.as_str(), "development platform flavor");
+    tracing::info!(
+        flavor = options.flavor.as_str(),
+        "development platform flavor"
+    );
     let key = platform.ensure_app_key(GATEWAY_APP_KEY_NAME, "Administrator")?;
     let key_file = data_dir.join(GATEWAY_APP_KEY_FILE);
     write_atomically(&key_file, key.as_bytes(), Access::OwnerOnly).map_err(io_error(&key_file))?;

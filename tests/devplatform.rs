@@ -25,6 +25,10 @@ struct Server {
 async fn start_in(dir: tempfile::TempDir) -> Server {
     let platform = DevPlatform::open(dir.path()).unwrap();
     let key = platform.ensure_app_key("tests", "Administrator").unwrap();
+    // Vocabularies the tests tag with, as an administrator would create them.
+    for vocabulary in ["Colors", "A"] {
+        platform.ensure_vocabulary(vocabulary, true).unwrap();
+    }
     let password = std::fs::read_to_string(dir.path().join("administrator.password")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -1109,17 +1113,38 @@ async fn create_user_with_options_joins_groups_atomically() {
 async fn extension_properties_and_passwords() {
     let server = start().await;
     server.create_user("jdoe", None).await;
-    let r = server
-        .user_service("jdoe", "GetPropertyValues", json!({}))
-        .await
-        .ok();
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1);
-    let row = rows[0].as_object().unwrap();
-    // The fifteen UserExtensions properties plus the administrator-added scimExternalId.
-    assert_eq!(row.len(), 16);
-    assert!(row.contains_key("scimExternalId"));
+    // Values are read from the user's UserExtensions configuration table (name/value rows),
+    // as verified live on 9.5–10.2; GetPropertyValues does not return them.
+    let ext = |user: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .user_service(
+                    user,
+                    "GetConfigurationTable",
+                    json!({"tableName": "UserExtensions"}),
+                )
+                .await
+                .ok()
+                .rows()
+                .iter()
+                .map(|r| (r["name"].as_str().unwrap().to_string(), r["value"].clone()))
+                .collect::<serde_json::Map<String, Value>>()
+        }
+    };
+    let row = ext("jdoe").await;
+    // The fifteen stock UserExtensions properties, and no scimExternalId.
+    assert_eq!(row.len(), 15);
+    assert!(!row.contains_key("scimExternalId"));
     assert!(row.values().all(|v| v == ""));
+    server
+        .user_service(
+            "jdoe",
+            "GetConfigurationTable",
+            json!({"tableName": "Settings"}),
+        )
+        .await
+        .unable("GetConfigurationTable on jdoe");
 
     let values = |row: Value| {
         json!({"values": {
@@ -1158,18 +1183,38 @@ async fn extension_properties_and_passwords() {
         .user_service("jdoe", "SetPropertyValues", values(json!({"firstName": 7})))
         .await
         .unable("SetPropertyValues on jdoe");
-    let row = server
-        .user_service("jdoe", "GetPropertyValues", json!({}))
-        .await
-        .ok()
-        .rows()[0]
-        .clone();
+    let row = ext("jdoe").await;
     assert_eq!(row["firstName"], "Jane");
     assert_eq!(row["lastName"], "Doe");
     assert_eq!(row["emailAddress"], "jane@corp.com");
     assert_eq!(row["title"], "Dr");
     assert_eq!(row["city"], "");
     assert_eq!(row["zipCode"], "");
+    let listed = server
+        .user_service("jdoe", "GetPropertyValues", json!({}))
+        .await
+        .ok()
+        .rows()[0]
+        .clone();
+    assert!(listed.get("firstName").is_none(), "{listed}");
+
+    // An administrator adds a property to the shape; then it can be written.
+    server
+        .call(
+            "/Thingworx/ThingShapes/UserExtensions/Services/AddPropertyDefinition",
+            json!({"name": "scimExternalId", "type": "STRING"}),
+        )
+        .await
+        .ok();
+    server
+        .user_service(
+            "jdoe",
+            "SetPropertyValues",
+            values(json!({"scimExternalId": "x-1"})),
+        )
+        .await
+        .ok();
+    assert_eq!(ext("jdoe").await["scimExternalId"], "x-1");
 
     let assign = |a: &str, b: &str| json!({"newPassword": a, "newPasswordConfirm": b});
     server
@@ -1429,13 +1474,17 @@ async fn a_restart_keeps_everything_but_sessions() {
             ("Inner".to_string(), "Group".to_string()),
         ]
     );
-    let row = server
-        .user_service("Jörg@corp.com", "GetPropertyValues", json!({}))
+    let rows = server
+        .user_service(
+            "Jörg@corp.com",
+            "GetConfigurationTable",
+            json!({"tableName": "UserExtensions"}),
+        )
         .await
         .ok()
-        .rows()[0]
-        .clone();
-    assert_eq!(row["firstName"], "Jörg");
+        .rows();
+    let first = rows.iter().find(|r| r["name"] == "firstName").unwrap();
+    assert_eq!(first["value"], "Jörg");
     server
         .user_service("Jörg@corp.com", "EnableUser", json!({}))
         .await
@@ -1518,4 +1567,44 @@ async fn stopping_waits_for_nothing_when_idle_connections_are_open() {
         .expect("stop finished");
     drop(sender);
     let _ = conn.await;
+}
+
+#[tokio::test]
+async fn tags_need_an_existing_vocabulary_and_new_terms_a_dynamic_one() {
+    let server = start().await;
+    let r = server.get("/Thingworx/ModelTags/SCIMExternalId").await.ok();
+    assert_eq!(r.json()["isDynamic"], true);
+    let r = server.get("/Thingworx/ModelTags/Applications").await.ok();
+    assert_eq!(r.json()["isDynamic"], false);
+    server
+        .get("/Thingworx/ModelTags/Nope")
+        .await
+        .refused(StatusCode::NOT_FOUND, "");
+    // A term of the static vocabulary, and a new term of the dynamic one.
+    server
+        .entity_services(
+            "CreateGroup",
+            json!({"name": "G1", "tags": "Applications:SCIM;SCIMExternalId:ext-1"}),
+        )
+        .await
+        .ok();
+    // A new term of a static vocabulary, and a vocabulary that does not exist.
+    for tags in ["Applications:NewTerm", "Nope:X"] {
+        server
+            .entity_services("CreateGroup", json!({"name": "G2", "tags": tags}))
+            .await
+            .unable("CreateGroup on EntityServices");
+        server
+            .entity_services("CreateUser", json!({"name": "u2", "tags": tags}))
+            .await
+            .unable("CreateUser on EntityServices");
+        server
+            .group_service("G1", "SetTags", json!({ "tags": tags }))
+            .await
+            .unable("SetTags on G1");
+    }
+    server
+        .get("/Thingworx/Groups/G2")
+        .await
+        .refused(StatusCode::NOT_FOUND, "");
 }

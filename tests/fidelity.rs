@@ -37,9 +37,21 @@ impl Drop for Env {
 }
 
 async fn setup(flavor: Flavor, provisioning: &str) -> Env {
+    setup_with(flavor, provisioning, "", |_| {}).await
+}
+
+/// `platform`: extra keys of `[platform]`; `prepare` runs on the development platform before
+/// the gateway starts (and probes it).
+async fn setup_with(
+    flavor: Flavor,
+    provisioning: &str,
+    platform_settings: &str,
+    prepare: impl FnOnce(&DevPlatform),
+) -> Env {
     scimgate::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let platform = DevPlatform::open_flavored(dir.path(), flavor).unwrap();
+    prepare(&platform);
     let key = platform
         .ensure_app_key("fidelity-tests", "Administrator")
         .unwrap();
@@ -48,7 +60,7 @@ async fn setup(flavor: Flavor, provisioning: &str) -> Env {
     let stop = CancellationToken::new();
     tokio::spawn(platform.serve(listener, stop.clone()));
     let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
+        "[platform]\napp_key = \"{key}\"\n{platform_settings}\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
     );
     let toml = config_toml(
         &self_signed_listener("@DIR@/tls"),
@@ -140,7 +152,9 @@ fn group(name: &str, members: &[&str]) -> Value {
 #[tokio::test]
 async fn duplicates_and_missing_members_are_found_by_reading_not_by_the_platform_wording() {
     let env = setup(Flavor::V9, "").await;
-    let r = env.call("POST", "/Users", Some(user("Dup.User@corp.com"))).await;
+    let r = env
+        .call("POST", "/Users", Some(user("Dup.User@corp.com")))
+        .await;
     assert_eq!(r.status, 201, "{r}");
     // The platform answers a duplicate create with a bare 500; the gateway never gets there.
     for name in ["Dup.User@corp.com", "dup.user@CORP.com"] {
@@ -154,7 +168,11 @@ async fn duplicates_and_missing_members_are_found_by_reading_not_by_the_platform
     assert_eq!(r.status, 409, "{r}");
     // A member that names nothing is a 400, and the group is not created.
     let r = env
-        .call("POST", "/Groups", Some(group("Other", &["nobody%40corp.com"])))
+        .call(
+            "POST",
+            "/Groups",
+            Some(group("Other", &["nobody%40corp.com"])),
+        )
         .await;
     assert_eq!(r.status, 400, "{r}");
     let tw = env.platform();
@@ -243,8 +261,9 @@ async fn deactivation_ends_sessions_although_disable_user_alone_does_not() {
     assert_eq!(r.status, 201, "{r}");
     let id = r.body["id"].as_str().unwrap().to_string();
     let login = || async {
-        let as_user =
-            env.platform_as(&format!("username = \"Sess.User\"\npassword = \"{password}\""));
+        let as_user = env.platform_as(&format!(
+            "username = \"Sess.User\"\npassword = \"{password}\""
+        ));
         as_user.current_user().await.unwrap();
     };
     let active = || async {
@@ -288,18 +307,26 @@ async fn deactivation_ends_sessions_although_disable_user_alone_does_not() {
 async fn names_keep_their_spelling_on(flavor: Flavor) {
     let env = setup(flavor, "").await;
     let tw = env.platform();
-    let r = env.call("POST", "/Users", Some(user("Mixed.Case@Corp.com"))).await;
+    let r = env
+        .call("POST", "/Users", Some(user("Mixed.Case@Corp.com")))
+        .await;
     assert_eq!(r.status, 201, "{r}");
     let uid = r.body["id"].as_str().unwrap().to_string();
     assert_eq!(r.body["userName"], "Mixed.Case@Corp.com");
-    let r = env.call("POST", "/Users", Some(user("mixed.case@corp.com"))).await;
+    let r = env
+        .call("POST", "/Users", Some(user("mixed.case@corp.com")))
+        .await;
     assert_eq!(r.status, 409, "a duplicate in another case: {r}");
 
-    let r = env.call("POST", "/Groups", Some(group("Sales Team", &[&uid]))).await;
+    let r = env
+        .call("POST", "/Groups", Some(group("Sales Team", &[&uid])))
+        .await;
     assert_eq!(r.status, 201, "{r}");
     let gid = r.body["id"].as_str().unwrap().to_string();
     assert_eq!(r.body["displayName"], "Sales Team");
-    let r = env.call("POST", "/Groups", Some(group("SALES TEAM", &[]))).await;
+    let r = env
+        .call("POST", "/Groups", Some(group("SALES TEAM", &[])))
+        .await;
     assert_eq!(r.status, 409, "{r}");
 
     // The id encodes the folded name (stable whatever case a client sends the name in), so
@@ -309,7 +336,9 @@ async fn names_keep_their_spelling_on(flavor: Flavor) {
     assert_eq!(r.body["userName"], "Mixed.Case@Corp.com");
     assert_eq!(r.body["id"], uid.as_str());
     let filter = "userName%20eq%20%22MIXED.CASE%40corp.com%22";
-    let r = env.call("GET", &format!("/Users?filter={filter}"), None).await;
+    let r = env
+        .call("GET", &format!("/Users?filter={filter}"), None)
+        .await;
     assert_eq!(r.status, 200, "{r}");
     assert_eq!(r.body["totalResults"], 1, "{r}");
     assert_eq!(r.body["Resources"][0]["id"], uid.as_str(), "{r}");
@@ -363,7 +392,9 @@ async fn names_keep_their_spelling_on(flavor: Flavor) {
     .await
     .unwrap();
     let filter = "userName%20eq%20%22native.user%22";
-    let r = env.call("GET", &format!("/Users?filter={filter}"), None).await;
+    let r = env
+        .call("GET", &format!("/Users?filter={filter}"), None)
+        .await;
     assert_eq!(r.body["totalResults"], 1, "{r}");
     assert_eq!(r.body["Resources"][0]["userName"], "Native.User", "{r}");
     let native = r.body["Resources"][0]["id"].as_str().unwrap().to_string();
@@ -379,17 +410,36 @@ async fn names_keep_their_spelling_on(flavor: Flavor) {
         .await;
     assert!(r.status == 200 || r.status == 204, "{r}");
     let members = tw.group_members("Sales Team").await.unwrap();
-    assert!(members.iter().any(|m| m.name == "Native.User"), "{members:?}");
+    assert!(
+        members.iter().any(|m| m.name == "Native.User"),
+        "{members:?}"
+    );
     let fresh = env.platform();
-    assert_eq!(fresh.get_user("NATIVE.user").await.unwrap().name, "Native.User");
-    assert_eq!(fresh.get_group("sales team").await.unwrap().name, "Sales Team");
+    assert_eq!(
+        fresh.get_user("NATIVE.user").await.unwrap().name,
+        "Native.User"
+    );
+    assert_eq!(
+        fresh.get_group("sales team").await.unwrap().name,
+        "Sales Team"
+    );
 
     let r = env.call("DELETE", &format!("/Groups/{gid}"), None).await;
     assert_eq!(r.status, 204, "{r}");
     let r = env.call("DELETE", &format!("/Users/{uid}"), None).await;
     assert_eq!(r.status, 204, "{r}");
-    assert!(tw.list_users().await.unwrap().iter().all(|u| u.name != "Mixed.Case@Corp.com"));
-    assert!(tw.list_groups().await.unwrap().iter().all(|g| g.name != "Sales Team"));
+    assert!(tw
+        .list_users()
+        .await
+        .unwrap()
+        .iter()
+        .all(|u| u.name != "Mixed.Case@Corp.com"));
+    assert!(tw
+        .list_groups()
+        .await
+        .unwrap()
+        .iter()
+        .all(|g| g.name != "Sales Team"));
 }
 
 #[tokio::test]
@@ -400,4 +450,154 @@ async fn names_on_a_9x_10x_platform() {
 #[tokio::test]
 async fn names_on_an_8x_platform_that_finds_names_only_as_spelled() {
     names_keep_their_spelling_on(Flavor::V8).await;
+}
+
+fn with_extensions(name: &str, external_id: &str) -> Value {
+    json!({
+        "schemas": [USER],
+        "userName": name,
+        "externalId": external_id,
+        "name": {"givenName": "Ada", "familyName": "Lovelace"},
+        "title": "Countess",
+        "active": true,
+    })
+}
+
+/// Extension values are read by whichever mechanism the platform answers, chosen once by a
+/// probe at start and logged; a setting can force one.
+async fn extensions_round_trip(env: &Env, name: &str) {
+    let r = env
+        .call("POST", "/Users", Some(with_extensions(name, "ext-7")))
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let r = env.call("GET", &format!("/Users/{id}"), None).await;
+    assert_eq!(r.body["name"]["givenName"], "Ada", "{r}");
+    assert_eq!(r.body["title"], "Countess", "{r}");
+    assert_eq!(r.body["externalId"], "ext-7", "{r}");
+}
+
+#[tokio::test]
+async fn extension_values_are_read_from_the_configuration_table_when_it_answers() {
+    let env = setup(Flavor::V9, "").await;
+    extensions_round_trip(&env, "ct.user").await;
+    let logged = env
+        .gw
+        .wait_log(std::time::Duration::from_secs(10), |j| {
+            j.message()
+                .contains("user extension values are read with GetConfigurationTable")
+        })
+        .await;
+    assert!(logged.is_some(), "{:?}", env.gw.logs());
+    let probes = env
+        .gw
+        .json_logs()
+        .iter()
+        .filter(|j| j.message().contains("user extension values are read with"))
+        .count();
+    assert_eq!(probes, 1, "logged once");
+    // Stored where a stock platform keeps them: values in the configuration table, the
+    // externalId as a tag term (no scimExternalId property exists).
+    let tw = env.platform();
+    let ext = tw.user_extensions("ct.user").await.unwrap();
+    assert_eq!(ext["firstName"], "Ada");
+    assert!(!ext.contains_key("scimExternalId"));
+    let user = tw.get_user("ct.user").await.unwrap();
+    assert!(user
+        .tags
+        .iter()
+        .any(|t| t.vocabulary == "SCIMExternalId" && t.term == "ext-7"));
+}
+
+#[tokio::test]
+async fn extension_values_are_read_with_get_property_values_where_that_is_what_answers() {
+    let env = setup_with(Flavor::V9, "", "", |p| p.model_property_value_reads(true)).await;
+    extensions_round_trip(&env, "pv.user").await;
+    let logged = env
+        .gw
+        .wait_log(std::time::Duration::from_secs(10), |j| {
+            j.message()
+                .contains("user extension values are read with GetPropertyValues")
+        })
+        .await;
+    assert!(logged.is_some(), "{:?}", env.gw.logs());
+}
+
+#[tokio::test]
+async fn an_operator_added_external_id_property_is_an_option() {
+    let env = setup_with(
+        Flavor::V9,
+        "external_id_property = \"scimExternalId\"",
+        "extensions = \"configuration-table\"",
+        |_| {},
+    )
+    .await;
+    // The stock shape lacks it: a user write fails with a 500 that names the setting.
+    let r = env
+        .call(
+            "POST",
+            "/Users",
+            Some(with_extensions("prop.user", "ext-1")),
+        )
+        .await;
+    assert_eq!(r.status, 500, "{r}");
+    let detail = r.body["detail"].as_str().unwrap_or_default().to_string();
+    assert!(detail.contains("external_id_property"), "{detail}");
+    let tw = env.platform();
+    assert!(matches!(
+        tw.get_user("prop.user").await,
+        Err(PlatformError::NotFound(_))
+    ));
+    // Once an administrator adds it to the shape, the externalId lives there.
+    let r = tw.user_extension_properties().await.unwrap().unwrap();
+    assert!(!r.contains(&"scimExternalId".to_string()));
+    add_property(env.platform_addr, &env.key, "scimExternalId").await;
+    let r = env
+        .call(
+            "POST",
+            "/Users",
+            Some(with_extensions("prop.user", "ext-1")),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{r}");
+    assert_eq!(r.body["externalId"], "ext-1", "{r}");
+    let ext = tw.user_extensions("prop.user").await.unwrap();
+    assert_eq!(ext["scimExternalId"], "ext-1");
+    let user = tw.get_user("prop.user").await.unwrap();
+    assert!(user.tags.iter().all(|t| t.vocabulary != "SCIMExternalId"));
+}
+
+/// `AddPropertyDefinition` on the UserExtensions shape, as an administrator would.
+async fn add_property(addr: SocketAddr, key: &str, name: &str) {
+    let body = json!({"name": name, "type": "STRING"}).to_string();
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/Thingworx/ThingShapes/UserExtensions/Services/AddPropertyDefinition")
+        .header("host", addr.to_string())
+        .header("appKey", key)
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .body(common::full(body))
+        .unwrap();
+    let resp = common::send_plain(addr, req).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+#[tokio::test]
+async fn groups_get_their_project_on_an_8x_platform_whose_create_group_ignores_it() {
+    let env = setup(
+        Flavor::V8,
+        "[provisioning.group_defaults]\nproject = \"MyProject\"\ntags = [\"Applications:SCIM\"]",
+    )
+    .await;
+    let mut body = group("Plant Crew", &[]);
+    body["externalId"] = json!("grp-1");
+    let r = env.call("POST", "/Groups", Some(body)).await;
+    assert_eq!(r.status, 201, "{r}");
+    let g = env.platform().get_group("Plant Crew").await.unwrap();
+    assert_eq!(g.project, "MyProject");
+    assert!(g
+        .tags
+        .iter()
+        .any(|t| t.vocabulary == "SCIMExternalId" && t.term == "grp-1"));
 }

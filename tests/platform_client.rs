@@ -37,6 +37,9 @@ async fn dev_server() -> DevServer {
     let dir = tempfile::tempdir().unwrap();
     let platform = DevPlatform::open(dir.path()).unwrap();
     let key = platform.ensure_app_key("tests", "Administrator").unwrap();
+    for vocabulary in ["A", "C"] {
+        platform.ensure_vocabulary(vocabulary, true).unwrap();
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();

@@ -171,8 +171,13 @@ pub struct ProvisioningConfig {
     /// SCIM password outside this and 128 characters is refused before the platform is called.
     pub password_min_length: usize,
     pub terminate_sessions_on_config_change: bool,
-    /// User extension property that keeps `externalId`; `None` drops it.
+    /// User extension property an administrator added to keep `externalId`; when set it is used
+    /// instead of the tag vocabulary below. `None` by default: a stock platform has no such
+    /// property.
     pub external_id_property: Option<String>,
+    /// Tag vocabulary (a dynamic one on the platform) whose term keeps a user's `externalId`
+    /// when no property is configured; `None` drops it.
+    pub user_external_id_vocabulary: Option<String>,
     /// Tag vocabulary (a dynamic one on the platform) whose term keeps a group's `externalId`;
     /// `None` drops it.
     pub group_external_id_vocabulary: Option<String>,
@@ -184,6 +189,13 @@ pub struct ProvisioningConfig {
     pub group_mappings: Vec<(String, String)>,
     /// SCIM attribute → user extension property (defaults merged with overrides).
     pub user_attributes: std::collections::BTreeMap<String, String>,
+}
+
+impl ProvisioningConfig {
+    /// Whether a user's SCIM `externalId` is kept (in a property or as a tag term).
+    pub fn stores_user_external_id(&self) -> bool {
+        self.external_id_property.is_some() || self.user_external_id_vocabulary.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1603,9 +1615,18 @@ impl Validator<'_> {
             DEFAULT_PASSWORD_MIN_LENGTH as i64,
             (1, crate::provisioning::MAX_PASSWORD_CHARS as i64),
         ) as usize;
-        let external_id_property = match p.external_id_property {
-            None => Some("scimExternalId".to_string()),
+        let external_id_property = p.external_id_property.filter(|s| !s.is_empty());
+        let user_external_id_vocabulary = match p.user_external_id_vocabulary {
+            None => Some("SCIMExternalId".to_string()),
             Some(s) if s.is_empty() => None,
+            Some(s) if s.contains([':', ';']) => {
+                self.problem(
+                    "provisioning.user_external_id_vocabulary",
+                    format!("{s:?} cannot be a vocabulary name"),
+                    "use a name without ':' or ';', or \"\" to drop user externalIds",
+                );
+                None
+            }
             Some(s) => Some(s),
         };
         let group_external_id_vocabulary = match p.group_external_id_vocabulary {
@@ -1685,6 +1706,7 @@ impl Validator<'_> {
                 .terminate_sessions_on_config_change
                 .unwrap_or(false),
             external_id_property,
+            user_external_id_vocabulary,
             group_external_id_vocabulary,
             audit_log: p.audit_log.map(|a| self.path(&a)),
             user_defaults,

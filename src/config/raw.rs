@@ -165,6 +165,7 @@ pub struct RawProvisioning {
     pub password_min_length: Option<i64>,
     pub terminate_sessions_on_config_change: Option<bool>,
     pub external_id_property: Option<String>,
+    pub user_external_id_vocabulary: Option<String>,
     pub group_external_id_vocabulary: Option<String>,
     pub audit_log: Option<String>,
     #[serde(default)]

@@ -20,6 +20,8 @@ pub enum DevPlatformError {
     Random,
     #[error("user [{0}] does not exist on the development platform")]
     UnknownUser(String),
+    #[error("vocabulary: {0}")]
+    Vocabulary(String),
     #[error("[{name}] cannot be an application key name: {reason}")]
     InvalidName { name: String, reason: &'static str },
     #[error("application key [{name}] is bound to user [{bound}], not [{requested}]")]

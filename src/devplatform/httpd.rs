@@ -199,7 +199,7 @@ fn serve_request(
     let method = &parts.method;
     let reading = *method == Method::GET || *method == Method::HEAD;
     let allowed = match &route {
-        Route::List(_) => reading,
+        Route::List(_) | Route::Vocabulary(_) => reading,
         Route::Entity(..) => reading || *method == Method::DELETE,
         Route::Service(..) => *method == Method::POST,
     };
@@ -224,6 +224,7 @@ fn serve_request(
     };
     match &route {
         Route::List(kind) => Ok(platform.list(*kind, max_items_query(parts.uri.query()))),
+        Route::Vocabulary(name) => platform.vocabulary(name),
         Route::Entity(kind, name) if reading => platform.entity(*kind, name),
         Route::Entity(kind, name) => platform.delete_entity(*kind, name),
         Route::Service(target, service) => platform.invoke(caller, target, service, &params),
@@ -234,6 +235,8 @@ fn serve_request(
 enum Route {
     List(Kind),
     Entity(Kind, String),
+    /// A model tag vocabulary, `/Thingworx/ModelTags/<name>`.
+    Vocabulary(String),
     Service(Target, String),
 }
 
@@ -265,6 +268,7 @@ fn route(path: &str) -> Result<Route, Fault> {
     };
     match segments.as_slice() {
         [c] => collection(c).map(Route::List).ok_or_else(not_found),
+        ["ModelTags", vocabulary] => Ok(Route::Vocabulary(decode(vocabulary)?)),
         [c, entity] => {
             let kind = collection(c).ok_or_else(not_found)?;
             Ok(Route::Entity(kind, decode(entity)?))
@@ -468,9 +472,9 @@ fn authenticate(
         // (or deleting the user) ends it. New logins of a disabled user are refused above.
         let caller = platform.read(|s| {
             s.user_by_key(&user_key).map(|u| Caller {
-                    name: u.name.clone(),
-                    key: user_key.clone(),
-                })
+                name: u.name.clone(),
+                key: user_key.clone(),
+            })
         });
         if let Some(caller) = caller {
             return Ok((caller, None));

@@ -84,6 +84,9 @@ impl From<NoRandom> for DevPlatformError {
 pub struct DevPlatform {
     dir: PathBuf,
     flavor: Flavor,
+    /// Whether `GetPropertyValues` returns extension values (and `GetConfigurationTable`
+    /// refuses), instead of the live-verified behaviour.
+    property_value_reads: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     sessions: Mutex<Sessions>,
     /// Checked when a Basic login names an unknown user or one without a password, so such a
@@ -139,6 +142,7 @@ impl DevPlatform {
         Ok(Arc::new(DevPlatform {
             dir: data_dir.to_path_buf(),
             flavor,
+            property_value_reads: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,
@@ -167,6 +171,27 @@ impl DevPlatform {
             *state = next;
         }
         Ok(id)
+    }
+
+    /// Creates a model tag vocabulary (or changes whether it is dynamic), as an administrator
+    /// does in Composer.
+    pub fn ensure_vocabulary(&self, name: &str, dynamic: bool) -> Result<(), DevPlatformError> {
+        self.commit(|s| s.ensure_vocabulary(name, dynamic))
+            .map_err(|f| DevPlatformError::Vocabulary(f.message))
+    }
+
+    /// Models the other reading of the evidence on user extension values: `GetPropertyValues`
+    /// returns them and `GetConfigurationTable` refuses the `UserExtensions` table. By default
+    /// (as verified live on 9.5–10.2) it is the other way round. For tests of a gateway that
+    /// must work either way.
+    pub fn model_property_value_reads(&self, on: bool) {
+        self.property_value_reads
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn property_value_reads(&self) -> bool {
+        self.property_value_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A poisoned lock is still consistent: changes are made on a copy and swapped in whole.

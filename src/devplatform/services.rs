@@ -2,9 +2,7 @@
 
 use super::error::Fault;
 use super::secret::PasswordHash;
-use super::store::{
-    self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag, USER_EXTENSION_PROPERTIES,
-};
+use super::store::{self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag};
 use super::DevPlatform;
 use crate::platform::names::fold;
 use crate::platform::EntityKind;
@@ -289,6 +287,20 @@ impl DevPlatform {
         })
     }
 
+    /// A model tag vocabulary: its name and whether new terms may be added on use.
+    pub(crate) fn vocabulary(&self, name: &str) -> Result<Reply, Fault> {
+        self.read(|s| match s.vocabulary(name) {
+            Some(v) => Ok(Reply::Json(json!({
+                "name": v.name,
+                "description": "",
+                "isDynamic": v.dynamic,
+            }))),
+            None => Err(Fault::not_found(format!(
+                "Vocabulary [{name}] does not exist"
+            ))),
+        })
+    }
+
     pub(crate) fn delete_entity(&self, kind: Kind, name: &str) -> Result<Reply, Fault> {
         match kind {
             Kind::User => {
@@ -320,7 +332,10 @@ impl DevPlatform {
             Target::Entity(Kind::Group, name) => {
                 (self.group_service(name, service, &params), name.as_str())
             }
-            Target::ThingShape(name) => (thing_shape_service(name, service), name.as_str()),
+            Target::ThingShape(name) => (
+                self.thing_shape_service(name, service, &params),
+                name.as_str(),
+            ),
         };
         // The real platform keeps the cause for its ApplicationLog and tells the caller
         // nothing; so does this one (the cause goes to this process's log instead).
@@ -533,7 +548,12 @@ impl DevPlatform {
             }
             "SetTags" => {
                 let tags = p.tags("tags")?;
-                set(&|u| u.tags = tags.clone())
+                self.commit(|s| {
+                    s.admit_tags(&tags)?;
+                    s.user_mut(name)?.tags = tags;
+                    Ok(())
+                })?;
+                Ok(Reply::Nothing)
             }
             "GetTags" => {
                 let tags = self.read(|s| s.user(name).map(|u| u.tags.clone()))?;
@@ -574,15 +594,38 @@ impl DevPlatform {
                         .map(|g| (g.name.as_str(), g.description.as_str())),
                 ))
             }),
+            // Live-verified on 9.5–10.2 ([B]): "no platform service returns" a user's
+            // extension values but the UserExtensions configuration table; GetPropertyValues
+            // answers without them. The other reading of the evidence (they are properties,
+            // [C][P][Q]) is modelled by `model_property_value_reads`.
             "GetPropertyValues" => {
-                let values = self.read(|s| s.extensions(name))?;
+                let values = if self.property_value_reads() {
+                    self.read(|s| s.extensions(name))?
+                } else {
+                    Vec::new()
+                };
                 let fields: Vec<(&str, &str)> =
-                    values.iter().map(|(k, _)| (*k, "STRING")).collect();
-                let row: Map<String, Value> = values
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), json!(v)))
-                    .collect();
+                    values.iter().map(|(k, _)| (k.as_str(), "STRING")).collect();
+                let row: Map<String, Value> =
+                    values.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
                 Ok(Reply::Json(table(&fields, vec![Value::Object(row)])))
+            }
+            "GetConfigurationTable" => {
+                let wanted = p.required("tableName")?;
+                if wanted != "UserExtensions" || self.property_value_reads() {
+                    return Err(Fault::bad_request(format!(
+                        "No configuration table [{wanted}] is readable here"
+                    )));
+                }
+                let rows = self
+                    .read(|s| s.extensions(name))?
+                    .into_iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect();
+                Ok(Reply::Json(table(
+                    &[("name", "STRING"), ("value", "STRING")],
+                    rows,
+                )))
             }
             "SetPropertyValues" => {
                 let rows = p.rows("values")?;
@@ -651,7 +694,12 @@ impl DevPlatform {
             }
             "SetTags" => {
                 let tags = p.tags("tags")?;
-                set(&|g| g.tags = tags.clone())
+                self.commit(|s| {
+                    s.admit_tags(&tags)?;
+                    s.group_mut(name)?.tags = tags;
+                    Ok(())
+                })?;
+                Ok(Reply::Nothing)
             }
             "GetTags" => {
                 let tags = self.read(|s| s.group(name).map(|g| g.tags.clone()))?;
@@ -680,30 +728,43 @@ impl DevPlatform {
     }
 }
 
-/// The one thing shape provisioning asks about: `UserExtensions`, whose property definitions
-/// tell `scimgate check` which mapped properties exist.
-fn thing_shape_service(name: &str, service: &str) -> Result<Reply, Fault> {
-    if name != "UserExtensions" {
-        return Err(Fault::not_found(format!(
-            "Thing Shape [{name}] does not exist"
-        )));
-    }
-    match service {
-        "GetPropertyDefinitions" => {
-            let rows = USER_EXTENSION_PROPERTIES
-                .iter()
-                .map(|p| json!({"name": p, "description": "", "baseType": "STRING"}))
-                .collect();
-            Ok(Reply::Json(table(
-                &[
-                    ("name", "STRING"),
-                    ("description", "STRING"),
-                    ("baseType", "BASETYPENAME"),
-                ],
-                rows,
-            )))
+impl DevPlatform {
+    /// The one thing shape provisioning asks about: `UserExtensions`, whose property definitions
+    /// tell `scimgate check` which mapped properties exist, and to which an administrator adds
+    /// properties (`AddPropertyDefinition {name, type}`, STRING only here).
+    fn thing_shape_service(&self, name: &str, service: &str, p: &Params) -> Result<Reply, Fault> {
+        if name != "UserExtensions" {
+            return Err(Fault::not_found(format!(
+                "Thing Shape [{name}] does not exist"
+            )));
         }
-        _ => Err(unknown_service(service, &format!("ThingShapes/{name}"))),
+        match service {
+            "AddPropertyDefinition" => {
+                let property = p.required("name")?;
+                let base_type = p.text("type")?;
+                if !(base_type.is_empty() || base_type == "STRING") {
+                    return Err(Fault::bad_request("Only STRING properties are supported"));
+                }
+                self.commit(|s| s.add_extension_property(&property))?;
+                Ok(Reply::Nothing)
+            }
+            "GetPropertyDefinitions" => {
+                let rows = self
+                    .read(|s| s.extension_properties())
+                    .into_iter()
+                    .map(|p| json!({"name": p, "description": "", "baseType": "STRING"}))
+                    .collect();
+                Ok(Reply::Json(table(
+                    &[
+                        ("name", "STRING"),
+                        ("description", "STRING"),
+                        ("baseType", "BASETYPENAME"),
+                    ],
+                    rows,
+                )))
+            }
+            _ => Err(unknown_service(service, &format!("ThingShapes/{name}"))),
+        }
     }
 }
 

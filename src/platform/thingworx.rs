@@ -6,7 +6,7 @@ use super::infotable::{text, InfoTable};
 use super::names;
 use super::{
     ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup,
-    NewUser, Platform, PlatformError, Tag, User,
+    NewUser, Platform, PlatformError, Tag, User, VocabularyState,
 };
 use crate::body::{empty, full};
 use crate::config::{
@@ -172,6 +172,63 @@ impl ThingWorx {
             })
             .await
             .copied()
+    }
+
+    /// How user extension values are read, per `platform.extensions` or, on `auto`, by probing
+    /// once on the gateway's own user: the `UserExtensions` configuration table
+    /// (`GetConfigurationTable`, verified live on 9.5–10.2) when it answers, else
+    /// `GetPropertyValues`. Logged once.
+    pub async fn extension_reads(&self) -> Result<ExtensionAccess, PlatformError> {
+        if self.extensions != ExtensionAccess::Auto {
+            return Ok(self.extensions);
+        }
+        self.extension_reads
+            .get_or_try_init(|| async {
+                let me = self.current_user().await?;
+                let found = match self.configuration_table(&me).await {
+                    Ok(_) => ExtensionAccess::ConfigurationTable,
+                    Err(e @ PlatformError::Unauthorized { .. }) => return Err(e),
+                    Err(e @ (PlatformError::Unavailable(_) | PlatformError::Timeout(_))) => {
+                        return Err(e)
+                    }
+                    Err(_) => ExtensionAccess::PropertyValues,
+                };
+                tracing::info!(
+                    "user extension values are read with {} (platform.extensions = \"auto\")",
+                    match found {
+                        ExtensionAccess::ConfigurationTable =>
+                            "GetConfigurationTable {\"tableName\":\"UserExtensions\"}",
+                        _ => "GetPropertyValues (the UserExtensions configuration table did not answer)",
+                    }
+                );
+                Ok(found)
+            })
+            .await
+            .copied()
+    }
+
+    /// A user's `UserExtensions` configuration table: rows `name`/`value`.
+    async fn configuration_table(&self, user: &str) -> Result<Extensions, PlatformError> {
+        let bytes = self
+            .user_service(
+                user,
+                "GetConfigurationTable",
+                json!({ "tableName": "UserExtensions" }),
+            )
+            .await?;
+        let answer = table(&bytes)?;
+        if !answer.rows.is_empty() && answer.rows.iter().all(|r| !r.contains_key("name")) {
+            return Err(unexpected(
+                "the UserExtensions configuration table has no name column",
+                user,
+            ));
+        }
+        Ok(answer
+            .rows
+            .iter()
+            .map(|r| (text(r, "name"), text(r, "value")))
+            .filter(|(k, _)| !k.is_empty())
+            .collect())
     }
 
     /// A user or group entity by name, in any case: on a platform that finds names only as
@@ -725,6 +782,9 @@ impl Platform for ThingWorx {
     }
 
     async fn user_extensions(&self, name: &str) -> Result<Extensions, PlatformError> {
+        if self.extension_reads().await? == ExtensionAccess::ConfigurationTable {
+            return self.configuration_table(name).await;
+        }
         let bytes = self
             .user_service(name, "GetPropertyValues", json!({}))
             .await?;
@@ -828,6 +888,20 @@ impl Platform for ThingWorx {
         self.entity_services("CreateGroup", body, Repeat::Once)
             .await?;
         self.remember(MemberKind::Group, &group.name);
+        // ThingWorx before 9.1 has no projectName parameter on CreateGroup and ignores it: the
+        // group is read back and given its project with SetProjectName when it lacks it. The
+        // group exists by now, so a failure here is logged rather than failing the create.
+        if let Some(project) = group.project.as_deref().filter(|p| !p.is_empty()) {
+            let settled = match self.get_group(&group.name).await {
+                Ok(g) if g.project == project => Ok(()),
+                Ok(_) => self.set_group_project(&group.name, project).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = settled {
+                tracing::warn!(group = %group.name, %project, error = %e,
+                    "the new group's project could not be checked or set");
+            }
+        }
         Ok(())
     }
 
@@ -939,6 +1013,24 @@ impl Platform for ThingWorx {
                 .filter(|n| !n.is_empty())
                 .collect(),
         ))
+    }
+
+    async fn vocabulary(&self, name: &str) -> Result<Option<VocabularyState>, PlatformError> {
+        let path = Self::entity_path("ModelTags", name);
+        let bytes = match self.send(Method::GET, &path, None, Repeat::Safe).await {
+            Ok(bytes) => bytes,
+            Err(PlatformError::NotFound(_)) => return Ok(Some(VocabularyState::Missing)),
+            Err(e) => return Err(e),
+        };
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| unexpected("the vocabulary is not JSON", e))?;
+        Ok(Some(match value.get("isDynamic") {
+            Some(Value::Bool(true)) => VocabularyState::Dynamic,
+            Some(Value::Bool(false)) => VocabularyState::Static,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => VocabularyState::Dynamic,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => VocabularyState::Static,
+            _ => VocabularyState::Unknown,
+        }))
     }
 
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {

@@ -622,6 +622,7 @@ fn config() -> ProvisioningConfig {
         password_min_length: 14,
         terminate_sessions_on_config_change: false,
         external_id_property: Some("scimExternalId".into()),
+        user_external_id_vocabulary: None,
         group_external_id_vocabulary: None,
         audit_log: None,
         user_defaults: UserDefaults {

@@ -580,13 +580,14 @@ impl Provisioner {
                 attributes.insert(slot.clone(), v.clone());
             }
         }
-        let external_id = policy
-            .config
-            .external_id_property
-            .as_ref()
-            .and_then(|p| extensions.get(p))
-            .filter(|v| !v.is_empty())
-            .cloned();
+        let external_id = match (
+            &policy.config.external_id_property,
+            &policy.config.user_external_id_vocabulary,
+        ) {
+            (Some(p), _) => extensions.get(p).filter(|v| !v.is_empty()).cloned(),
+            (None, Some(vocabulary)) => tag_term(&user.tags, vocabulary),
+            (None, None) => None,
+        };
         let groups = groups
             .into_iter()
             .filter(|g| policy.is_group_visible(&g.name))
@@ -694,7 +695,11 @@ impl Provisioner {
                 name: user_name.to_string(),
                 password: change.password.clone(),
                 description: defaults.description.clone().unwrap_or_default(),
-                tags: defaults.tags.clone().unwrap_or_default(),
+                tags: with_external_id(
+                    user_external_id_vocabulary(policy),
+                    defaults.tags.clone().unwrap_or_default(),
+                    &change.external_id,
+                ),
                 home_mashup: defaults.home_mashup.clone(),
                 mobile_mashup: defaults.mobile_mashup.clone(),
                 groups: Vec::new(),
@@ -804,6 +809,24 @@ impl Provisioner {
             changes.push(format!("set {}", keys(&extensions)));
         }
         let rest = async {
+            let external_id = resolve(&change.external_id, current.external_id.as_ref());
+            if let (Some(vocabulary), Some(value)) =
+                (user_external_id_vocabulary(policy), external_id)
+            {
+                {
+                    let wanted = if value.is_empty() {
+                        Change::Clear
+                    } else {
+                        Change::Set(value)
+                    };
+                    let tags = self.platform.get_user(name).await?.tags;
+                    let next = with_external_id(Some(vocabulary), tags.clone(), &wanted);
+                    if next != tags {
+                        self.platform.set_user_tags(name, &next).await?;
+                        changes.push("externalId tag set".into());
+                    }
+                }
+            }
             if let Some(password) = &change.password {
                 self.platform.assign_password(name, password).await?;
                 changes.push("password set".into());
@@ -1062,7 +1085,7 @@ impl Provisioner {
             .await?;
         let defaults = &policy.config.group_defaults;
         let tags = with_external_id(
-            policy,
+            policy.config.group_external_id_vocabulary.as_ref(),
             defaults.tags.clone().unwrap_or_default(),
             &change.external_id,
         );
@@ -1196,8 +1219,11 @@ impl Provisioner {
                     .get_group(&platform_name)
                     .await
                     .map_err(not_found_as("Group", &current.id))?;
-                let tags =
-                    with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
+                let tags = with_external_id(
+                    policy.config.group_external_id_vocabulary.as_ref(),
+                    platform_group.tags.clone(),
+                    &change.external_id,
+                );
                 if tags != platform_group.tags {
                     self.platform.set_group_tags(&platform_name, &tags).await?;
                     trail.changes.push("externalId tag set".into());
@@ -1571,12 +1597,27 @@ fn missing_member(id: &str, kind: Option<MemberKind>) -> ProvisionError {
 }
 
 /// `tags` with the group's externalId term (in the configured vocabulary) set or cleared.
+/// The vocabulary a user's `externalId` is kept in, when no extension property keeps it.
+fn user_external_id_vocabulary(policy: &Policy) -> Option<&String> {
+    match &policy.config.external_id_property {
+        Some(_) => None,
+        None => policy.config.user_external_id_vocabulary.as_ref(),
+    }
+}
+
+/// The term of the first tag in `vocabulary`.
+fn tag_term(tags: &[crate::platform::Tag], vocabulary: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.vocabulary == vocabulary)
+        .map(|t| t.term.clone())
+}
+
 fn with_external_id(
-    policy: &Policy,
+    vocabulary: Option<&String>,
     mut tags: Vec<crate::platform::Tag>,
     change: &Change<String>,
 ) -> Vec<crate::platform::Tag> {
-    let Some(vocabulary) = &policy.config.group_external_id_vocabulary else {
+    let Some(vocabulary) = vocabulary else {
         return tags;
     };
     let current = tags
