@@ -601,3 +601,115 @@ async fn groups_get_their_project_on_an_8x_platform_whose_create_group_ignores_i
         .iter()
         .any(|t| t.vocabulary == "SCIMExternalId" && t.term == "grp-1"));
 }
+
+/// `scimgate check --config FILE --live [--probe]` as a separate process, against a
+/// development platform that keeps serving meanwhile.
+async fn check_live(
+    platform_addr: SocketAddr,
+    extra: String,
+    args: &'static [&'static str],
+) -> (bool, String) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = config_toml(
+            &common::plain_listener(),
+            &format!("http://{platform_addr}"),
+            "",
+            &extra,
+        );
+        let path = dir.path().join("scimgate.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = std::process::Command::new(common::bin())
+            .arg("check")
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env_remove("SCIMGATE_CONFIG")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_probe_verifies_everything_and_leaves_nothing_behind() {
+    for flavor in [Flavor::V9, Flavor::V8] {
+        let env = setup(flavor, "").await;
+        let tw = env.platform();
+        let users_before = tw.list_users().await.unwrap().len();
+        let groups_before = tw.list_groups().await.unwrap().len();
+        let extra = format!(
+            "[platform]\napp_key = \"{}\"\n\n[provisioning.user_defaults]\nproject = \"MyProject\"\nhome_mashup = \"Home\"\ntags = [\"Applications:SCIM\"]\n[provisioning.group_defaults]\nproject = \"MyProject\"\n",
+            env.key
+        );
+        let (ok, out) = check_live(env.platform_addr, extra, &["--live", "--probe"]).await;
+        assert!(ok, "{flavor:?}:\n{out}");
+        for expected in [
+            "ok: the credentials authenticate as \"Administrator\"",
+            "ok: \"Administrator\" is in Administrators",
+            "ok: the UserExtensions thing shape has every mapped property",
+            "the model tag vocabulary \"SCIMExternalId\" exists and is dynamic",
+            "ok: every default project and mashup exists",
+            "ok: GetEntityList lists users",
+            "ok: probe: every mapped extension property reads back",
+            "ok: probe: the externalId tag reads back",
+            "ok: probe: the membership reads back",
+            "ok: probe: the user reads back disabled",
+            "ok: probe: nothing was left behind",
+            "live check: OK",
+        ] {
+            assert!(out.contains(expected), "{flavor:?}: {expected:?} in\n{out}");
+        }
+        assert!(!out.contains("FAIL"), "{out}");
+        assert_eq!(tw.list_users().await.unwrap().len(), users_before);
+        assert_eq!(tw.list_groups().await.unwrap().len(), groups_before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_live_names_each_missing_prerequisite_and_its_fix() {
+    let env = setup_with(Flavor::V9, "", "", |p| {
+        // An administrator never created the externalId vocabulary as dynamic.
+        p.ensure_vocabulary("SCIMExternalId", false).unwrap();
+    })
+    .await;
+    let extra = format!(
+        "[platform]\napp_key = \"{}\"\n\n[provisioning]\nexternal_id_property = \"scimExternalId\"\ngroup_external_id_vocabulary = \"GroupIds\"\n[provisioning.user_defaults]\nproject = \"NoSuchProject\"\ntags = [\"Departments:Sales\"]\n",
+        env.key
+    );
+    let (ok, out) = check_live(env.platform_addr, extra, &["--live"]).await;
+    assert!(!ok, "{out}");
+    for expected in [
+        "FAIL: provisioning.external_id_property = \"scimExternalId\": the UserExtensions thing shape has no such property",
+        "FAIL: provisioning.group_external_id_vocabulary: the platform has no model tag vocabulary \"GroupIds\"",
+        "FAIL: provisioning.user_defaults.project: the platform has no project \"NoSuchProject\"",
+        "FAIL: provisioning.user_defaults.tags: Departments:Sales names the model tag vocabulary \"Departments\"",
+        "fix: create the dynamic model tag vocabulary \"GroupIds\"",
+        "live check: 4 failed",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+    // The user vocabulary is not needed (a property keeps user externalIds): not checked.
+    assert!(!out.contains("user_external_id_vocabulary"), "{out}");
+
+    // Wrong credentials: one failure naming the setting.
+    let (ok, out) = check_live(
+        env.platform_addr,
+        "[platform]\napp_key = \"not-a-key-0123456789abcdef0123456789\"\n".into(),
+        &["--live"],
+    )
+    .await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL: the platform did not accept the gateway's credentials"),
+        "{out}"
+    );
+    assert!(out.contains("platform.app_key"), "{out}");
+}
