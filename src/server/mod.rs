@@ -157,21 +157,10 @@ async fn build_gateway(
             let start = previous
                 .map(|(_, old)| old.provisioning.clone())
                 .unwrap_or_else(|| config.provisioning.clone());
+            // How this platform looks names up and reads user extensions is asked once, on
+            // the first call that needs it (not at start: the gateway sends nothing to the
+            // platform before a SCIM request asks it to), and logged.
             let client = Arc::new(client);
-            if previous.is_none() {
-                // How this platform looks names up and reads user extensions is asked once
-                // here, so the answer is in the log from the start (a later call would ask
-                // lazily otherwise). A platform not reachable yet is asked again on first use.
-                let probe = client.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = probe.names_case_sensitive().await {
-                        tracing::warn!(error = %e, "could not ask the platform how it looks names up; will ask again on first use");
-                    }
-                    if let Err(e) = probe.extension_reads().await {
-                        tracing::warn!(error = %e, "could not probe how the platform reads user extensions; will probe again on first use");
-                    }
-                });
-            }
             let provisioner = Provisioner::new(client, Policy::new(start), audit);
             if previous.is_some() {
                 match provisioner
