@@ -713,3 +713,32 @@ async fn check_live_names_each_missing_prerequisite_and_its_fix() {
     );
     assert!(out.contains("platform.app_key"), "{out}");
 }
+
+#[tokio::test]
+async fn external_ids_a_tag_cannot_hold_are_not_kept_and_never_a_5xx() {
+    let env = setup(Flavor::V9, "").await;
+    for (i, external_id) in ["   ", " padded ", "a;b", "ok:with:colons"]
+        .iter()
+        .enumerate()
+    {
+        let name = format!("ext.user{i}");
+        let mut body = user(&name);
+        body["externalId"] = json!(external_id);
+        let r = env.call("POST", "/Users", Some(body)).await;
+        assert_eq!(r.status, 201, "{external_id:?}: {r}");
+        let kept = r
+            .body
+            .get("externalId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if *external_id == "ok:with:colons" {
+            assert_eq!(kept.as_deref(), Some("ok:with:colons"), "{r}");
+        } else {
+            assert_eq!(kept, None, "{external_id:?}: {r}");
+        }
+        let mut body = group(&format!("Ext Group {i}"), &[]);
+        body["externalId"] = json!(external_id);
+        let r = env.call("POST", "/Groups", Some(body)).await;
+        assert_eq!(r.status, 201, "{external_id:?}: {r}");
+    }
+}

@@ -1632,7 +1632,9 @@ fn with_external_id(
         Change::ClearIf(_) => current,
     };
     tags.retain(|t| &t.vocabulary != vocabulary);
-    if let Some(term) = next.filter(|t| !t.is_empty() && !t.contains([';'])) {
+    // Only a value that survives the TAGS text form unchanged is kept: `;` separates tags and
+    // the platform trims terms (a blank one fails the whole create with a bare 500).
+    if let Some(term) = next.filter(|t| !t.trim().is_empty() && t.trim() == t && !t.contains(';')) {
         tags.push(crate::platform::Tag {
             vocabulary: vocabulary.clone(),
             term,
