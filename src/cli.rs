@@ -38,7 +38,9 @@ enum Command {
     /// Run the gateway until SIGTERM or SIGINT.
     Serve(ConfigArgs),
     /// Validate the configuration, print every problem, and exit (0 = valid, 1 = invalid).
-    Check(ConfigArgs),
+    /// With --live, also verify the platform behind [platform] can do what the configuration
+    /// asks (1 when it cannot); --probe adds a round trip on a throw-away user and group.
+    Check(CheckArgs),
     /// Start a development platform and the gateway in front of it (self-signed TLS), for
     /// trying scimgate on one machine. State is kept in --data-dir across restarts.
     Dev(DevArgs),
@@ -132,6 +134,29 @@ struct DevArgs {
         value_name = "LEVEL"
     )]
     log_level: String,
+    /// Which ThingWorx the development platform behaves like: 10 (or 9; the default) looks
+    /// names up ignoring case and requires 14–128-character passwords; 8 looks names up as
+    /// spelled, requires 10 characters and ignores CreateGroup's projectName.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_PLATFORM_FLAVOR",
+        default_value = "10",
+        value_name = "VERSION"
+    )]
+    platform_flavor: crate::devplatform::Flavor,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Ask the platform (needs [platform]): credentials and privileges, mapped extension
+    /// properties, externalId vocabularies, default projects, mashups and tags, listing.
+    #[arg(long)]
+    live: bool,
+    /// With --live: create, change, read back and delete a throw-away user and group.
+    #[arg(long, requires = "live")]
+    probe: bool,
 }
 
 #[derive(Debug, Args)]
@@ -162,7 +187,12 @@ impl ConfigArgs {
 
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Check(args) => match config::load(&args.config, &args.overrides()) {
+        Command::Check(CheckArgs {
+            config: args,
+            live,
+            probe,
+        }) => match config::load(&args.config, &args.overrides()) {
+            Ok(c) if live => live_verify(&c, &args.config, probe),
             Ok(c) => {
                 // With a platform to provision, what the mapping drops is worth knowing before
                 // an identity provider sends it.
@@ -228,6 +258,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 log_format: args.log_format,
                 log_level: args.log_level,
                 faults: args.faults,
+                flavor: args.platform_flavor,
             };
             match runtime.block_on(crate::dev::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -273,6 +304,67 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `check --live [--probe]`: the configuration is valid; now the platform is asked.
+fn live_verify(config: &config::Config, path: &std::path::Path, probe: bool) -> ExitCode {
+    for note in &config.notes {
+        println!("note: {note}");
+    }
+    println!("{}: configuration OK", path.display());
+    let Some(platform) = &config.platform else {
+        println!("FAIL: --live needs a [platform] table (fix: set [platform] app_key = \"env:SCIMGATE_PLATFORM_APP_KEY\" and upstream.url to the platform)");
+        return ExitCode::from(1);
+    };
+    let mut upstream = config.upstream.clone();
+    upstream.request_timeout = upstream.request_timeout.min(LIVE_CHECK_TIMEOUT);
+    let platform = config::PlatformConfig {
+        retries: 0,
+        ..platform.clone()
+    };
+    let fail = |why: String| {
+        println!("FAIL: {why}");
+        ExitCode::from(1)
+    };
+    let client = match crate::proxy::build_upstream_client(&upstream) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot build a client for the platform: {e}")),
+    };
+    let thingworx = match ThingWorx::new(client, &upstream, &platform) {
+        Ok(t) => t,
+        Err(e) => return fail(e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    let suffix: String = match crate::random::token() {
+        Ok(t) => t
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(10)
+            .collect::<String>()
+            .to_lowercase(),
+        Err(_) => return fail("the system has no secure random numbers to offer".into()),
+    };
+    let at = format!("{}://{}", upstream.scheme.as_str(), upstream.authority);
+    println!("live check of the platform at {at}:");
+    let report = runtime.block_on(crate::live_check::verify(
+        &thingworx, config, probe, &suffix,
+    ));
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.failures == 0 {
+        println!("live check: OK");
+        ExitCode::SUCCESS
+    } else {
+        println!("live check: {} failed", report.failures);
+        ExitCode::from(1)
     }
 }
 

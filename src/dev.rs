@@ -3,7 +3,7 @@
 
 use crate::config::{self, ConfigError, Overrides};
 use crate::dev_issuer::Issuer;
-use crate::devplatform::{DevPlatform, DevPlatformError};
+use crate::devplatform::{DevPlatform, DevPlatformError, Flavor};
 use crate::fsutil::{write_atomically, Access};
 use crate::server::{Bound, ServerError};
 use std::net::SocketAddr;
@@ -26,6 +26,8 @@ pub struct DevOptions {
     pub log_level: String,
     /// Faults the development platform injects from the start (`--faults`).
     pub faults: Option<crate::devplatform::FaultSpec>,
+    /// Which ThingWorx version the development platform behaves like.
+    pub flavor: Flavor,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +60,11 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     std::fs::create_dir_all(&options.data_dir).map_err(io_error(&options.data_dir))?;
     let data_dir = std::fs::canonicalize(&options.data_dir).map_err(io_error(&options.data_dir))?;
 
-    let platform = DevPlatform::open(&data_dir)?;
+    let platform = DevPlatform::open_flavored(&data_dir, options.flavor)?;
+    tracing::info!(
+        flavor = options.flavor.as_str(),
+        "development platform flavor"
+    );
     let key = platform.ensure_app_key(GATEWAY_APP_KEY_NAME, "Administrator")?;
     let key_file = data_dir.join(GATEWAY_APP_KEY_FILE);
     write_atomically(&key_file, key.as_bytes(), Access::OwnerOnly).map_err(io_error(&key_file))?;
@@ -109,7 +115,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
          [log]\nformat = {format}\nlevel = {level}\n\n\
          [platform]\napp_key = {key_ref}\n\n\
          [scim]\nbearer_token = {token_ref}\n\n\
-         [provisioning]\naudit_log = {audit}\n\n\
+         [provisioning]\naudit_log = {audit}\npassword_min_length = {password_min}\n\n\
          [[auth.jwt]]\nissuer = {issuer}\naudiences = [{audience}]\njwks_url = {jwks}\n\
          algorithms = [\"ES256\"]\nadmin_scopes = [{scope}]\n",
         listen = toml_string(&options.listen.to_string()),
@@ -121,6 +127,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         key_ref = toml_string(&format!("file:{}", key_file.display())),
         token_ref = toml_string(&format!("file:{}", token_file.display())),
         audit = toml_string(&data_dir.join(AUDIT_LOG_FILE).display().to_string()),
+        password_min = options.flavor.min_password_chars(),
         issuer = toml_string(crate::dev_issuer::ISSUER),
         audience = toml_string(crate::dev_issuer::AUDIENCE),
         jwks = toml_string(&format!("http://{jwks_address}/jwks.json")),

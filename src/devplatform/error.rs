@@ -20,6 +20,8 @@ pub enum DevPlatformError {
     Random,
     #[error("user [{0}] does not exist on the development platform")]
     UnknownUser(String),
+    #[error("vocabulary: {0}")]
+    Vocabulary(String),
     #[error("[{name}] cannot be an application key name: {reason}")]
     InvalidName { name: String, reason: &'static str },
     #[error("application key [{name}] is bound to user [{bound}], not [{requested}]")]
@@ -42,6 +44,9 @@ impl DevPlatformError {
 pub(crate) struct Fault {
     pub status: StatusCode,
     pub message: String,
+    /// The request named no service or entity the platform has: answered as it is, where any
+    /// other failure inside a service is answered with the platform's opaque 500.
+    pub routing: bool,
 }
 
 impl Fault {
@@ -49,7 +54,24 @@ impl Fault {
         Fault {
             status,
             message: message.into(),
+            routing: false,
         }
+    }
+
+    /// No such service (or resource): the platform answers 404 and names it.
+    pub fn no_such_service(message: impl Into<String>) -> Self {
+        Fault {
+            routing: true,
+            ..Fault::not_found(message)
+        }
+    }
+
+    /// How ThingWorx 9.x/10.x answers any service call that fails while it runs (a duplicate,
+    /// a missing principal, a refused password, an unknown property, a missing parameter, an
+    /// entity that is not there): HTTP 500 with a bare sentence that names neither the cause
+    /// nor the parameter.
+    pub fn unable_to_invoke(service: &str, entity: &str) -> Self {
+        Fault::internal(format!("Unable to Invoke Service {service} on {entity}"))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -60,7 +82,7 @@ impl Fault {
         Fault::new(StatusCode::NOT_FOUND, message)
     }
 
-    /// ThingWorx answers duplicates and refused deletions with 403 rather than 409.
+    /// Refused deletions of system objects (the `DELETE` verb) and authorisation failures.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Fault::new(StatusCode::FORBIDDEN, message)
     }

@@ -222,6 +222,7 @@ fn service_of(route: &Route, method: &Method) -> (String, String) {
             ("DeleteEntity".into(), name.clone())
         }
         Route::Entity(_, name) => ("GetEntity".into(), name.clone()),
+        Route::Vocabulary(name) => ("GetVocabulary".into(), name.clone()),
         Route::Service(target, service) => (
             service.clone(),
             match target {
@@ -325,7 +326,7 @@ fn serve_request(
     let method = &parts.method;
     let reading = *method == Method::GET || *method == Method::HEAD;
     let allowed = match &route {
-        Route::List(_) => reading,
+        Route::List(_) | Route::Vocabulary(_) => reading,
         Route::Entity(..) => reading || *method == Method::DELETE,
         Route::Service(..) => *method == Method::POST,
     };
@@ -350,6 +351,7 @@ fn serve_request(
     };
     match &route {
         Route::List(kind) => Ok(platform.list(*kind, max_items_query(parts.uri.query()))),
+        Route::Vocabulary(name) => platform.vocabulary(name),
         Route::Entity(kind, name) if reading => platform.entity(*kind, name),
         Route::Entity(kind, name) => platform.delete_entity(*kind, name),
         Route::Service(target, service) => platform.invoke(caller, target, service, &params),
@@ -360,6 +362,8 @@ fn serve_request(
 enum Route {
     List(Kind),
     Entity(Kind, String),
+    /// A model tag vocabulary, `/Thingworx/ModelTags/<name>`.
+    Vocabulary(String),
     Service(Target, String),
 }
 
@@ -391,6 +395,7 @@ fn route(path: &str) -> Result<Route, Fault> {
     };
     match segments.as_slice() {
         [c] => collection(c).map(Route::List).ok_or_else(not_found),
+        ["ModelTags", vocabulary] => Ok(Route::Vocabulary(decode(vocabulary)?)),
         [c, entity] => {
             let kind = collection(c).ok_or_else(not_found)?;
             Ok(Route::Entity(kind, decode(entity)?))
@@ -590,13 +595,13 @@ fn authenticate(
         let Some(user_key) = platform.lock_sessions().touch(id) else {
             continue;
         };
+        // A session outlives DisableUser, as on the real platform: only TerminateUserSessions
+        // (or deleting the user) ends it. New logins of a disabled user are refused above.
         let caller = platform.read(|s| {
-            s.user_by_key(&user_key)
-                .filter(|u| u.enabled)
-                .map(|u| Caller {
-                    name: u.name.clone(),
-                    key: user_key.clone(),
-                })
+            s.user_by_key(&user_key).map(|u| Caller {
+                name: u.name.clone(),
+                key: user_key.clone(),
+            })
         });
         if let Some(caller) = caller {
             return Ok((caller, None));

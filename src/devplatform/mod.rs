@@ -31,6 +31,55 @@ const PASSWORD_FILE: &str = "administrator.password";
 /// `upstream.request_timeout` (60 s).
 const DEFAULT_SLOW: std::time::Duration = std::time::Duration::from_secs(61);
 
+/// Which ThingWorx the development platform behaves like, where versions are known to differ
+/// (platform-contract.md): 8.x looks names up case-sensitively, has a 10-character minimum
+/// password and no `projectName` parameter on `CreateGroup`; 9.x/10.x (the default) looks names
+/// up ignoring case and requires 14–128 characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavor {
+    V8,
+    #[default]
+    V9,
+}
+
+impl Flavor {
+    pub fn min_password_chars(self) -> usize {
+        match self {
+            Flavor::V8 => 10,
+            Flavor::V9 => 14,
+        }
+    }
+
+    pub fn max_password_chars(self) -> usize {
+        128
+    }
+
+    pub fn case_sensitive_names(self) -> bool {
+        self == Flavor::V8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::V8 => "8",
+            Flavor::V9 => "10",
+        }
+    }
+}
+
+impl std::str::FromStr for Flavor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().trim_end_matches(".x") {
+            "8" => Ok(Flavor::V8),
+            "9" | "10" => Ok(Flavor::V9),
+            other => Err(format!(
+                "{other:?} is not a platform flavor: use 8, 9 or 10 (9 and 10 behave alike)"
+            )),
+        }
+    }
+}
+
 impl From<NoRandom> for DevPlatformError {
     fn from(_: NoRandom) -> Self {
         DevPlatformError::Random
@@ -39,6 +88,10 @@ impl From<NoRandom> for DevPlatformError {
 
 pub struct DevPlatform {
     dir: PathBuf,
+    flavor: Flavor,
+    /// Whether `GetPropertyValues` returns extension values (and `GetConfigurationTable`
+    /// refuses), instead of the live-verified behaviour.
+    property_value_reads: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
     sessions: Mutex<Sessions>,
     /// Checked when a Basic login names an unknown user or one without a password, so such a
@@ -60,6 +113,14 @@ impl DevPlatform {
     /// built-ins when empty). On first initialisation it generates a random Administrator
     /// password and writes it to `data_dir/administrator.password` (mode 0600, no newline).
     pub fn open(data_dir: &Path) -> Result<Arc<DevPlatform>, DevPlatformError> {
+        Self::open_flavored(data_dir, Flavor::default())
+    }
+
+    /// [`DevPlatform::open`], behaving like the given platform version.
+    pub fn open_flavored(
+        data_dir: &Path,
+        flavor: Flavor,
+    ) -> Result<Arc<DevPlatform>, DevPlatformError> {
         create_private_dir(data_dir)?;
         let path = data_dir.join(STATE_FILE);
         let state = match fs::read(&path) {
@@ -82,8 +143,12 @@ impl DevPlatform {
             }
             Err(source) => return Err(DevPlatformError::Io { path, source }),
         };
+        let mut state = state;
+        state.set_case_sensitive(flavor.case_sensitive_names());
         Ok(Arc::new(DevPlatform {
             dir: data_dir.to_path_buf(),
+            flavor,
+            property_value_reads: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,
@@ -129,6 +194,27 @@ impl DevPlatform {
 
     fn lock_faults(&self) -> MutexGuard<'_, faults::Faults> {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a model tag vocabulary (or changes whether it is dynamic), as an administrator
+    /// does in Composer.
+    pub fn ensure_vocabulary(&self, name: &str, dynamic: bool) -> Result<(), DevPlatformError> {
+        self.commit(|s| s.ensure_vocabulary(name, dynamic))
+            .map_err(|f| DevPlatformError::Vocabulary(f.message))
+    }
+
+    /// Models the other reading of the evidence on user extension values: `GetPropertyValues`
+    /// returns them and `GetConfigurationTable` refuses the `UserExtensions` table. By default
+    /// (as verified live on 9.5–10.2) it is the other way round. For tests of a gateway that
+    /// must work either way.
+    pub fn model_property_value_reads(&self, on: bool) {
+        self.property_value_reads
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn property_value_reads(&self) -> bool {
+        self.property_value_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A poisoned lock is still consistent: changes are made on a copy and swapped in whole.

@@ -2,16 +2,12 @@
 
 use super::error::Fault;
 use super::secret::PasswordHash;
-use super::store::{
-    self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag, USER_EXTENSION_PROPERTIES,
-};
+use super::store::{self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag};
 use super::DevPlatform;
 use crate::platform::names::fold;
 use crate::platform::EntityKind;
 use serde_json::{json, Map, Value};
 
-/// A stricter platform policy would reject more; this is the length rule every version has.
-const MIN_PASSWORD_CHARS: usize = 10;
 const DEFAULT_MAX_ITEMS: usize = 500;
 
 /// What a request answers with: a JSON document, or 200 with an empty body.
@@ -200,7 +196,7 @@ fn cell(row: &Map<String, Value>, field: &str) -> Result<Option<String>, Fault> 
 }
 
 fn unknown_service(service: &str, on: &str) -> Fault {
-    Fault::not_found(format!("Service [{service}] does not exist on [{on}]"))
+    Fault::no_such_service(format!("Service [{service}] does not exist on [{on}]"))
 }
 
 fn hash(password: &str) -> Result<PasswordHash, Fault> {
@@ -216,6 +212,30 @@ fn optional_hash(password: Option<String>) -> Result<Option<PasswordHash>, Fault
 }
 
 impl DevPlatform {
+    /// The platform's password policy: 14–128 characters on 9.x/10.x, 10 and up on 8.x.
+    fn check_password(&self, password: &str) -> Result<(), Fault> {
+        let (min, max) = (
+            self.flavor.min_password_chars(),
+            self.flavor.max_password_chars(),
+        );
+        let length = password.chars().count();
+        if length < min || length > max {
+            return Err(Fault::bad_request(format!(
+                "A password must be {min} to {max} characters long"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A user may be created without a password (an SSO-provisioned user); one that is given
+    /// must meet the policy.
+    fn check_optional_password(&self, password: Option<&str>) -> Result<(), Fault> {
+        match password.filter(|p| !p.is_empty()) {
+            Some(p) => self.check_password(p),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn list(&self, kind: Kind, max_items: Option<usize>) -> Reply {
         let max = max_items.unwrap_or(usize::MAX);
         self.read(|s| match kind {
@@ -267,6 +287,20 @@ impl DevPlatform {
         })
     }
 
+    /// A model tag vocabulary: its name and whether new terms may be added on use.
+    pub(crate) fn vocabulary(&self, name: &str) -> Result<Reply, Fault> {
+        self.read(|s| match s.vocabulary(name) {
+            Some(v) => Ok(Reply::Json(json!({
+                "name": v.name,
+                "description": "",
+                "isDynamic": v.dynamic,
+            }))),
+            None => Err(Fault::not_found(format!(
+                "Vocabulary [{name}] does not exist"
+            ))),
+        })
+    }
+
     pub(crate) fn delete_entity(&self, kind: Kind, name: &str) -> Result<Reply, Fault> {
         match kind {
             Kind::User => {
@@ -286,13 +320,33 @@ impl DevPlatform {
         values: &Map<String, Value>,
     ) -> Result<Reply, Fault> {
         let params = Params { service, values };
-        match target {
-            Target::EntityServices => self.entity_services(service, &params),
-            Target::CurrentSessionInfo => self.session_info(caller, service, &params),
-            Target::Entity(Kind::User, name) => self.user_service(name, service, &params),
-            Target::Entity(Kind::Group, name) => self.group_service(name, service, &params),
-            Target::ThingShape(name) => thing_shape_service(name, service),
-        }
+        let (outcome, on) = match target {
+            Target::EntityServices => (self.entity_services(service, &params), "EntityServices"),
+            Target::CurrentSessionInfo => (
+                self.session_info(caller, service, &params),
+                "CurrentSessionInfo",
+            ),
+            Target::Entity(Kind::User, name) => {
+                (self.user_service(name, service, &params), name.as_str())
+            }
+            Target::Entity(Kind::Group, name) => {
+                (self.group_service(name, service, &params), name.as_str())
+            }
+            Target::ThingShape(name) => (
+                self.thing_shape_service(name, service, &params),
+                name.as_str(),
+            ),
+        };
+        // The real platform keeps the cause for its ApplicationLog and tells the caller
+        // nothing; so does this one (the cause goes to this process's log instead).
+        outcome.map_err(|fault| {
+            if fault.routing {
+                return fault;
+            }
+            tracing::info!(service, entity = on, status = fault.status.as_u16(),
+                cause = %fault.message, "development platform: service call failed");
+            Fault::unable_to_invoke(service, on)
+        })
     }
 
     fn entity_services(&self, service: &str, p: &Params) -> Result<Reply, Fault> {
@@ -303,7 +357,9 @@ impl DevPlatform {
                 new.description = p.text("description")?;
                 new.project_name = p.text("projectName")?;
                 new.tags = p.tags("tags")?;
-                new.password = optional_hash(p.optional("password")?)?;
+                let password = p.optional("password")?;
+                self.check_optional_password(password.as_deref())?;
+                new.password = optional_hash(password)?;
                 self.commit(|s| s.create_user(new))?;
                 Ok(Reply::Nothing)
             }
@@ -328,7 +384,9 @@ impl DevPlatform {
                         }
                     }
                 }
-                new.password = optional_hash(cell(row, "password")?)?;
+                let password = cell(row, "password")?;
+                self.check_optional_password(password.as_deref())?;
+                new.password = optional_hash(password)?;
                 self.commit(|s| s.create_user(new))?;
                 Ok(Reply::Nothing)
             }
@@ -337,7 +395,11 @@ impl DevPlatform {
                 let new = NewGroup {
                     name: p.required("name")?,
                     description: p.text("description")?,
-                    project_name: p.text("projectName")?,
+                    // 8.x's CreateGroup has no projectName parameter (it arrived in 9.1).
+                    project_name: match self.flavor {
+                        super::Flavor::V8 => String::new(),
+                        super::Flavor::V9 => p.text("projectName")?,
+                    },
                     tags: p.tags("tags")?,
                 };
                 self.commit(|s| s.create_group(new))?;
@@ -432,7 +494,6 @@ impl DevPlatform {
                 let active = self.lock_sessions().active();
                 let rows = self.read(|s| {
                     s.users()
-                        .filter(|u| u.enabled)
                         .filter_map(|u| active.get(&fold(&u.name)).map(|ms| (u, *ms)))
                         .take(max)
                         .map(|(u, ms)| {
@@ -466,7 +527,7 @@ impl DevPlatform {
     }
 
     fn user_service(&self, name: &str, service: &str, p: &Params) -> Result<Reply, Fault> {
-        let key = self.read(|s| s.user(name).map(|u| fold(&u.name)))?;
+        self.read(|s| s.user(name).map(|_| ()))?;
         let set = |f: &dyn Fn(&mut store::User)| -> Result<Reply, Fault> {
             self.commit(|s| {
                 f(s.user_mut(name)?);
@@ -477,11 +538,9 @@ impl DevPlatform {
         let get = |f: &dyn Fn(&store::User) -> Value| self.read(|s| s.user(name).map(f));
         match service {
             "EnableUser" => set(&|u| u.enabled = true),
-            "DisableUser" => {
-                set(&|u| u.enabled = false)?;
-                self.lock_sessions().end_user(&key);
-                Ok(Reply::Nothing)
-            }
+            // ThingWorx: "When using the DisableUser service, current sessions are not
+            // interrupted" (platform-contract.md [D]); ending them takes TerminateUserSessions.
+            "DisableUser" => set(&|u| u.enabled = false),
             "IsEnabled" => Ok(result("BOOLEAN", get(&|u| json!(u.enabled))?)),
             "SetDescription" => {
                 let v = p.text("description")?;
@@ -489,7 +548,12 @@ impl DevPlatform {
             }
             "SetTags" => {
                 let tags = p.tags("tags")?;
-                set(&|u| u.tags = tags.clone())
+                self.commit(|s| {
+                    s.admit_tags(&tags)?;
+                    s.user_mut(name)?.tags = tags;
+                    Ok(())
+                })?;
+                Ok(Reply::Nothing)
             }
             "GetTags" => {
                 let tags = self.read(|s| s.user(name).map(|u| u.tags.clone()))?;
@@ -518,11 +582,7 @@ impl DevPlatform {
                         "The new password and its confirmation do not match",
                     ));
                 }
-                if password.chars().count() < MIN_PASSWORD_CHARS {
-                    return Err(Fault::bad_request(format!(
-                        "A password must be at least {MIN_PASSWORD_CHARS} characters long"
-                    )));
-                }
+                self.check_password(&password)?;
                 let hashed = hash(&password)?;
                 set(&|u| u.password = Some(hashed.clone()))
             }
@@ -534,15 +594,38 @@ impl DevPlatform {
                         .map(|g| (g.name.as_str(), g.description.as_str())),
                 ))
             }),
+            // Live-verified on 9.5–10.2 ([B]): "no platform service returns" a user's
+            // extension values but the UserExtensions configuration table; GetPropertyValues
+            // answers without them. The other reading of the evidence (they are properties,
+            // [C][P][Q]) is modelled by `model_property_value_reads`.
             "GetPropertyValues" => {
-                let values = self.read(|s| s.extensions(name))?;
+                let values = if self.property_value_reads() {
+                    self.read(|s| s.extensions(name))?
+                } else {
+                    Vec::new()
+                };
                 let fields: Vec<(&str, &str)> =
-                    values.iter().map(|(k, _)| (*k, "STRING")).collect();
-                let row: Map<String, Value> = values
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), json!(v)))
-                    .collect();
+                    values.iter().map(|(k, _)| (k.as_str(), "STRING")).collect();
+                let row: Map<String, Value> =
+                    values.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
                 Ok(Reply::Json(table(&fields, vec![Value::Object(row)])))
+            }
+            "GetConfigurationTable" => {
+                let wanted = p.required("tableName")?;
+                if wanted != "UserExtensions" || self.property_value_reads() {
+                    return Err(Fault::bad_request(format!(
+                        "No configuration table [{wanted}] is readable here"
+                    )));
+                }
+                let rows = self
+                    .read(|s| s.extensions(name))?
+                    .into_iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect();
+                Ok(Reply::Json(table(
+                    &[("name", "STRING"), ("value", "STRING")],
+                    rows,
+                )))
             }
             "SetPropertyValues" => {
                 let rows = p.rows("values")?;
@@ -551,17 +634,6 @@ impl DevPlatform {
                     for field in row.keys() {
                         values.push((field.clone(), cell(row, field)?.unwrap_or_default()));
                     }
-                }
-                // ThingWorx answers a property its shape lacks with a bare 500 that names
-                // neither the property nor the cause; so does this platform.
-                if values
-                    .iter()
-                    .any(|(k, _)| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
-                {
-                    let shown = self.read(|s| s.user(name).map(|u| u.name.clone()))?;
-                    return Err(Fault::internal(format!(
-                        "Unable to Invoke Service SetPropertyValues on {shown}"
-                    )));
                 }
                 self.commit(|s| s.set_extensions(name, values))?;
                 Ok(Reply::Nothing)
@@ -622,7 +694,12 @@ impl DevPlatform {
             }
             "SetTags" => {
                 let tags = p.tags("tags")?;
-                set(&|g| g.tags = tags.clone())
+                self.commit(|s| {
+                    s.admit_tags(&tags)?;
+                    s.group_mut(name)?.tags = tags;
+                    Ok(())
+                })?;
+                Ok(Reply::Nothing)
             }
             "GetTags" => {
                 let tags = self.read(|s| s.group(name).map(|g| g.tags.clone()))?;
@@ -651,30 +728,43 @@ impl DevPlatform {
     }
 }
 
-/// The one thing shape provisioning asks about: `UserExtensions`, whose property definitions
-/// tell `scimgate check` which mapped properties exist.
-fn thing_shape_service(name: &str, service: &str) -> Result<Reply, Fault> {
-    if name != "UserExtensions" {
-        return Err(Fault::not_found(format!(
-            "Thing Shape [{name}] does not exist"
-        )));
-    }
-    match service {
-        "GetPropertyDefinitions" => {
-            let rows = USER_EXTENSION_PROPERTIES
-                .iter()
-                .map(|p| json!({"name": p, "description": "", "baseType": "STRING"}))
-                .collect();
-            Ok(Reply::Json(table(
-                &[
-                    ("name", "STRING"),
-                    ("description", "STRING"),
-                    ("baseType", "BASETYPENAME"),
-                ],
-                rows,
-            )))
+impl DevPlatform {
+    /// The one thing shape provisioning asks about: `UserExtensions`, whose property definitions
+    /// tell `scimgate check` which mapped properties exist, and to which an administrator adds
+    /// properties (`AddPropertyDefinition {name, type}`, STRING only here).
+    fn thing_shape_service(&self, name: &str, service: &str, p: &Params) -> Result<Reply, Fault> {
+        if name != "UserExtensions" {
+            return Err(Fault::not_found(format!(
+                "Thing Shape [{name}] does not exist"
+            )));
         }
-        _ => Err(unknown_service(service, &format!("ThingShapes/{name}"))),
+        match service {
+            "AddPropertyDefinition" => {
+                let property = p.required("name")?;
+                let base_type = p.text("type")?;
+                if !(base_type.is_empty() || base_type == "STRING") {
+                    return Err(Fault::bad_request("Only STRING properties are supported"));
+                }
+                self.commit(|s| s.add_extension_property(&property))?;
+                Ok(Reply::Nothing)
+            }
+            "GetPropertyDefinitions" => {
+                let rows = self
+                    .read(|s| s.extension_properties())
+                    .into_iter()
+                    .map(|p| json!({"name": p, "description": "", "baseType": "STRING"}))
+                    .collect();
+                Ok(Reply::Json(table(
+                    &[
+                        ("name", "STRING"),
+                        ("description", "STRING"),
+                        ("baseType", "BASETYPENAME"),
+                    ],
+                    rows,
+                )))
+            }
+            _ => Err(unknown_service(service, &format!("ThingShapes/{name}"))),
+        }
     }
 }
 

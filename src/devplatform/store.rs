@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
-/// The property set of the `UserExtensions` thing shape, in the platform's order, plus
-/// `scimExternalId`: the property an administrator adds to the shape so the gateway can keep
-/// SCIM `externalId` (the platform has no writable field for it).
-pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 16] = [
+/// The stock property set of the `UserExtensions` thing shape, in the platform's order
+/// (platform-contract.md [A] ThingShapes l.703, [M]). An administrator may add more
+/// (`AddPropertyDefinition`); a stock platform has no `scimExternalId`.
+pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 15] = [
     "firstName",
     "middleName",
     "lastName",
@@ -28,8 +28,11 @@ pub(crate) const USER_EXTENSION_PROPERTIES: [&str; 16] = [
     "city",
     "state",
     "zipCode",
-    "scimExternalId",
 ];
+
+/// The property an earlier development platform had on the shape by default; a state saved then
+/// keeps it as an added property.
+const FORMER_DEFAULT_PROPERTY: &str = "scimExternalId";
 
 pub(crate) const ADMINISTRATOR: &str = "Administrator";
 /// The "all users" group: every user is implicitly a member.
@@ -60,6 +63,34 @@ const SEEDED_MASHUPS: [(&str, &str); 2] = [
     ("Home", "Example home mashup"),
     ("MobileHome", "Example mobile home mashup"),
 ];
+/// Model tag vocabularies a new platform has: `Applications` (static, with the term the example
+/// configuration's defaults use) and `SCIMExternalId`, the dynamic vocabulary an administrator
+/// creates so the gateway can keep SCIM `externalId` as a tag term.
+fn seeded_vocabularies() -> Vec<Vocabulary> {
+    vec![
+        Vocabulary {
+            name: "Applications".into(),
+            dynamic: false,
+            terms: vec!["SCIM".into()],
+        },
+        Vocabulary {
+            name: "SCIMExternalId".into(),
+            dynamic: true,
+            terms: Vec::new(),
+        },
+    ]
+}
+
+/// A model tag vocabulary. A tag names an existing vocabulary; a new term is added on use only
+/// to a dynamic one (platform-contract.md [K]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Vocabulary {
+    pub name: String,
+    pub dynamic: bool,
+    pub terms: Vec<String>,
+}
+
 /// Membership in either (direct or nested) grants the management services.
 const ADMIN_GROUPS: [&str; 2] = ["Administrators", "SecurityAdministrators"];
 
@@ -283,6 +314,12 @@ pub(crate) struct State {
     projects: BTreeMap<String, ModelEntity>,
     mashups: BTreeMap<String, ModelEntity>,
     app_keys: Vec<AppKey>,
+    /// Properties an administrator added to the `UserExtensions` shape.
+    added_properties: Vec<String>,
+    vocabularies: BTreeMap<String, Vocabulary>,
+    /// ThingWorx 8.x: a name is looked up as spelled (it is still unique ignoring case).
+    /// Not persisted: the flavor the platform runs as decides.
+    case_sensitive: bool,
 }
 
 #[derive(Serialize)]
@@ -294,6 +331,8 @@ struct StoredRef<'a> {
     projects: Vec<&'a ModelEntity>,
     mashups: Vec<&'a ModelEntity>,
     application_keys: &'a [AppKey],
+    added_extension_properties: &'a [String],
+    vocabularies: Vec<&'a Vocabulary>,
 }
 
 #[derive(Deserialize)]
@@ -307,6 +346,10 @@ struct Stored {
     #[serde(default = "seeded_mashups")]
     mashups: Vec<ModelEntity>,
     application_keys: Vec<AppKey>,
+    #[serde(default)]
+    added_extension_properties: Vec<String>,
+    #[serde(default = "seeded_vocabularies")]
+    vocabularies: Vec<Vocabulary>,
 }
 
 pub(crate) fn user_missing(name: &str) -> Fault {
@@ -362,7 +405,58 @@ impl State {
         for entity in seeded_mashups() {
             state.mashups.insert(fold(&entity.name), entity);
         }
+        for vocabulary in seeded_vocabularies() {
+            state
+                .vocabularies
+                .insert(fold(&vocabulary.name), vocabulary);
+        }
         state
+    }
+
+    pub fn vocabulary(&self, name: &str) -> Option<&Vocabulary> {
+        self.vocabularies.get(&fold(name))
+    }
+
+    /// Creates a vocabulary, or changes whether an existing one is dynamic.
+    pub fn ensure_vocabulary(&mut self, name: &str, dynamic: bool) -> Result<(), Fault> {
+        if name.is_empty() || name.contains([':', ';']) || invalid_reason(name).is_some() {
+            return Err(Fault::bad_request(format!(
+                "Invalid vocabulary name [{name}]"
+            )));
+        }
+        self.vocabularies
+            .entry(fold(name))
+            .and_modify(|v| v.dynamic = dynamic)
+            .or_insert_with(|| Vocabulary {
+                name: name.to_string(),
+                dynamic,
+                terms: Vec::new(),
+            });
+        Ok(())
+    }
+
+    /// Admits tags about to be set: each names an existing vocabulary, and a term that vocabulary
+    /// lacks is added when it is dynamic and refused when it is static.
+    pub fn admit_tags(&mut self, tags: &[Tag]) -> Result<(), Fault> {
+        for tag in tags {
+            let Some(vocabulary) = self.vocabularies.get_mut(&fold(&tag.vocabulary)) else {
+                return Err(Fault::bad_request(format!(
+                    "Vocabulary [{}] does not exist",
+                    tag.vocabulary
+                )));
+            };
+            if vocabulary.terms.iter().any(|t| t == &tag.term) {
+                continue;
+            }
+            if !vocabulary.dynamic {
+                return Err(Fault::bad_request(format!(
+                    "[{}] is not a term of the static vocabulary [{}]",
+                    tag.term, vocabulary.name
+                )));
+            }
+            vocabulary.terms.push(tag.term.clone());
+        }
+        Ok(())
     }
 
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
@@ -373,6 +467,8 @@ impl State {
             projects: self.projects.values().collect(),
             mashups: self.mashups.values().collect(),
             application_keys: &self.app_keys,
+            added_extension_properties: &self.added_properties,
+            vocabularies: self.vocabularies.values().collect(),
         })
     }
 
@@ -385,7 +481,16 @@ impl State {
                 stored.version
             ));
         }
-        let mut state = State::default();
+        let mut state = State {
+            added_properties: stored.added_extension_properties,
+            ..State::default()
+        };
+        for vocabulary in stored.vocabularies {
+            let key = fold(&vocabulary.name);
+            if state.vocabularies.insert(key, vocabulary).is_some() {
+                return Err("two vocabularies share a name".to_string());
+            }
+        }
         for user in stored.users {
             if let Some(reason) = invalid_reason(&user.name) {
                 return Err(format!("user name {:?}: {reason}", user.name));
@@ -394,10 +499,17 @@ impl State {
                 hash.check_form()
                     .map_err(|e| format!("user {:?}: {e}", user.name))?;
             }
+            if user.extensions.contains_key(FORMER_DEFAULT_PROPERTY)
+                && !state.has_extension_property(FORMER_DEFAULT_PROPERTY)
+            {
+                state
+                    .added_properties
+                    .push(FORMER_DEFAULT_PROPERTY.to_string());
+            }
             if let Some(unknown) = user
                 .extensions
                 .keys()
-                .find(|k| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
+                .find(|k| !state.has_extension_property(k))
             {
                 return Err(format!(
                     "user {:?} has an unknown extension property {unknown:?}",
@@ -530,27 +642,43 @@ impl State {
         }
     }
 
+    /// 8.x looks names up as spelled; 9.x/10.x ignore case (names are unique ignoring case on
+    /// both, and keep the spelling they were created with).
+    pub fn set_case_sensitive(&mut self, on: bool) {
+        self.case_sensitive = on;
+    }
+
+    fn finds(case_sensitive: bool, stored: &str, asked: &str) -> bool {
+        !case_sensitive || stored == asked
+    }
+
     pub fn user(&self, name: &str) -> Result<&User, Fault> {
         self.users
             .get(&fold(name))
+            .filter(|u| Self::finds(self.case_sensitive, &u.name, name))
             .ok_or_else(|| user_missing(name))
     }
 
     pub fn user_mut(&mut self, name: &str) -> Result<&mut User, Fault> {
+        let exact = self.case_sensitive;
         self.users
             .get_mut(&fold(name))
+            .filter(|u| Self::finds(exact, &u.name, name))
             .ok_or_else(|| user_missing(name))
     }
 
     pub fn group(&self, name: &str) -> Result<&Group, Fault> {
         self.groups
             .get(&fold(name))
+            .filter(|g| Self::finds(self.case_sensitive, &g.name, name))
             .ok_or_else(|| group_missing(name))
     }
 
     pub fn group_mut(&mut self, name: &str) -> Result<&mut Group, Fault> {
+        let exact = self.case_sensitive;
         self.groups
             .get_mut(&fold(name))
+            .filter(|g| Self::finds(exact, &g.name, name))
             .ok_or_else(|| group_missing(name))
     }
 
@@ -572,6 +700,7 @@ impl State {
         for group in &new.groups {
             self.group(group)?;
         }
+        self.admit_tags(&new.tags)?;
         let user = User {
             name: new.name.clone(),
             description: new.description,
@@ -596,9 +725,7 @@ impl State {
     /// name does not inherit them). Returns the folded name, for ending its sessions.
     pub fn delete_user(&mut self, name: &str) -> Result<String, Fault> {
         let key = fold(name);
-        if !self.users.contains_key(&key) {
-            return Err(user_missing(name));
-        }
+        self.user(name)?;
         if is_system_object(Kind::User, name) {
             return Err(Fault::forbidden("Cannot delete system object"));
         }
@@ -621,6 +748,7 @@ impl State {
                 new.name
             )));
         }
+        self.admit_tags(&new.tags)?;
         let mut group = Group::new(&new.name, &new.description);
         group.project_name = new.project_name;
         group.tags = new.tags;
@@ -630,9 +758,7 @@ impl State {
 
     pub fn delete_group(&mut self, name: &str) -> Result<(), Fault> {
         let key = fold(name);
-        if !self.groups.contains_key(&key) {
-            return Err(group_missing(name));
-        }
+        self.group(name)?;
         if is_system_object(Kind::Group, name) {
             return Err(Fault::forbidden("Cannot delete system object"));
         }
@@ -647,9 +773,7 @@ impl State {
 
     pub fn add_member(&mut self, group: &str, member: &str, kind: Kind) -> Result<(), Fault> {
         let group_key = fold(group);
-        if !self.groups.contains_key(&group_key) {
-            return Err(group_missing(group));
-        }
+        self.group(group)?;
         let display = match kind {
             Kind::User => self.user(member)?.name.clone(),
             Kind::Group => self.group(member)?.name.clone(),
@@ -675,7 +799,12 @@ impl State {
         Ok(())
     }
 
+    /// Idempotent for a non-member, but the principal must exist (as spelled, on 8.x).
     pub fn remove_member(&mut self, group: &str, member: &str, kind: Kind) -> Result<(), Fault> {
+        match kind {
+            Kind::User => self.user(member).map(|_| ())?,
+            Kind::Group => self.group(member).map(|_| ())?,
+        }
         self.group_mut(group)?
             .members
             .retain(|m| !(m.kind == kind && same(&m.name, member)));
@@ -772,12 +901,49 @@ impl State {
     }
 
     /// Every `UserExtensions` property with its value ("" when unset).
-    pub fn extensions(&self, user: &str) -> Result<Vec<(&'static str, String)>, Fault> {
+    pub fn extensions(&self, user: &str) -> Result<Vec<(String, String)>, Fault> {
         let user = self.user(user)?;
-        Ok(USER_EXTENSION_PROPERTIES
-            .iter()
-            .map(|p| (*p, user.extensions.get(*p).cloned().unwrap_or_default()))
+        Ok(self
+            .extension_properties()
+            .into_iter()
+            .map(|p| {
+                let value = user.extensions.get(&p).cloned().unwrap_or_default();
+                (p, value)
+            })
             .collect())
+    }
+
+    /// The `UserExtensions` shape: the stock properties, then any an administrator added.
+    pub fn extension_properties(&self) -> Vec<String> {
+        USER_EXTENSION_PROPERTIES
+            .iter()
+            .map(|p| p.to_string())
+            .chain(self.added_properties.iter().cloned())
+            .collect()
+    }
+
+    pub fn has_extension_property(&self, name: &str) -> bool {
+        USER_EXTENSION_PROPERTIES.contains(&name) || self.added_properties.iter().any(|p| p == name)
+    }
+
+    /// `AddPropertyDefinition` on the shape: a STRING property (adding one twice is refused).
+    pub fn add_extension_property(&mut self, name: &str) -> Result<(), Fault> {
+        let valid = !name.is_empty()
+            && name.len() <= 128
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(Fault::bad_request(format!(
+                "Invalid property name [{name}]"
+            )));
+        }
+        if self.has_extension_property(name) {
+            return Err(Fault::bad_request(format!(
+                "Property [{name}] already defined"
+            )));
+        }
+        self.added_properties.push(name.to_string());
+        Ok(())
     }
 
     /// Sets the given properties; an unknown one refuses the whole change.
@@ -786,10 +952,7 @@ impl State {
         user: &str,
         values: Vec<(String, String)>,
     ) -> Result<(), Fault> {
-        if let Some((unknown, _)) = values
-            .iter()
-            .find(|(k, _)| !USER_EXTENSION_PROPERTIES.contains(&k.as_str()))
-        {
+        if let Some((unknown, _)) = values.iter().find(|(k, _)| !self.has_extension_property(k)) {
             return Err(Fault::not_found(format!(
                 "Property [{unknown}] does not exist"
             )));
@@ -917,6 +1080,27 @@ mod tests {
     }
 
     #[test]
+    fn the_8x_flavor_finds_names_only_as_spelled_but_keeps_them_unique_ignoring_case() {
+        let mut s = fresh();
+        s.set_case_sensitive(true);
+        user(&mut s, "JDoe");
+        group(&mut s, "Sales Team");
+        assert!(s.user("JDoe").is_ok());
+        assert_eq!(
+            s.user("jdoe").unwrap_err().status,
+            http::StatusCode::NOT_FOUND
+        );
+        assert!(s.group("sales team").is_err());
+        assert!(s.create_user(NewUser::named("jdoe")).is_err());
+        assert!(s.add_member("Sales Team", "jdoe", Kind::User).is_err());
+        s.add_member("Sales Team", "JDoe", Kind::User).unwrap();
+        assert!(s.remove_member("Sales Team", "JDOE", Kind::User).is_err());
+        assert_eq!(s.members("Sales Team").unwrap().len(), 1);
+        assert!(s.delete_user("jdoe").is_err());
+        s.delete_user("JDoe").unwrap();
+    }
+
+    #[test]
     fn creating_into_a_missing_group_changes_nothing() {
         let mut s = fresh();
         group(&mut s, "Eng");
@@ -1034,8 +1218,18 @@ mod tests {
         assert_eq!(err.message, "Property [shoeSize] does not exist");
         let ext = s.extensions("dave").unwrap();
         assert_eq!(ext.len(), USER_EXTENSION_PROPERTIES.len());
-        assert!(ext.contains(&("firstName", "Dave".to_string())));
-        assert!(ext.contains(&("lastName", String::new())));
+        assert!(ext.contains(&("firstName".to_string(), "Dave".to_string())));
+        assert!(ext.contains(&("lastName".to_string(), String::new())));
+        // No scimExternalId on a stock shape; an administrator can add it.
+        assert!(s
+            .set_extensions("dave", vec![("scimExternalId".into(), "x".into())])
+            .is_err());
+        s.add_extension_property("scimExternalId").unwrap();
+        assert!(s.add_extension_property("scimExternalId").is_err());
+        s.set_extensions("dave", vec![("scimExternalId".into(), "x".into())])
+            .unwrap();
+        assert_eq!(s.extensions("dave").unwrap().len(), 16);
+        assert_eq!(State::from_json(&s.to_json().unwrap()).unwrap(), s);
     }
 
     #[test]

@@ -195,6 +195,18 @@ impl EntityKind {
     }
 }
 
+/// What the platform says about a model tag vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VocabularyState {
+    Missing,
+    /// New terms are refused: only the terms it already has can be used.
+    Static,
+    /// New terms are added as they are used.
+    Dynamic,
+    /// It exists; the platform did not say whether it is dynamic.
+    Unknown,
+}
+
 /// User extension properties (`firstName`, `emailAddress`, ...), by property name.
 pub type Extensions = BTreeMap<String, String>;
 
@@ -268,6 +280,11 @@ pub trait Platform: Send + Sync {
     /// The properties of the `UserExtensions` thing shape, when the platform can tell; `None`
     /// from a platform that cannot.
     async fn user_extension_properties(&self) -> Result<Option<Vec<String>>, PlatformError> {
+        Ok(None)
+    }
+
+    /// Whether a model tag vocabulary exists and is dynamic, when the platform can tell.
+    async fn vocabulary(&self, _name: &str) -> Result<Option<VocabularyState>, PlatformError> {
         Ok(None)
     }
 }

@@ -6,10 +6,12 @@ use super::infotable::{text, InfoTable};
 use super::names;
 use super::{
     ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup,
-    NewUser, Platform, PlatformError, Tag, User,
+    NewUser, Platform, PlatformError, Tag, User, VocabularyState,
 };
 use crate::body::{empty, full};
-use crate::config::{PlatformConfig, PlatformCredentials, Secret, UpstreamConfig};
+use crate::config::{
+    ExtensionAccess, NameLookup, PlatformConfig, PlatformCredentials, Secret, UpstreamConfig,
+};
 use crate::proxy::UpstreamClient;
 use async_trait::async_trait;
 use base64::Engine;
@@ -18,7 +20,8 @@ use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -35,6 +38,8 @@ const LIST_MAX_ITEMS: u64 = 100_000;
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How much of a platform error text is kept.
 const MAX_ERROR_TEXT: usize = 512;
+/// Stored spellings remembered; past this the memory starts again (reads refill it).
+const MAX_SPELLINGS: usize = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("platform.{0} cannot be sent in an HTTP header (it holds control or non-ASCII characters)")]
@@ -56,6 +61,16 @@ pub struct ThingWorx {
     limiter: Arc<Semaphore>,
     retries: u32,
     timeout: Duration,
+    names: NameLookup,
+    /// What `NameLookup::Auto` found, once it has asked.
+    case_sensitive: tokio::sync::OnceCell<bool>,
+    /// Folded name → the spelling the platform stores, for every user and group read or
+    /// created: every call after a lookup names the entity as the platform spells it (8.x
+    /// finds names only as spelled; the ids SCIM uses carry the folded name).
+    spellings: Mutex<HashMap<(MemberKind, String), String>>,
+    extensions: ExtensionAccess,
+    /// What `ExtensionAccess::Auto` found, once it has probed.
+    extension_reads: tokio::sync::OnceCell<ExtensionAccess>,
 }
 
 impl ThingWorx {
@@ -85,7 +100,176 @@ impl ThingWorx {
             limiter: Arc::new(Semaphore::new(platform.max_concurrency)),
             retries: platform.retries,
             timeout: upstream.request_timeout,
+            names: platform.names,
+            case_sensitive: tokio::sync::OnceCell::new(),
+            spellings: Mutex::new(HashMap::new()),
+            extensions: platform.extensions,
+            extension_reads: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The platform's spelling of a user or group name, when it has been seen.
+    fn spelled(&self, kind: MemberKind, name: &str) -> String {
+        self.spellings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(kind, names::fold(name)))
+            .cloned()
+            .unwrap_or_else(|| name.to_string())
+    }
+
+    fn remember(&self, kind: MemberKind, stored: &str) {
+        if stored.is_empty() {
+            return;
+        }
+        let mut spellings = self.spellings.lock().unwrap_or_else(|e| e.into_inner());
+        if spellings.len() >= MAX_SPELLINGS {
+            spellings.clear();
+        }
+        spellings.insert((kind, names::fold(stored)), stored.to_string());
+    }
+
+    fn forget(&self, kind: MemberKind, name: &str) {
+        self.spellings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(kind, names::fold(name)));
+    }
+
+    /// Whether the platform finds names only as spelled (ThingWorx 8.x), per `platform.names`
+    /// or, on `auto`, by asking once: a `GET` of the gateway's own user in another case.
+    pub async fn names_case_sensitive(&self) -> Result<bool, PlatformError> {
+        match self.names {
+            NameLookup::CaseInsensitive => return Ok(false),
+            NameLookup::CaseSensitive => return Ok(true),
+            NameLookup::Auto => {}
+        }
+        self.case_sensitive
+            .get_or_try_init(|| async {
+                let me = self.current_user().await?;
+                let upper = me.to_uppercase();
+                let other = if upper != me { upper } else { me.to_lowercase() };
+                if other == me {
+                    // A name without case cannot tell; 9.x/10.x is the likelier platform.
+                    return Ok(false);
+                }
+                let path = Self::entity_path("Users", &other);
+                let sensitive = match self.send(Method::GET, &path, None, Repeat::Safe).await {
+                    Ok(_) => false,
+                    Err(PlatformError::NotFound(_)) => true,
+                    Err(e) => return Err(e),
+                };
+                tracing::info!(
+                    case_sensitive = sensitive,
+                    "platform name lookup: {} (platform.names = \"auto\")",
+                    if sensitive {
+                        "names are found only as spelled (ThingWorx 8.x); names from SCIM ids are matched against the platform's list"
+                    } else {
+                        "names are found ignoring case (ThingWorx 9.x/10.x)"
+                    }
+                );
+                Ok(sensitive)
+            })
+            .await
+            .copied()
+    }
+
+    /// How user extension values are read, per `platform.extensions` or, on `auto`, by probing
+    /// once on the gateway's own user: the `UserExtensions` configuration table
+    /// (`GetConfigurationTable`, verified live on 9.5–10.2) when it answers, else
+    /// `GetPropertyValues`. Logged once.
+    pub async fn extension_reads(&self) -> Result<ExtensionAccess, PlatformError> {
+        if self.extensions != ExtensionAccess::Auto {
+            return Ok(self.extensions);
+        }
+        self.extension_reads
+            .get_or_try_init(|| async {
+                let me = self.current_user().await?;
+                let found = match self.configuration_table(&me).await {
+                    Ok(_) => ExtensionAccess::ConfigurationTable,
+                    Err(e @ PlatformError::Unauthorized { .. }) => return Err(e),
+                    Err(e @ (PlatformError::Unavailable(_) | PlatformError::Timeout(_))) => {
+                        return Err(e)
+                    }
+                    Err(_) => ExtensionAccess::PropertyValues,
+                };
+                tracing::info!(
+                    "user extension values are read with {} (platform.extensions = \"auto\")",
+                    match found {
+                        ExtensionAccess::ConfigurationTable =>
+                            "GetConfigurationTable {\"tableName\":\"UserExtensions\"}",
+                        _ => "GetPropertyValues (the UserExtensions configuration table did not answer)",
+                    }
+                );
+                Ok(found)
+            })
+            .await
+            .copied()
+    }
+
+    /// A user's `UserExtensions` configuration table: rows `name`/`value`.
+    async fn configuration_table(&self, user: &str) -> Result<Extensions, PlatformError> {
+        let bytes = self
+            .user_service(
+                user,
+                "GetConfigurationTable",
+                json!({ "tableName": "UserExtensions" }),
+            )
+            .await?;
+        let answer = table(&bytes)?;
+        if !answer.rows.is_empty() && answer.rows.iter().all(|r| !r.contains_key("name")) {
+            return Err(unexpected(
+                "the UserExtensions configuration table has no name column",
+                user,
+            ));
+        }
+        Ok(answer
+            .rows
+            .iter()
+            .map(|r| (text(r, "name"), text(r, "value")))
+            .filter(|(k, _)| !k.is_empty())
+            .collect())
+    }
+
+    /// A user or group entity by name, in any case: on a platform that finds names only as
+    /// spelled, a miss is looked up in the list of that kind to find the stored spelling.
+    async fn read_entity(
+        &self,
+        kind: MemberKind,
+        name: &str,
+    ) -> Result<Map<String, Value>, PlatformError> {
+        let collection = match kind {
+            MemberKind::User => "Users",
+            MemberKind::Group => "Groups",
+        };
+        let asked = self.spelled(kind, name);
+        let get = |spelling: String| async move {
+            let path = Self::entity_path(collection, &spelling);
+            let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
+            entity_object(&bytes, &spelling)
+        };
+        let object = match get(asked.clone()).await {
+            Err(PlatformError::NotFound(message)) => {
+                if !self.names_case_sensitive().await? {
+                    return Err(PlatformError::NotFound(message));
+                }
+                let listed = match kind {
+                    MemberKind::User => self.list_users().await?,
+                    MemberKind::Group => self.list_groups().await?,
+                };
+                let Some(stored) = listed
+                    .into_iter()
+                    .map(|e| e.name)
+                    .find(|n| *n != asked && names::same(n, name))
+                else {
+                    return Err(PlatformError::NotFound(message));
+                };
+                get(stored).await?
+            }
+            other => other?,
+        };
+        self.remember(kind, &text(&object, "name"));
+        Ok(object)
     }
 
     fn entity_path(collection: &str, entity: &str) -> String {
@@ -118,7 +302,7 @@ impl ThingWorx {
         service: &str,
         body: Value,
     ) -> Result<Bytes, PlatformError> {
-        let path = Self::service_path("Users", user, service);
+        let path = Self::service_path("Users", &self.spelled(MemberKind::User, user), service);
         self.send(Method::POST, &path, Some(body), Repeat::Safe)
             .await
     }
@@ -129,7 +313,7 @@ impl ThingWorx {
         service: &str,
         body: Value,
     ) -> Result<Bytes, PlatformError> {
-        let path = Self::service_path("Groups", group, service);
+        let path = Self::service_path("Groups", &self.spelled(MemberKind::Group, group), service);
         self.send(Method::POST, &path, Some(body), Repeat::Safe)
             .await
     }
@@ -296,29 +480,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Turns the platform's status and plain-text message into a typed error. Versions differ in
-/// the status they use for duplicates and missing entities, so the message decides where the
-/// status alone is ambiguous.
+/// Turns the platform's status into a typed error; the text is kept for the operator only.
+/// ThingWorx 9.x/10.x answers any failed service call (a duplicate create, a missing member, a
+/// refused password) with a bare 500 "Unable to Invoke Service <S> on <E>", so nothing here
+/// reads the wording: a duplicate is found by reading before creating, a missing member by
+/// reading before adding. 404 is a missing entity (or service) whatever the text says.
 fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, PlatformError> {
     if status.is_success() {
         return Ok(body);
     }
     let message = platform_text(&body);
-    let lower = message.to_lowercase();
-    let says_exists = lower.contains("already exists");
-    let says_missing = lower.contains("does not exist") || lower.contains("not found");
     Err(match status.as_u16() {
-        401 => PlatformError::Unauthorized {
-            status: 401,
-            message,
-        },
-        403 | 409 | 500 if says_exists => PlatformError::AlreadyExists(message),
-        403 => PlatformError::Unauthorized {
-            status: 403,
+        401 | 403 => PlatformError::Unauthorized {
+            status: status.as_u16(),
             message,
         },
         404 => PlatformError::NotFound(message),
-        500 if says_missing => PlatformError::NotFound(message),
         409 => PlatformError::AlreadyExists(message),
         400 => PlatformError::Rejected(message),
         502..=504 => PlatformError::Unavailable(format!("HTTP {}: {message}", status.as_u16())),
@@ -493,9 +670,7 @@ impl Platform for ThingWorx {
     }
 
     async fn get_user(&self, name: &str) -> Result<User, PlatformError> {
-        let path = Self::entity_path("Users", name);
-        let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
-        let o = entity_object(&bytes, name)?;
+        let o = self.read_entity(MemberKind::User, name).await?;
         Ok(User {
             name: text(&o, "name"),
             description: text(&o, "description"),
@@ -548,12 +723,15 @@ impl Platform for ThingWorx {
             Repeat::Once,
         )
         .await?;
+        self.remember(MemberKind::User, &user.name);
         Ok(())
     }
 
     async fn delete_user(&self, name: &str) -> Result<(), PlatformError> {
-        self.entity_services("DeleteUser", json!({ "name": name }), Repeat::Once)
+        let stored = self.spelled(MemberKind::User, name);
+        self.entity_services("DeleteUser", json!({ "name": stored }), Repeat::Once)
             .await?;
+        self.forget(MemberKind::User, name);
         Ok(())
     }
 
@@ -606,6 +784,9 @@ impl Platform for ThingWorx {
     }
 
     async fn user_extensions(&self, name: &str) -> Result<Extensions, PlatformError> {
+        if self.extension_reads().await? == ExtensionAccess::ConfigurationTable {
+            return self.configuration_table(name).await;
+        }
         let bytes = self
             .user_service(name, "GetPropertyValues", json!({}))
             .await?;
@@ -685,9 +866,7 @@ impl Platform for ThingWorx {
     }
 
     async fn get_group(&self, name: &str) -> Result<Group, PlatformError> {
-        let path = Self::entity_path("Groups", name);
-        let bytes = self.send(Method::GET, &path, None, Repeat::Safe).await?;
-        let o = entity_object(&bytes, name)?;
+        let o = self.read_entity(MemberKind::Group, name).await?;
         Ok(Group {
             name: text(&o, "name"),
             description: text(&o, "description"),
@@ -710,12 +889,29 @@ impl Platform for ThingWorx {
         }
         self.entity_services("CreateGroup", body, Repeat::Once)
             .await?;
+        self.remember(MemberKind::Group, &group.name);
+        // ThingWorx before 9.1 has no projectName parameter on CreateGroup and ignores it: the
+        // group is read back and given its project with SetProjectName when it lacks it. The
+        // group exists by now, so a failure here is logged rather than failing the create.
+        if let Some(project) = group.project.as_deref().filter(|p| !p.is_empty()) {
+            let settled = match self.get_group(&group.name).await {
+                Ok(g) if g.project == project => Ok(()),
+                Ok(_) => self.set_group_project(&group.name, project).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = settled {
+                tracing::warn!(group = %group.name, %project, error = %e,
+                    "the new group's project could not be checked or set");
+            }
+        }
         Ok(())
     }
 
     async fn delete_group(&self, name: &str) -> Result<(), PlatformError> {
-        self.entity_services("DeleteGroup", json!({ "name": name }), Repeat::Once)
+        let stored = self.spelled(MemberKind::Group, name);
+        self.entity_services("DeleteGroup", json!({ "name": stored }), Repeat::Once)
             .await?;
+        self.forget(MemberKind::Group, name);
         Ok(())
     }
 
@@ -741,13 +937,19 @@ impl Platform for ThingWorx {
     }
 
     async fn add_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        let body = json!({ "member": member.name, "type": member.kind.as_str() });
+        let body = json!({
+            "member": self.spelled(member.kind, &member.name),
+            "type": member.kind.as_str(),
+        });
         self.group_service(group, "AddMember", body).await?;
         Ok(())
     }
 
     async fn remove_group_member(&self, group: &str, member: &Member) -> Result<(), PlatformError> {
-        let body = json!({ "member": member.name, "type": member.kind.as_str() });
+        let body = json!({
+            "member": self.spelled(member.kind, &member.name),
+            "type": member.kind.as_str(),
+        });
         self.group_service(group, "DeleteMember", body).await?;
         Ok(())
     }
@@ -794,7 +996,8 @@ impl Platform for ThingWorx {
     }
 
     async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError> {
-        self.session_service("TerminateUserSessions", json!({ "userName": user }))
+        let stored = self.spelled(MemberKind::User, user);
+        self.session_service("TerminateUserSessions", json!({ "userName": stored }))
             .await?;
         Ok(())
     }
@@ -812,6 +1015,24 @@ impl Platform for ThingWorx {
                 .filter(|n| !n.is_empty())
                 .collect(),
         ))
+    }
+
+    async fn vocabulary(&self, name: &str) -> Result<Option<VocabularyState>, PlatformError> {
+        let path = Self::entity_path("ModelTags", name);
+        let bytes = match self.send(Method::GET, &path, None, Repeat::Safe).await {
+            Ok(bytes) => bytes,
+            Err(PlatformError::NotFound(_)) => return Ok(Some(VocabularyState::Missing)),
+            Err(e) => return Err(e),
+        };
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| unexpected("the vocabulary is not JSON", e))?;
+        Ok(Some(match value.get("isDynamic") {
+            Some(Value::Bool(true)) => VocabularyState::Dynamic,
+            Some(Value::Bool(false)) => VocabularyState::Static,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => VocabularyState::Dynamic,
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => VocabularyState::Static,
+            _ => VocabularyState::Unknown,
+        }))
     }
 
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
@@ -851,26 +1072,40 @@ mod tests {
     }
 
     #[test]
-    fn statuses_and_messages_become_typed_errors() {
+    fn statuses_become_typed_errors_whatever_the_wording() {
         let b = |s: &str| Bytes::from(s.to_string());
+        // The wording of older fakes and some versions no longer decides anything.
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, b("User [x] already exists")),
-            Err(PlatformError::AlreadyExists(_))
+            Err(PlatformError::Unauthorized { status: 403, .. })
         ));
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, b("Not authorized")),
             Err(PlatformError::Unauthorized { status: 403, .. })
         ));
         assert!(matches!(
-            classify(StatusCode::NOT_FOUND, b("User [x] does not exist")),
+            classify(StatusCode::NOT_FOUND, b("")),
             Err(PlatformError::NotFound(_))
         ));
+        for text in [
+            "Thing [x] does not exist",
+            "User [x] already exists",
+            "Unable to Invoke Service CreateUserWithOptions on EntityServices",
+        ] {
+            assert!(
+                matches!(
+                    classify(StatusCode::INTERNAL_SERVER_ERROR, b(text)),
+                    Err(PlatformError::Unexpected {
+                        status: Some(500),
+                        ..
+                    })
+                ),
+                "{text}"
+            );
+        }
         assert!(matches!(
-            classify(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                b("Thing [x] does not exist")
-            ),
-            Err(PlatformError::NotFound(_))
+            classify(StatusCode::CONFLICT, b("")),
+            Err(PlatformError::AlreadyExists(_))
         ));
         assert!(matches!(
             classify(StatusCode::SERVICE_UNAVAILABLE, b("")),

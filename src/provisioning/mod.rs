@@ -578,13 +578,14 @@ impl Provisioner {
                 attributes.insert(slot.clone(), v.clone());
             }
         }
-        let external_id = policy
-            .config
-            .external_id_property
-            .as_ref()
-            .and_then(|p| extensions.get(p))
-            .filter(|v| !v.is_empty())
-            .cloned();
+        let external_id = match (
+            &policy.config.external_id_property,
+            &policy.config.user_external_id_vocabulary,
+        ) {
+            (Some(p), _) => extensions.get(p).filter(|v| !v.is_empty()).cloned(),
+            (None, Some(vocabulary)) => tag_term(&user.tags, vocabulary),
+            (None, None) => None,
+        };
         let groups = groups
             .into_iter()
             .filter(|g| policy.is_group_visible(&g.name))
@@ -647,6 +648,7 @@ impl Provisioner {
             ));
         }
         let policy = self.policy();
+        check_password(&policy, change)?;
         if policy.is_user_excluded(user_name) {
             return Err(ProvisionError::Refused {
                 rule: Rule::UserExclusion,
@@ -718,18 +720,31 @@ impl Provisioner {
     ) -> Result<(), ProvisionError> {
         let defaults = &policy.config.user_defaults;
         let description = defaults.description.clone().unwrap_or_default();
-        let created = self
-            .platform
-            .create_user(&NewUser {
-                name: user_name.to_string(),
-                password: change.password.clone(),
-                description: format!("{UNFINISHED}{description}"),
-                tags: defaults.tags.clone().unwrap_or_default(),
-                home_mashup: defaults.home_mashup.clone(),
-                mobile_mashup: defaults.mobile_mashup.clone(),
-                groups: Vec::new(),
-            })
-            .await;
+        // Existence first: the platform answers a duplicate create with a bare 500, so only a
+        // read tells a duplicate (409) from an unfinished create to resume.
+        let unfinished = self
+            .existing_unfinished(MemberKind::User, user_name)
+            .await?;
+        let created = match unfinished {
+            true => Err(PlatformError::AlreadyExists(user_name.to_string())),
+            false => {
+                self.platform
+                    .create_user(&NewUser {
+                        name: user_name.to_string(),
+                        password: change.password.clone(),
+                        description: format!("{UNFINISHED}{description}"),
+                        tags: with_external_id(
+                            user_external_id_vocabulary(policy),
+                            defaults.tags.clone().unwrap_or_default(),
+                            &change.external_id,
+                        ),
+                        home_mashup: defaults.home_mashup.clone(),
+                        mobile_mashup: defaults.mobile_mashup.clone(),
+                        groups: Vec::new(),
+                    })
+                    .await
+            }
+        };
         let resumed = match created {
             Ok(()) => false,
             Err(e) if gateway_fault(&e) => return Err(e.into()),
@@ -828,6 +843,7 @@ impl Provisioner {
         // Checked again: a reload may have excluded the user since it was read.
         self.hide_excluded_user(&current.user_name, &current.id)?;
         let policy = self.policy();
+        check_password(&policy, change)?;
         if let Some(new_name) = &change.user_name {
             if !names::same(new_name.trim(), &current.user_name) {
                 return Err(ProvisionError::invalid(
@@ -859,6 +875,7 @@ impl Provisioner {
         // confirmed or its answer lost (it may have happened either way).
         let mut wrote_extensions = false;
         let mut flipped_enabled: Option<bool> = None;
+        let mut tags_before: Option<Vec<crate::platform::Tag>> = None;
         let result = async {
             if !extensions.is_empty() {
                 let written =
@@ -866,6 +883,27 @@ impl Provisioner {
                 wrote_extensions = may_have_happened(&written);
                 written?;
                 changes.push(format!("set {}", keys(&extensions)));
+            }
+            let external_id = resolve(&change.external_id, current.external_id.as_ref());
+            if let (Some(vocabulary), Some(value)) =
+                (user_external_id_vocabulary(policy), external_id)
+            {
+                let wanted = if value.is_empty() {
+                    Change::Clear
+                } else {
+                    Change::Set(value)
+                };
+                let tags = read_again(|| self.platform.get_user(name)).await?.tags;
+                let next = with_external_id(Some(vocabulary), tags.clone(), &wanted);
+                if next != tags {
+                    let written =
+                        write_idempotent(|| self.platform.set_user_tags(name, &next)).await;
+                    if may_have_happened(&written) {
+                        tags_before = Some(tags);
+                    }
+                    written?;
+                    changes.push("externalId tag set".into());
+                }
             }
             if let Some(password) = &change.password {
                 write_idempotent(|| self.platform.assign_password(name, password)).await?;
@@ -917,6 +955,16 @@ impl Provisioner {
                             "could not undo the change: the user stays {state} ({u})"
                         ));
                         left.push(format!("the user stays {state}"));
+                    }
+                }
+            }
+            if let Some(tags) = &tags_before {
+                match undo_with_retries(false, || self.platform.set_user_tags(name, tags)).await {
+                    Ok(()) => changes
+                        .push("restored the previous externalId tag after the failure".into()),
+                    Err(u) => {
+                        changes.push(format!("could not restore the externalId tag ({u})"));
+                        left.push("the new externalId tag stays".into());
                     }
                 }
             }
@@ -1226,22 +1274,29 @@ impl Provisioner {
                 Vec::new(),
             )
             .await?;
+        let unfinished = self
+            .existing_unfinished(MemberKind::Group, &platform_name)
+            .await?;
         let defaults = &policy.config.group_defaults;
         let tags = with_external_id(
-            policy,
+            policy.config.group_external_id_vocabulary.as_ref(),
             defaults.tags.clone().unwrap_or_default(),
             &change.external_id,
         );
         let description = defaults.description.clone().unwrap_or_default();
-        let created = self
-            .platform
-            .create_group(&NewGroup {
-                name: platform_name.clone(),
-                description: format!("{UNFINISHED}{description}"),
-                project: defaults.project.clone(),
-                tags,
-            })
-            .await;
+        let created = if unfinished {
+            // Left by an earlier attempt: resumed below, like a create whose answer was lost.
+            Err(PlatformError::AlreadyExists(platform_name.clone()))
+        } else {
+            self.platform
+                .create_group(&NewGroup {
+                    name: platform_name.clone(),
+                    description: format!("{UNFINISHED}{description}"),
+                    project: defaults.project.clone(),
+                    tags,
+                })
+                .await
+        };
         let resumed = match created {
             Ok(()) => false,
             Err(e) if gateway_fault(&e) => return Err(e.into()),
@@ -1417,8 +1472,11 @@ impl Provisioner {
                 let platform_group = read_again(|| self.platform.get_group(&platform_name))
                     .await
                     .map_err(not_found_as("Group", &current.id))?;
-                let tags =
-                    with_external_id(&policy, platform_group.tags.clone(), &change.external_id);
+                let tags = with_external_id(
+                    policy.config.group_external_id_vocabulary.as_ref(),
+                    platform_group.tags.clone(),
+                    &change.external_id,
+                );
                 if tags != platform_group.tags {
                     write_idempotent(|| self.platform.set_group_tags(&platform_name, &tags))
                         .await?;
@@ -1678,6 +1736,34 @@ impl Provisioner {
         Ok(Resolved::Principal(resolved))
     }
 
+    /// Existence before a create: the platform answers a duplicate create with the same bare
+    /// 500 as any other failure, so a duplicate is found by reading, and is a 409 whatever the
+    /// platform would have said. An entity an earlier attempt left unfinished (its description
+    /// carries the marker) is no duplicate: `true`, and the create resumes it.
+    async fn existing_unfinished(
+        &self,
+        kind: MemberKind,
+        name: &str,
+    ) -> Result<bool, ProvisionError> {
+        let found = match kind {
+            MemberKind::User => read_again(|| self.platform.get_user(name))
+                .await
+                .map(|u| (u.name, u.description)),
+            MemberKind::Group => read_again(|| self.platform.get_group(name))
+                .await
+                .map(|g| (g.name, g.description)),
+        };
+        match found {
+            Err(PlatformError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+            Ok((_, description)) if is_unfinished(&description) => Ok(true),
+            Ok((existing, _)) => Err(ProvisionError::Conflict(format!(
+                "{} {existing} already exists",
+                kind.as_str()
+            ))),
+        }
+    }
+
     async fn find_user(&self, name: &str) -> Result<Option<Member>, ProvisionError> {
         match read_again(|| self.platform.get_user(name)).await {
             Ok(u) => Ok(Some(Member {
@@ -1841,12 +1927,27 @@ fn missing_member(id: &str, kind: Option<MemberKind>) -> ProvisionError {
 }
 
 /// `tags` with the group's externalId term (in the configured vocabulary) set or cleared.
+/// The vocabulary a user's `externalId` is kept in, when no extension property keeps it.
+fn user_external_id_vocabulary(policy: &Policy) -> Option<&String> {
+    match &policy.config.external_id_property {
+        Some(_) => None,
+        None => policy.config.user_external_id_vocabulary.as_ref(),
+    }
+}
+
+/// The term of the first tag in `vocabulary`.
+fn tag_term(tags: &[crate::platform::Tag], vocabulary: &str) -> Option<String> {
+    tags.iter()
+        .find(|t| t.vocabulary == vocabulary)
+        .map(|t| t.term.clone())
+}
+
 fn with_external_id(
-    policy: &Policy,
+    vocabulary: Option<&String>,
     mut tags: Vec<crate::platform::Tag>,
     change: &Change<String>,
 ) -> Vec<crate::platform::Tag> {
-    let Some(vocabulary) = &policy.config.group_external_id_vocabulary else {
+    let Some(vocabulary) = vocabulary else {
         return tags;
     };
     let current = tags
@@ -1861,7 +1962,9 @@ fn with_external_id(
         Change::ClearIf(_) => current,
     };
     tags.retain(|t| &t.vocabulary != vocabulary);
-    if let Some(term) = next.filter(|t| !t.is_empty() && !t.contains([';'])) {
+    // Only a value that survives the TAGS text form unchanged is kept: `;` separates tags and
+    // the platform trims terms (a blank one fails the whole create with a bare 500).
+    if let Some(term) = next.filter(|t| !t.trim().is_empty() && t.trim() == t && !t.contains(';')) {
         tags.push(crate::platform::Tag {
             vocabulary: vocabulary.clone(),
             term,
@@ -2034,6 +2137,28 @@ fn not_found_as(kind: &'static str, asked: &str) -> impl Fn(PlatformError) -> Pr
         PlatformError::NotFound(_) => ProvisionError::NotFound(format!("{kind} {asked}")),
         other => other.into(),
     }
+}
+
+/// The longest password the platform accepts (ThingWorx 9.x/10.x: 14–128 characters).
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// A password the platform's policy would refuse is a 400 naming the rule, before any call:
+/// the platform itself would answer with a bare 500 that names nothing.
+fn check_password(policy: &Policy, change: &UserChange) -> Result<(), ProvisionError> {
+    let Some(password) = &change.password else {
+        return Ok(());
+    };
+    let min = policy.config.password_min_length;
+    let length = password.expose().chars().count();
+    if length < min || length > MAX_PASSWORD_CHARS {
+        return Err(ProvisionError::invalid(
+            "invalidValue",
+            format!(
+                "password must be {min} to {MAX_PASSWORD_CHARS} characters long (the platform's password policy); it has {length}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn keys(values: &Extensions) -> String {

@@ -83,7 +83,7 @@ pub fn unstored(
 /// property, then what no mapping can hold.
 pub fn unmapped(config: &ProvisioningConfig) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    if config.external_id_property.is_none() {
+    if !config.stores_user_external_id() {
         out.push("externalId".into());
     }
     out.extend(

@@ -508,7 +508,7 @@ impl ScimService {
                             .unwrap_or_else(crate::provisioning::default_user_attributes);
                         let external = policy
                             .as_ref()
-                            .is_none_or(|p| p.config.external_id_property.is_some());
+                            .is_none_or(|p| p.config.stores_user_external_id());
                         discovery::schemas(&discovery_base, &mapped, external)
                     }
                 };
@@ -1076,7 +1076,7 @@ fn warn_unstored(
         body,
         change,
         &policy.config.user_attributes,
-        policy.config.external_id_property.is_some(),
+        policy.config.stores_user_external_id(),
     );
     if !names.is_empty() {
         tracing::warn!(

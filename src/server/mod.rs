@@ -157,7 +157,11 @@ async fn build_gateway(
             let start = previous
                 .map(|(_, old)| old.provisioning.clone())
                 .unwrap_or_else(|| config.provisioning.clone());
-            let provisioner = Provisioner::new(Arc::new(client), Policy::new(start), audit);
+            // How this platform looks names up and reads user extensions is asked once, on
+            // the first call that needs it (not at start: the gateway sends nothing to the
+            // platform before a SCIM request asks it to), and logged.
+            let client = Arc::new(client);
+            let provisioner = Provisioner::new(client, Policy::new(start), audit);
             if previous.is_some() {
                 match provisioner
                     .replace_policy(Policy::new(config.provisioning.clone()))
