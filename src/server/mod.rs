@@ -157,7 +157,8 @@ async fn build_gateway(
             let start = previous
                 .map(|(_, old)| old.provisioning.clone())
                 .unwrap_or_else(|| config.provisioning.clone());
-            let provisioner = Provisioner::new(Arc::new(client), Policy::new(start), audit);
+            let provisioner = Provisioner::new(Arc::new(client), Policy::new(start), audit)
+                .with_member_concurrency(platform.max_concurrency);
             if previous.is_some() {
                 match provisioner
                     .replace_policy(Policy::new(config.provisioning.clone()))
