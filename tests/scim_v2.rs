@@ -2361,7 +2361,11 @@ async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
     env.dev.set_faults(Default::default());
     assert!(r.status >= 500, "{r}");
     assert!(
-        env.tw.group_members("bulk-failed").await.unwrap().is_empty(),
+        env.tw
+            .group_members("bulk-failed")
+            .await
+            .unwrap()
+            .is_empty(),
         "every confirmed add was taken back"
     );
     let text = std::fs::read_to_string(env.gw.dir.join("audit.jsonl")).unwrap_or_default();
@@ -2375,6 +2379,97 @@ async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
     let changes: Vec<String> = serde_json::from_value(line["changes"].clone()).unwrap();
     let added = changes.iter().filter(|c| c.starts_with("added ")).count();
     let undone = changes.iter().filter(|c| c.starts_with("undone: ")).count();
-    assert!(added >= 14, "the 14 AddMember calls before the refused one: {changes:?}");
+    assert!(
+        added >= 14,
+        "the 14 AddMember calls before the refused one: {changes:?}"
+    );
     assert_eq!(added, undone, "{changes:?}");
+}
+
+/// Issue 18: the lookups identity providers make before a create or a link — `userName eq` and
+/// `id eq` for users; `displayName eq`, `id eq` and `externalId eq` for groups; and `or` of them —
+/// cost the same number of native calls in a directory of 20 users and groups as in one of 200
+/// (counted through `scimgate_platform_calls_total`), and find what they name. The group
+/// externalId is a tag in `provisioning.group_external_id_vocabulary`, found by GetEntityList's
+/// `tags` parameter. (A user's externalId is kept in an extension property in this version, so
+/// `externalId eq` on users still reads candidates, up to `scim.max_filter_candidates`.)
+#[tokio::test]
+async fn identity_provider_lookups_cost_the_same_at_any_directory_size() {
+    let env = setup(&format!(
+        "deprovision = \"delete\"\ngroup_external_id_vocabulary = \"SCIMExternalId\"\n{DEFAULTS}"
+    ))
+    .await;
+    let s = &env.scim;
+    let grow = |from: usize, to: usize| {
+        let env = &env;
+        async move {
+            for i in from..to {
+                env.tw
+                    .create_user(&scimgate::platform::NewUser {
+                        name: format!("dir{i:03}@corp.com"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                env.tw
+                    .create_group(&scimgate::platform::NewGroup {
+                        name: format!("dir-group-{i:03}"),
+                        tags: vec![Tag {
+                            vocabulary: "SCIMExternalId".into(),
+                            term: format!("ext-{i:03}"),
+                        }],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let lookups: Vec<(&str, String, Vec<&str>)> = vec![
+        ("/Users", "userName eq \"DIR007@corp.com\"".into(), vec!["dir007@corp.com"]),
+        ("/Users", format!("id eq \"{}\"", id_of("dir007@corp.com")), vec!["dir007@corp.com"]),
+        (
+            "/Users",
+            format!(
+                "userName eq \"dir003@corp.com\" or id eq \"{}\" or userName eq \"nobody@corp.com\"",
+                id_of("dir011@corp.com")
+            ),
+            vec!["dir003@corp.com", "dir011@corp.com"],
+        ),
+        ("/Users", "userName eq \"nobody@corp.com\"".into(), vec![]),
+        ("/Groups", "displayName eq \"DIR-GROUP-007\"".into(), vec!["dir-group-007"]),
+        ("/Groups", format!("id eq \"{}\"", group_id_of("dir-group-007")), vec!["dir-group-007"]),
+        ("/Groups", "externalId eq \"ext-012\"".into(), vec!["dir-group-012"]),
+        ("/Groups", "externalId eq \"no-such-ext\"".into(), vec![]),
+        (
+            "/Groups",
+            "externalId eq \"ext-004\" or displayName eq \"dir-group-009\"".into(),
+            vec!["dir-group-004", "dir-group-009"],
+        ),
+    ];
+    let mut costs: Vec<Vec<u64>> = Vec::new();
+    for (from, to) in [(0, 20), (20, 200)] {
+        grow(from, to).await;
+        let mut cost = Vec::new();
+        for (endpoint, filter, expected) in &lookups {
+            let before = platform_calls(&env).await;
+            let r = s.filter(endpoint, filter).await;
+            cost.push(platform_calls(&env).await - before);
+            let field = if *endpoint == "/Users" {
+                "userName"
+            } else {
+                "displayName"
+            };
+            let mut found: Vec<String> = r
+                .list(filter)
+                .iter()
+                .map(|v| v[field].as_str().unwrap_or("?").to_lowercase())
+                .collect();
+            found.sort();
+            assert_eq!(found, *expected, "{filter} with {to} users and groups: {r}");
+        }
+        println!("native calls per lookup with {to} users and groups: {cost:?}");
+        costs.push(cost);
+    }
+    assert_eq!(costs[0], costs[1], "lookups cost the same at 20 and at 200");
 }

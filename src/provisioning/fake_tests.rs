@@ -30,8 +30,9 @@ const KNOWN_PROPERTIES: [&str; 16] = [
 ];
 
 /// Calls that only read; everything else changes the platform.
-const READS: [&str; 11] = [
+const READS: [&str; 12] = [
     "current_user",
+    "find_by_tag",
     "list_users",
     "get_user",
     "is_user_enabled",
@@ -677,6 +678,34 @@ impl Platform for FakePlatform {
         self.call(line.clone()).await?;
         self.lock().sessions.retain(|s| !names::same(s, user));
         self.answer(&line)
+    }
+
+    async fn find_by_tag(
+        &self,
+        kind: MemberKind,
+        tag: &Tag,
+    ) -> Result<Vec<EntitySummary>, PlatformError> {
+        self.call(format!("find_by_tag {} {tag}", kind.as_str()))
+            .await?;
+        let state = self.lock();
+        let summary = |name: &str, description: &str| EntitySummary {
+            name: name.to_string(),
+            description: description.to_string(),
+        };
+        Ok(match kind {
+            MemberKind::User => state
+                .users
+                .iter()
+                .filter(|u| u.tags.contains(tag))
+                .map(|u| summary(&u.name, &u.description))
+                .collect(),
+            MemberKind::Group => state
+                .groups
+                .iter()
+                .filter(|g| g.tags.contains(tag))
+                .map(|g| summary(&g.name, &g.description))
+                .collect(),
+        })
     }
 
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
@@ -2883,9 +2912,19 @@ async fn a_large_member_change_runs_calls_in_parallel_within_the_bound() {
     names.pop();
     assert_eq!(fake.member_names("Sales"), names);
     let max = fake.max_in_flight();
-    assert!(max > 1 && max <= 4, "at most 4 calls at once, more than one: {max}");
-    let reads = fake.log().iter().filter(|l| l.starts_with("get_user")).count();
-    assert_eq!(reads, 30, "each member resolved once, the excluded one never asked");
+    assert!(
+        max > 1 && max <= 4,
+        "at most 4 calls at once, more than one: {max}"
+    );
+    let reads = fake
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("get_user"))
+        .count();
+    assert_eq!(
+        reads, 30,
+        "each member resolved once, the excluded one never asked"
+    );
     let lines = audit();
     let skips: Vec<_> = lines
         .iter()
@@ -2907,7 +2946,8 @@ async fn a_large_member_change_runs_calls_in_parallel_within_the_bound() {
 
     // Removing them all is parallel too.
     fake.clear_log();
-    fake.max_in_flight.store(0, std::sync::atomic::Ordering::SeqCst);
+    fake.max_in_flight
+        .store(0, std::sync::atomic::Ordering::SeqCst);
     let change = GroupChange {
         external_id: Change::Keep,
         display_name: None,
@@ -2958,8 +2998,14 @@ async fn a_failed_write_among_parallel_ones_takes_back_every_confirmed_one() {
             .iter()
             .filter_map(|w| w.strip_prefix("remove_group_member Sales "))
             .collect();
-        assert_eq!(added, removed, "every confirmed add is taken back, nothing else");
-        assert!(added.len() < 29, "no write starts after the failure: {writes:?}");
+        assert_eq!(
+            added, removed,
+            "every confirmed add is taken back, nothing else"
+        );
+        assert!(
+            added.len() < 29,
+            "no write starts after the failure: {writes:?}"
+        );
         assert!(
             !removed.contains("u12"),
             "a refused write did not happen and is not taken back"
@@ -3014,7 +3060,10 @@ async fn a_parallel_create_with_a_failed_member_removes_the_group_whole() {
     change.members = MembersChange::Replace(names.iter().map(|n| user_ref(n)).collect());
     prov.create_group(&actor(), change).await.unwrap_err();
     assert!(fake.group("Team").is_none());
-    assert!(!fake.writes().iter().any(|w| w.starts_with("remove_group_member")));
+    assert!(!fake
+        .writes()
+        .iter()
+        .any(|w| w.starts_with("remove_group_member")));
 }
 
 #[tokio::test]
@@ -3027,7 +3076,10 @@ async fn members_that_name_nothing_are_all_reported_before_any_parallel_write() 
         .await
         .unwrap_err();
     let text = err.to_string();
-    assert!(text.contains(&id_for("ghost1")) && text.contains(&id_for("ghost2")), "{text}");
+    assert!(
+        text.contains(&id_for("ghost1")) && text.contains(&id_for("ghost2")),
+        "{text}"
+    );
     assert!(fake.writes().is_empty());
     assert!(fake.max_in_flight() > 1);
 }

@@ -1073,6 +1073,34 @@ impl Provisioner {
             .collect())
     }
 
+    /// The visible groups whose externalId is `external_id`, found by their externalId tag in
+    /// one platform call; none when externalIds are not kept (no vocabulary configured).
+    pub async fn group_names_with_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Vec<String>, ProvisionError> {
+        let policy = self.policy();
+        let Some(vocabulary) = &policy.config.group_external_id_vocabulary else {
+            return Ok(Vec::new());
+        };
+        // A term the gateway would never have written (see `with_external_id`) names nothing.
+        if external_id.is_empty() || external_id.contains(';') {
+            return Ok(Vec::new());
+        }
+        let tag = crate::platform::Tag {
+            vocabulary: vocabulary.clone(),
+            term: external_id.to_string(),
+        };
+        Ok(
+            read_again(|| self.platform.find_by_tag(MemberKind::Group, &tag))
+                .await?
+                .into_iter()
+                .map(|g| g.name)
+                .filter(|n| policy.is_group_visible(n))
+                .collect(),
+        )
+    }
+
     fn group_name_of(&self, id: &str) -> Result<String, ProvisionError> {
         let name =
             group_name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("Group {id}")))?;
