@@ -1,11 +1,13 @@
 //! A development stand-in for the ThingWorx platform, in the same binary: the subset of the
 //! native REST API that user and group provisioning uses (EntityServices, the User and Group
 //! services, CurrentSessionInfo), with app-key, Basic and session authentication, persisted to
-//! a JSON file so the product runs end to end on a fresh machine and in tests.
+//! a JSON snapshot and an append-only journal (see `journal`) so the product runs end to end on
+//! a fresh machine and in tests.
 
 mod error;
 pub mod faults;
 mod httpd;
+mod journal;
 pub(crate) mod secret;
 mod services;
 mod session;
@@ -17,6 +19,7 @@ pub use faults::{FaultCounts, FaultKind, FaultRule, FaultSpec};
 use crate::fsutil::{write_atomically, Access};
 use crate::random::NoRandom;
 use error::Fault;
+use journal::Journal;
 use secret::PasswordHash;
 use session::Sessions;
 use std::fs;
@@ -25,7 +28,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use store::State;
 use tokio_util::sync::CancellationToken;
 
-const STATE_FILE: &str = "state.json";
 const PASSWORD_FILE: &str = "administrator.password";
 /// A `slow` answer comes this late unless told otherwise: past the gateway's default
 /// `upstream.request_timeout` (60 s).
@@ -40,6 +42,8 @@ impl From<NoRandom> for DevPlatformError {
 pub struct DevPlatform {
     dir: PathBuf,
     state: Mutex<State>,
+    /// Taken only with `state` held, after it: every change is journalled under the state lock.
+    journal: Mutex<Journal>,
     sessions: Mutex<Sessions>,
     /// Checked when a Basic login names an unknown user or one without a password, so such a
     /// request costs as much time as a wrong password and does not reveal which names exist.
@@ -61,30 +65,28 @@ impl DevPlatform {
     /// password and writes it to `data_dir/administrator.password` (mode 0600, no newline).
     pub fn open(data_dir: &Path) -> Result<Arc<DevPlatform>, DevPlatformError> {
         create_private_dir(data_dir)?;
-        let path = data_dir.join(STATE_FILE);
-        let state = match fs::read(&path) {
-            Ok(bytes) => State::from_json(&bytes)
-                .map_err(|reason| DevPlatformError::Corrupt { path, reason })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let (state, journal) = match journal::load(data_dir)? {
+            Some(loaded) => loaded,
+            None => {
                 let password = crate::random::password()?;
                 let state = State::fresh(PasswordHash::new(&password)?);
                 // The password file goes first: a state file never exists without it, and a
                 // crash in between just means a new password on the next start.
                 let password_path = data_dir.join(PASSWORD_FILE);
                 write_private(&password_path, password.as_bytes())?;
-                save(data_dir, &state)?;
+                let journal = Journal::create(data_dir, &state)?;
                 tracing::info!(
                     dir = %data_dir.display(),
                     password_file = %password_path.display(),
                     "initialised a new development platform"
                 );
-                state
+                (state, journal)
             }
-            Err(source) => return Err(DevPlatformError::Io { path, source }),
         };
         Ok(Arc::new(DevPlatform {
             dir: data_dir.to_path_buf(),
             state: Mutex::new(state),
+            journal: Mutex::new(journal),
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,
             faults: Mutex::new(faults::Faults::new(DEFAULT_SLOW)),
@@ -98,7 +100,18 @@ impl DevPlatform {
         listener: tokio::net::TcpListener,
         stop: CancellationToken,
     ) {
-        httpd::serve(self, listener, stop).await;
+        httpd::serve(self.clone(), listener, stop).await;
+        // A clean stop leaves the whole state in `state.json` and an empty journal.
+        let platform = self;
+        let compacted = tokio::task::spawn_blocking(move || {
+            let state = platform.lock_state();
+            let result = platform.lock_journal().compact_now(&state);
+            result
+        })
+        .await;
+        if let Ok(Err(e)) = compacted {
+            tracing::warn!(error = %e, "development platform: compaction at stop failed; the journal is kept");
+        }
     }
 
     /// The key id of the application key named `name` bound to `user`, created and persisted
@@ -108,8 +121,9 @@ impl DevPlatform {
         let mut state = self.lock_state();
         let mut next = state.clone();
         let id = next.ensure_app_key(name, user, fresh_id)?;
-        if next != *state {
-            save(&self.dir, &next)?;
+        let delta = next.changes_since(&state);
+        if !delta.is_empty() {
+            self.lock_journal().record(&delta, &next)?;
             *state = next;
         }
         Ok(id)
@@ -136,6 +150,10 @@ impl DevPlatform {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -150,12 +168,15 @@ impl DevPlatform {
         let mut state = self.lock_state();
         let mut next = state.clone();
         let out = f(&mut next)?;
-        if next != *state {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            next.stamp_changes(&state, now);
-            save(&self.dir, &next).map_err(|e| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        // Stamps only what changed, so an unchanged state stays unchanged.
+        next.stamp_changes(&state, now);
+        let delta = next.changes_since(&state);
+        if !delta.is_empty() {
+            // Acknowledged only once its journal line is durable.
+            self.lock_journal().record(&delta, &next).map_err(|e| {
                 tracing::error!(error = %e, "the development platform cannot save its state");
                 Fault::internal("The development platform could not save its state")
             })?;
@@ -180,16 +201,131 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), DevPlatformError> {
     write_atomically(path, contents, Access::OwnerOnly).map_err(DevPlatformError::io(path))
 }
 
-/// Atomically replaces `state.json`. The file holds password hashes and app key ids, hence
-/// owner-only.
-fn save(dir: &Path, state: &State) -> Result<(), DevPlatformError> {
-    let bytes = state.to_json().map_err(DevPlatformError::Encode)?;
-    write_private(&dir.join(STATE_FILE), &bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use journal::STATE_FILE;
+
+    fn journal_len(dir: &Path) -> u64 {
+        fs::metadata(dir.join("state.journal")).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn changes_are_journalled_replayed_and_a_torn_last_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let snapshot = fs::read(dir.path().join(STATE_FILE)).unwrap();
+        for name in ["a", "b", "c"] {
+            p.commit(|s| s.create_user(store::NewUser::named(name)))
+                .unwrap();
+        }
+        p.commit(|s| s.delete_user("b").map(|_| ())).unwrap();
+        // One line per change, and the snapshot is not rewritten by a write.
+        let text = fs::read_to_string(dir.path().join("state.journal")).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert_eq!(fs::read(dir.path().join(STATE_FILE)).unwrap(), snapshot);
+        drop(p);
+
+        // A crash while a line was being written leaves part of it, never acknowledged.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("state.journal"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"users\":{\"d\":{\"na").unwrap();
+        drop(f);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert!(p.read(|s| s.user("a").is_ok() && s.user("c").is_ok()));
+        assert!(p.read(|s| s.user("b").is_err() && s.user("d").is_err()));
+        // Loading compacted: the replayed changes are in the snapshot, the journal is empty,
+        // and writing goes on.
+        assert_eq!(journal_len(dir.path()), 0);
+        p.commit(|s| s.create_user(store::NewUser::named("e")))
+            .unwrap();
+        drop(p);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert!(p.read(|s| s.user("e").is_ok() && s.user("a").is_ok()));
+    }
+
+    #[test]
+    fn a_damaged_journal_line_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("a")))
+            .unwrap();
+        drop(p);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("state.journal"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"not json\n").unwrap();
+        drop(f);
+        let err = DevPlatform::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("state.journal"), "{err}");
+    }
+
+    #[test]
+    fn the_journal_is_compacted_in_the_background_once_it_outgrows_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let mut peak = 0;
+        for i in 0..1500 {
+            p.commit(|s| s.create_user(store::NewUser::named(&format!("user{i:04}"))))
+                .unwrap();
+            peak = peak.max(journal_len(dir.path()));
+        }
+        // Wait for a compaction still running (the test never times it).
+        for _ in 0..500 {
+            if !dir.path().join("state.journal.old").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let snapshot = fs::metadata(dir.path().join(STATE_FILE)).unwrap().len();
+        assert!(journal_len(dir.path()) < peak, "compacted at least once");
+        assert!(
+            peak <= snapshot.max(256 * 1024) + 4096,
+            "the journal never grows far past the snapshot: {peak} vs {snapshot}"
+        );
+        drop(p);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert_eq!(p.read(|s| s.users().count()), 1500 + 3);
+    }
+
+    #[test]
+    fn a_compaction_cut_short_by_a_crash_loads_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("early")))
+            .unwrap();
+        drop(p);
+        // As if the journal had been rotated and the process died before the snapshot: the
+        // rotated lines and a fresh journal are both replayed.
+        fs::rename(
+            dir.path().join("state.journal"),
+            dir.path().join("state.journal.old"),
+        )
+        .unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("late")))
+            .unwrap();
+        drop(p);
+        // As if it died after writing the snapshot but before removing the rotated journal:
+        // replaying lines the snapshot holds changes nothing.
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let before = p.read(|s| s.clone());
+        p.commit(|s| s.delete_user("early").map(|_| ())).unwrap();
+        let after_delete = p.read(|s| s.clone());
+        drop(p);
+        fs::copy(
+            dir.path().join("state.journal"),
+            dir.path().join("state.journal.old"),
+        )
+        .unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert_ne!(before, after_delete);
+        assert!(p.read(|s| *s == after_delete));
+        assert!(!dir.path().join("state.journal.old").exists());
+    }
 
     #[test]
     fn first_open_initialises_and_later_opens_keep_everything() {

@@ -507,6 +507,59 @@ impl State {
         );
     }
 
+    /// Persistence hook for the journal: the entities that differ from `before`, with their
+    /// new values (`None` for removed ones).
+    pub fn changes_since(&self, before: &State) -> super::journal::Delta {
+        fn diff<T: PartialEq + Clone>(
+            now: &BTreeMap<String, T>,
+            before: &BTreeMap<String, T>,
+        ) -> BTreeMap<String, Option<T>> {
+            let mut out: BTreeMap<String, Option<T>> = now
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(*v))
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            out.extend(
+                before
+                    .keys()
+                    .filter(|k| !now.contains_key(*k))
+                    .map(|k| (k.clone(), None)),
+            );
+            out
+        }
+        super::journal::Delta {
+            users: diff(&self.users, &before.users),
+            groups: diff(&self.groups, &before.groups),
+            projects: diff(&self.projects, &before.projects),
+            mashups: diff(&self.mashups, &before.mashups),
+            application_keys: (self.app_keys != before.app_keys).then(|| self.app_keys.clone()),
+        }
+    }
+
+    /// Persistence hook for the journal: sets what a recorded change set. The result is checked
+    /// as a whole once every change is applied (see `journal::load`).
+    pub fn apply(&mut self, delta: super::journal::Delta) {
+        fn put<T>(map: &mut BTreeMap<String, T>, changes: BTreeMap<String, Option<T>>) {
+            for (key, value) in changes {
+                match value {
+                    Some(v) => {
+                        map.insert(key, v);
+                    }
+                    None => {
+                        map.remove(&key);
+                    }
+                }
+            }
+        }
+        put(&mut self.users, delta.users);
+        put(&mut self.groups, delta.groups);
+        put(&mut self.projects, delta.projects);
+        put(&mut self.mashups, delta.mashups);
+        if let Some(keys) = delta.application_keys {
+            self.app_keys = keys;
+        }
+    }
+
     pub fn users(&self) -> impl Iterator<Item = &User> {
         self.users.values()
     }
