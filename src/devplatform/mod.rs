@@ -119,13 +119,21 @@ impl DevPlatform {
     pub fn ensure_app_key(&self, name: &str, user: &str) -> Result<String, DevPlatformError> {
         let fresh_id = crate::random::token()?;
         let mut state = self.lock_state();
-        let mut next = state.clone();
-        let id = next.ensure_app_key(name, user, fresh_id)?;
-        let delta = next.changes_since(&state);
+        let id = match state.ensure_app_key(name, user, fresh_id) {
+            Ok(id) => id,
+            Err(fault) => {
+                state.roll_back();
+                return Err(fault.into());
+            }
+        };
+        let delta = state.pending_changes(now_millis());
         if !delta.is_empty() {
-            self.lock_journal().record(&delta, &next)?;
-            *state = next;
+            if let Err(e) = self.lock_journal().record(&delta, &state) {
+                state.roll_back();
+                return Err(e);
+            }
         }
+        state.settle();
         Ok(id)
     }
 
@@ -145,9 +153,13 @@ impl DevPlatform {
         self.faults.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A poisoned lock is still consistent: changes are made on a copy and swapped in whole.
+    /// A poisoned lock is made consistent again: a change cut short by a panic is rolled back.
     fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| {
+            let mut state = e.into_inner();
+            state.roll_back();
+            state
+        })
     }
 
     fn lock_journal(&self) -> MutexGuard<'_, Journal> {
@@ -162,28 +174,39 @@ impl DevPlatform {
         f(&self.lock_state())
     }
 
-    /// Applies a change to a copy of the state and keeps it only once it is saved, so a refused
-    /// or unsaveable request leaves nothing half done.
+    /// Applies a change in place and keeps it only once its journal line is durable; a refused
+    /// or unsaveable change is rolled back, so nothing is left half done. The cost is what the
+    /// change touches, not the size of the state.
     fn commit<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Fault>) -> Result<T, Fault> {
         let mut state = self.lock_state();
-        let mut next = state.clone();
-        let out = f(&mut next)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        // Stamps only what changed, so an unchanged state stays unchanged.
-        next.stamp_changes(&state, now);
-        let delta = next.changes_since(&state);
+        let out = match f(&mut state) {
+            Ok(out) => out,
+            Err(fault) => {
+                state.roll_back();
+                return Err(fault);
+            }
+        };
+        let delta = state.pending_changes(now_millis());
         if !delta.is_empty() {
             // Acknowledged only once its journal line is durable.
-            self.lock_journal().record(&delta, &next).map_err(|e| {
+            if let Err(e) = self.lock_journal().record(&delta, &state) {
+                state.roll_back();
                 tracing::error!(error = %e, "the development platform cannot save its state");
-                Fault::internal("The development platform could not save its state")
-            })?;
-            *state = next;
+                return Err(Fault::internal(
+                    "The development platform could not save its state",
+                ));
+            }
         }
+        state.settle();
         Ok(out)
     }
+}
+
+/// The platform's clock for `lastModifiedDate`: milliseconds since the Unix epoch.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DevPlatformError> {

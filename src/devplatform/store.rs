@@ -2,6 +2,7 @@
 //! here, so every change can be applied to a copy of the state and only kept once it is saved.
 
 use super::error::{DevPlatformError, Fault};
+use super::journal::{Delta, Tracked, TrackedList};
 use super::secret::PasswordHash;
 use crate::platform::names::{fold, invalid_reason, same};
 use crate::platform::EntityKind;
@@ -278,11 +279,11 @@ pub(crate) struct NewGroup {
 /// the order listings are sorted in.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct State {
-    users: BTreeMap<String, User>,
-    groups: BTreeMap<String, Group>,
-    projects: BTreeMap<String, ModelEntity>,
-    mashups: BTreeMap<String, ModelEntity>,
-    app_keys: Vec<AppKey>,
+    users: Tracked<User>,
+    groups: Tracked<Group>,
+    projects: Tracked<ModelEntity>,
+    mashups: Tracked<ModelEntity>,
+    app_keys: TrackedList<AppKey>,
 }
 
 #[derive(Serialize)]
@@ -362,6 +363,7 @@ impl State {
         for entity in seeded_mashups() {
             state.mashups.insert(fold(&entity.name), entity);
         }
+        state.settle();
         state
     }
 
@@ -372,7 +374,7 @@ impl State {
             groups: self.groups.values().collect(),
             projects: self.projects.values().collect(),
             mashups: self.mashups.values().collect(),
-            application_keys: &self.app_keys,
+            application_keys: self.app_keys.as_slice(),
         })
     }
 
@@ -469,77 +471,75 @@ impl State {
                 ));
             }
         }
-        state.app_keys = stored.application_keys;
+        state.app_keys = stored.application_keys.into();
+        state.settle();
         Ok(state)
     }
 
-    /// Sets `lastModifiedDate` on every user and group that is new or differs from `before`,
-    /// as the platform does on each change of an entity (a group's membership included). The
-    /// date only moves forward, even when two changes fall into one millisecond.
-    pub fn stamp_changes(&mut self, before: &State, now_millis: i64) {
-        fn stamp<T: PartialEq>(
-            entities: &mut BTreeMap<String, T>,
-            before: &BTreeMap<String, T>,
+    /// Persistence hook, at the end of a change made in place: sets `lastModifiedDate` on every
+    /// user and group the change created or altered, as the platform does on each change of an
+    /// entity (a group's membership included; the date only moves forward, even when two
+    /// changes fall into one millisecond), and returns what changed, for the journal. The
+    /// change stays open: [`State::settle`] keeps it, [`State::roll_back`] undoes it.
+    pub fn pending_changes(&mut self, now_millis: i64) -> Delta {
+        fn stamped<T: Clone + PartialEq>(
+            entities: &mut Tracked<T>,
             date: impl Fn(&mut T) -> &mut i64,
             now_millis: i64,
-        ) {
-            for (key, entity) in entities.iter_mut() {
-                match before.get(key) {
-                    Some(old) if old == entity => {}
-                    _ => {
-                        let d = date(entity);
-                        *d = now_millis.max(*d + 1);
-                    }
-                }
-            }
-        }
-        stamp(
-            &mut self.users,
-            &before.users,
-            |u| &mut u.last_modified_date,
-            now_millis,
-        );
-        stamp(
-            &mut self.groups,
-            &before.groups,
-            |g| &mut g.last_modified_date,
-            now_millis,
-        );
-    }
-
-    /// Persistence hook for the journal: the entities that differ from `before`, with their
-    /// new values (`None` for removed ones).
-    pub fn changes_since(&self, before: &State) -> super::journal::Delta {
-        fn diff<T: PartialEq + Clone>(
-            now: &BTreeMap<String, T>,
-            before: &BTreeMap<String, T>,
         ) -> BTreeMap<String, Option<T>> {
-            let mut out: BTreeMap<String, Option<T>> = now
-                .iter()
-                .filter(|(k, v)| before.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), Some(v.clone())))
-                .collect();
-            out.extend(
-                before
-                    .keys()
-                    .filter(|k| !now.contains_key(*k))
-                    .map(|k| (k.clone(), None)),
-            );
-            out
+            entities
+                .changed()
+                .into_iter()
+                .map(|(key, value)| {
+                    let value = value.map(|v| {
+                        let d = date(v);
+                        *d = now_millis.max(*d + 1);
+                        v.clone()
+                    });
+                    (key, value)
+                })
+                .collect()
         }
-        super::journal::Delta {
-            users: diff(&self.users, &before.users),
-            groups: diff(&self.groups, &before.groups),
-            projects: diff(&self.projects, &before.projects),
-            mashups: diff(&self.mashups, &before.mashups),
-            application_keys: (self.app_keys != before.app_keys).then(|| self.app_keys.clone()),
+        fn unstamped<T: Clone + PartialEq>(
+            entities: &mut Tracked<T>,
+        ) -> BTreeMap<String, Option<T>> {
+            entities
+                .changed()
+                .into_iter()
+                .map(|(key, value)| (key, value.map(|v| v.clone())))
+                .collect()
+        }
+        Delta {
+            users: stamped(&mut self.users, |u| &mut u.last_modified_date, now_millis),
+            groups: stamped(&mut self.groups, |g| &mut g.last_modified_date, now_millis),
+            projects: unstamped(&mut self.projects),
+            mashups: unstamped(&mut self.mashups),
+            application_keys: self.app_keys.changed(),
         }
     }
 
-    /// Persistence hook for the journal: sets what a recorded change set. The result is checked
+    /// Persistence hook: keeps the change in progress.
+    pub fn settle(&mut self) {
+        self.users.settle();
+        self.groups.settle();
+        self.projects.settle();
+        self.mashups.settle();
+        self.app_keys.settle();
+    }
+
+    /// Persistence hook: undoes the change in progress (refused, not saved, or cut short).
+    pub fn roll_back(&mut self) {
+        self.users.roll_back();
+        self.groups.roll_back();
+        self.projects.roll_back();
+        self.mashups.roll_back();
+        self.app_keys.roll_back();
+    }
+
+    /// Persistence hook for loading: sets what a journalled change set. The result is checked
     /// as a whole once every change is applied (see `journal::load`).
-    pub fn apply(&mut self, delta: super::journal::Delta) {
-        fn put<T>(map: &mut BTreeMap<String, T>, changes: BTreeMap<String, Option<T>>) {
+    pub fn apply(&mut self, delta: Delta) {
+        fn put<T: Clone + PartialEq>(map: &mut Tracked<T>, changes: BTreeMap<String, Option<T>>) {
             for (key, value) in changes {
                 match value {
                     Some(v) => {
@@ -556,8 +556,9 @@ impl State {
         put(&mut self.projects, delta.projects);
         put(&mut self.mashups, delta.mashups);
         if let Some(keys) = delta.application_keys {
-            self.app_keys = keys;
+            self.app_keys = keys.into();
         }
+        self.settle();
     }
 
     pub fn users(&self) -> impl Iterator<Item = &User> {
@@ -576,7 +577,7 @@ impl State {
         }
     }
 
-    fn model_mut(&mut self, kind: EntityKind) -> &mut BTreeMap<String, ModelEntity> {
+    fn model_mut(&mut self, kind: EntityKind) -> &mut Tracked<ModelEntity> {
         match kind {
             EntityKind::Project => &mut self.projects,
             EntityKind::Mashup => &mut self.mashups,
@@ -1097,17 +1098,17 @@ mod tests {
         user(&mut s, "fay");
         user(&mut s, "gus");
         group(&mut s, "Crew");
-        let before = State::default();
-        s.stamp_changes(&before, 1_000);
+        s.pending_changes(1_000);
+        s.settle();
         assert_eq!(s.user("fay").unwrap().last_modified_date, 1_000);
         assert_eq!(s.group("Crew").unwrap().last_modified_date, 1_000);
 
-        let before = s.clone();
         s.add_member("Crew", "fay", Kind::User).unwrap();
         s.set_extensions("fay", vec![("city".into(), "Bern".into())])
             .unwrap();
         // The same millisecond still moves the date forward.
-        s.stamp_changes(&before, 1_000);
+        s.pending_changes(1_000);
+        s.settle();
         assert_eq!(s.user("fay").unwrap().last_modified_date, 1_001);
         assert_eq!(s.group("Crew").unwrap().last_modified_date, 1_001);
         assert_eq!(s.user("gus").unwrap().last_modified_date, 1_000);
