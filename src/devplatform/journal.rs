@@ -69,8 +69,10 @@ pub(crate) struct Journal {
     snapshot_bytes: Arc<AtomicU64>,
     /// A background compaction is writing the snapshot.
     compacting: Arc<AtomicBool>,
-    /// Serialises writers of `state.json` (the background thread and a synchronous compaction).
-    snapshot_lock: Arc<Mutex<()>>,
+    /// Serialises writers of `state.json` (the background thread and a synchronous compaction)
+    /// and counts the synchronous ones: a background snapshot taken before one of them is
+    /// older than what it wrote and must not replace it.
+    snapshot_lock: Arc<Mutex<u64>>,
     /// A failed append could not be cut back off the file: the next change compacts instead.
     damaged: bool,
 }
@@ -175,7 +177,7 @@ impl Journal {
             bytes,
             snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
             compacting: Arc::new(AtomicBool::new(false)),
-            snapshot_lock: Arc::new(Mutex::new(())),
+            snapshot_lock: Arc::new(Mutex::new(0)),
             damaged: false,
         })
     }
@@ -234,10 +236,16 @@ impl Journal {
         let compacting = self.compacting.clone();
         let snapshot_bytes = self.snapshot_bytes.clone();
         let lock = self.snapshot_lock.clone();
+        let generation = *lock.lock().unwrap_or_else(|e| e.into_inner());
         let spawned = std::thread::Builder::new()
             .name("devplatform-compact".into())
             .spawn(move || {
-                let _writing = lock.lock().unwrap_or_else(|e| e.into_inner());
+                let writing = lock.lock().unwrap_or_else(|e| e.into_inner());
+                if *writing != generation {
+                    // A newer snapshot was written meanwhile, and the rotated journal with it.
+                    compacting.store(false, Ordering::SeqCst);
+                    return;
+                }
                 match write_snapshot(&dir, &snapshot) {
                     Ok(size) => {
                         snapshot_bytes.store(size, Ordering::SeqCst);
@@ -261,7 +269,8 @@ impl Journal {
     /// Writes the snapshot of `state` now and empties both journals (at a clean stop, after a
     /// failed append, or when a background compaction did not finish).
     pub fn compact_now(&mut self, state: &State) -> Result<(), DevPlatformError> {
-        let _writing = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writing = self.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        *writing += 1;
         let size = write_snapshot(&self.dir, state)?;
         let current = self.dir.join(JOURNAL_FILE);
         // Lines left in the journal would only set values the snapshot already holds, so a
@@ -404,31 +413,18 @@ impl<T: Clone + PartialEq> Tracked<T> {
         self.map.values_mut()
     }
 
-    /// The keys the change in progress touched whose value differs from before it, each with a
-    /// mutable new value (`None`: removed).
-    pub fn changed(&mut self) -> Vec<(String, Option<&mut T>)> {
+    /// Visits the keys the change in progress touched whose value differs from before it, in
+    /// key order, each with its mutable new value (`None`: removed). Costs what was touched.
+    pub fn for_each_changed(&mut self, mut visit: impl FnMut(&str, Option<&mut T>)) {
         let changed: Vec<String> = self
             .before
             .iter()
-            .filter(|(k, old)| old.as_ref() != self.map.get(*k))
+            .filter(|(k, old)| old.as_ref() != self.map.get(k.as_str()))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut out = Vec::with_capacity(changed.len());
-        let mut wanted = changed.into_iter().peekable();
-        for (key, value) in self.map.iter_mut() {
-            // Both in key order; only the touched keys are yielded.
-            while wanted.peek().is_some_and(|w| w < key) {
-                if let Some(gone) = wanted.next() {
-                    out.push((gone, None));
-                }
-            }
-            if wanted.peek() == Some(key) {
-                wanted.next();
-                out.push((key.clone(), Some(value)));
-            }
+        for key in changed {
+            visit(&key, self.map.get_mut(&key));
         }
-        out.extend(wanted.map(|gone| (gone, None)));
-        out
     }
 
     /// Ends the change in progress: what it did stays.
@@ -536,18 +532,15 @@ mod tests {
             m.insert(k.into(), v);
         }
         m.settle();
-        assert!(m.changed().is_empty());
+        m.for_each_changed(|k, _| panic!("{k} did not change"));
 
         m.insert("d".into(), 4);
         m.remove("a");
         *m.get_mut("b").unwrap_or(&mut 0) = 20;
         // Touched and put back: no change.
         *m.get_mut("c").unwrap_or(&mut 0) = 3;
-        let changed: Vec<(String, Option<u32>)> = m
-            .changed()
-            .into_iter()
-            .map(|(k, v)| (k, v.map(|v| *v)))
-            .collect();
+        let mut changed: Vec<(String, Option<u32>)> = Vec::new();
+        m.for_each_changed(|k, v| changed.push((k.to_string(), v.map(|v| *v))));
         assert_eq!(
             changed,
             vec![
@@ -559,7 +552,7 @@ mod tests {
         m.roll_back();
         let now: Vec<u32> = m.values().copied().collect();
         assert_eq!(now, vec![1, 2, 3]);
-        assert!(m.changed().is_empty());
+        m.for_each_changed(|k, _| panic!("{k} was rolled back"));
 
         let mut list: TrackedList<u32> = vec![1, 2].into();
         list.push(3);

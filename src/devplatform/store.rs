@@ -487,27 +487,25 @@ impl State {
             date: impl Fn(&mut T) -> &mut i64,
             now_millis: i64,
         ) -> BTreeMap<String, Option<T>> {
-            entities
-                .changed()
-                .into_iter()
-                .map(|(key, value)| {
-                    let value = value.map(|v| {
-                        let d = date(v);
-                        *d = now_millis.max(*d + 1);
-                        v.clone()
-                    });
-                    (key, value)
-                })
-                .collect()
+            let mut out = BTreeMap::new();
+            entities.for_each_changed(|key, value| {
+                let value = value.map(|v| {
+                    let d = date(v);
+                    *d = now_millis.max(*d + 1);
+                    v.clone()
+                });
+                out.insert(key.to_string(), value);
+            });
+            out
         }
         fn unstamped<T: Clone + PartialEq>(
             entities: &mut Tracked<T>,
         ) -> BTreeMap<String, Option<T>> {
-            entities
-                .changed()
-                .into_iter()
-                .map(|(key, value)| (key, value.map(|v| v.clone())))
-                .collect()
+            let mut out = BTreeMap::new();
+            entities.for_each_changed(|key, value| {
+                out.insert(key.to_string(), value.map(|v| v.clone()));
+            });
+            out
         }
         Delta {
             users: stamped(&mut self.users, |u| &mut u.last_modified_date, now_millis),
