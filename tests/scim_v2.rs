@@ -2371,9 +2371,9 @@ async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
     let text = std::fs::read_to_string(env.gw.dir.join("audit.jsonl")).unwrap_or_default();
     let line: Value = text
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l["operation"] == "update_group" && l["target"] == "bulk-failed")
-        .last()
+        .find(|l| l["operation"] == "update_group" && l["target"] == "bulk-failed")
         .unwrap_or_else(|| panic!("no audit line: {text}"));
     assert_eq!(line["result"], "failed", "{line}");
     let changes: Vec<String> = serde_json::from_value(line["changes"].clone()).unwrap();

@@ -121,9 +121,9 @@ impl DevPlatform {
         let mut state = self.lock_state();
         let id = match state.ensure_app_key(name, user, fresh_id) {
             Ok(id) => id,
-            Err(fault) => {
+            Err(e) => {
                 state.roll_back();
-                return Err(fault.into());
+                return Err(e);
             }
         };
         let delta = state.pending_changes(now_millis());
