@@ -393,6 +393,8 @@ struct Env {
     gw: Gateway,
     scim: Scim,
     tw: ThingWorx,
+    /// The development platform itself, for fault injection.
+    dev: std::sync::Arc<DevPlatform>,
     stop: CancellationToken,
     _platform_dir: tempfile::TempDir,
 }
@@ -414,7 +416,7 @@ async fn setup(provisioning: &str) -> Env {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let platform_addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
+    tokio::spawn(platform.clone().serve(listener, stop.clone()));
 
     let extra = format!(
         "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
@@ -432,6 +434,7 @@ async fn setup(provisioning: &str) -> Env {
         gw,
         scim,
         tw,
+        dev: platform,
         stop,
         _platform_dir: dir,
     }
@@ -2307,4 +2310,185 @@ async fn a_patch_reads_the_resource_from_the_platform_once() {
     assert_eq!(platform_calls(&env).await - before, 9, "user PATCH");
     env.assert_ext(name, &[("title", "Reader")], "user PATCH")
         .await;
+}
+
+/// Issue 18: a membership PATCH naming many members runs its native calls in parallel (the
+/// default `platform.max_concurrency` is 8) and is still applied whole or not at all: with the
+/// 15th AddMember refused, every member the platform had confirmed is taken back, and the audit
+/// line lists exactly what was confirmed and undone.
+#[tokio::test]
+async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
+    let env = setup("deprovision = \"delete\"").await;
+    let s = &env.scim;
+    let names: Vec<String> = (0..40).map(|i| format!("bulk{i:02}@corp.com")).collect();
+    for name in &names {
+        env.tw
+            .create_user(&scimgate::platform::NewUser {
+                name: name.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let value: Vec<Value> = names.iter().map(|n| json!({"value": id_of(n)})).collect();
+    let mut groups = Vec::new();
+    for display in ["bulk-ok", "bulk-failed"] {
+        let r = s
+            .call(
+                "POST",
+                "/Groups",
+                Some(json!({"schemas": [GROUP], "displayName": display})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{r}");
+        groups.push(r.id());
+    }
+
+    let r = s
+        .patch(
+            &format!("/Groups/{}", groups[0]),
+            json!([{"op": "add", "path": "members", "value": value}]),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 204, "{r}");
+    let mut members: Vec<String> = env
+        .tw
+        .group_members("bulk-ok")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    members.sort();
+    assert_eq!(members, names);
+
+    env.dev.set_faults(scimgate::devplatform::FaultSpec {
+        faults: vec![scimgate::devplatform::FaultRule {
+            kind: scimgate::devplatform::FaultKind::Error500,
+            call: Some(15),
+            service: Some("AddMember".into()),
+            times: None,
+        }],
+        ..Default::default()
+    });
+    let r = s
+        .patch(
+            &format!("/Groups/{}", groups[1]),
+            json!([{"op": "add", "path": "members", "value": value}]),
+        )
+        .await;
+    env.dev.set_faults(Default::default());
+    assert!(r.status >= 500, "{r}");
+    assert!(
+        env.tw
+            .group_members("bulk-failed")
+            .await
+            .unwrap()
+            .is_empty(),
+        "every confirmed add was taken back"
+    );
+    let text = std::fs::read_to_string(env.gw.dir.join("audit.jsonl")).unwrap_or_default();
+    let line: Value = text
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["operation"] == "update_group" && l["target"] == "bulk-failed")
+        .unwrap_or_else(|| panic!("no audit line: {text}"));
+    assert_eq!(line["result"], "failed", "{line}");
+    let changes: Vec<String> = serde_json::from_value(line["changes"].clone()).unwrap();
+    let added = changes.iter().filter(|c| c.starts_with("added ")).count();
+    let undone = changes.iter().filter(|c| c.starts_with("undone: ")).count();
+    assert!(
+        added >= 14,
+        "the 14 AddMember calls before the refused one: {changes:?}"
+    );
+    assert_eq!(added, undone, "{changes:?}");
+}
+
+/// Issue 18: the lookups identity providers make before a create or a link — `userName eq` and
+/// `id eq` for users; `displayName eq`, `id eq` and `externalId eq` for groups; and `or` of them —
+/// cost the same number of native calls in a directory of 20 users and groups as in one of 200
+/// (counted through `scimgate_platform_calls_total`), and find what they name. The group
+/// externalId is a tag in `provisioning.group_external_id_vocabulary`, found by GetEntityList's
+/// `tags` parameter. (A user's externalId is kept in an extension property in this version, so
+/// `externalId eq` on users still reads candidates, up to `scim.max_filter_candidates`.)
+#[tokio::test]
+async fn identity_provider_lookups_cost_the_same_at_any_directory_size() {
+    let env = setup(&format!(
+        "deprovision = \"delete\"\ngroup_external_id_vocabulary = \"SCIMExternalId\"\n{DEFAULTS}"
+    ))
+    .await;
+    let s = &env.scim;
+    let grow = |from: usize, to: usize| {
+        let env = &env;
+        async move {
+            for i in from..to {
+                env.tw
+                    .create_user(&scimgate::platform::NewUser {
+                        name: format!("dir{i:03}@corp.com"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+                env.tw
+                    .create_group(&scimgate::platform::NewGroup {
+                        name: format!("dir-group-{i:03}"),
+                        tags: vec![Tag {
+                            vocabulary: "SCIMExternalId".into(),
+                            term: format!("ext-{i:03}"),
+                        }],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let lookups: Vec<(&str, String, Vec<&str>)> = vec![
+        ("/Users", "userName eq \"DIR007@corp.com\"".into(), vec!["dir007@corp.com"]),
+        ("/Users", format!("id eq \"{}\"", id_of("dir007@corp.com")), vec!["dir007@corp.com"]),
+        (
+            "/Users",
+            format!(
+                "userName eq \"dir003@corp.com\" or id eq \"{}\" or userName eq \"nobody@corp.com\"",
+                id_of("dir011@corp.com")
+            ),
+            vec!["dir003@corp.com", "dir011@corp.com"],
+        ),
+        ("/Users", "userName eq \"nobody@corp.com\"".into(), vec![]),
+        ("/Groups", "displayName eq \"DIR-GROUP-007\"".into(), vec!["dir-group-007"]),
+        ("/Groups", format!("id eq \"{}\"", group_id_of("dir-group-007")), vec!["dir-group-007"]),
+        ("/Groups", "externalId eq \"ext-012\"".into(), vec!["dir-group-012"]),
+        ("/Groups", "externalId eq \"no-such-ext\"".into(), vec![]),
+        (
+            "/Groups",
+            "externalId eq \"ext-004\" or displayName eq \"dir-group-009\"".into(),
+            vec!["dir-group-004", "dir-group-009"],
+        ),
+    ];
+    let mut costs: Vec<Vec<u64>> = Vec::new();
+    for (from, to) in [(0, 20), (20, 200)] {
+        grow(from, to).await;
+        let mut cost = Vec::new();
+        for (endpoint, filter, expected) in &lookups {
+            let before = platform_calls(&env).await;
+            let r = s.filter(endpoint, filter).await;
+            cost.push(platform_calls(&env).await - before);
+            let field = if *endpoint == "/Users" {
+                "userName"
+            } else {
+                "displayName"
+            };
+            let mut found: Vec<String> = r
+                .list(filter)
+                .iter()
+                .map(|v| v[field].as_str().unwrap_or("?").to_lowercase())
+                .collect();
+            found.sort();
+            assert_eq!(found, *expected, "{filter} with {to} users and groups: {r}");
+        }
+        println!("native calls per lookup with {to} users and groups: {cost:?}");
+        costs.push(cost);
+    }
+    assert_eq!(costs[0], costs[1], "lookups cost the same at 20 and at 200");
 }

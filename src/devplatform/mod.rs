@@ -1,11 +1,13 @@
 //! A development stand-in for the ThingWorx platform, in the same binary: the subset of the
 //! native REST API that user and group provisioning uses (EntityServices, the User and Group
 //! services, CurrentSessionInfo), with app-key, Basic and session authentication, persisted to
-//! a JSON file so the product runs end to end on a fresh machine and in tests.
+//! a JSON snapshot and an append-only journal (see `journal`) so the product runs end to end on
+//! a fresh machine and in tests.
 
 mod error;
 pub mod faults;
 mod httpd;
+mod journal;
 pub(crate) mod secret;
 mod services;
 mod session;
@@ -17,6 +19,7 @@ pub use faults::{FaultCounts, FaultKind, FaultRule, FaultSpec};
 use crate::fsutil::{write_atomically, Access};
 use crate::random::NoRandom;
 use error::Fault;
+use journal::Journal;
 use secret::PasswordHash;
 use session::Sessions;
 use std::fs;
@@ -25,7 +28,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use store::State;
 use tokio_util::sync::CancellationToken;
 
-const STATE_FILE: &str = "state.json";
 const PASSWORD_FILE: &str = "administrator.password";
 /// A `slow` answer comes this late unless told otherwise: past the gateway's default
 /// `upstream.request_timeout` (60 s).
@@ -93,6 +95,8 @@ pub struct DevPlatform {
     /// refuses), instead of the live-verified behaviour.
     property_value_reads: std::sync::atomic::AtomicBool,
     state: Mutex<State>,
+    /// Taken only with `state` held, after it: every change is journalled under the state lock.
+    journal: Mutex<Journal>,
     sessions: Mutex<Sessions>,
     /// Checked when a Basic login names an unknown user or one without a password, so such a
     /// request costs as much time as a wrong password and does not reveal which names exist.
@@ -122,26 +126,23 @@ impl DevPlatform {
         flavor: Flavor,
     ) -> Result<Arc<DevPlatform>, DevPlatformError> {
         create_private_dir(data_dir)?;
-        let path = data_dir.join(STATE_FILE);
-        let state = match fs::read(&path) {
-            Ok(bytes) => State::from_json(&bytes)
-                .map_err(|reason| DevPlatformError::Corrupt { path, reason })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let (state, journal) = match journal::load(data_dir)? {
+            Some(loaded) => loaded,
+            None => {
                 let password = crate::random::password()?;
                 let state = State::fresh(PasswordHash::new(&password)?);
                 // The password file goes first: a state file never exists without it, and a
                 // crash in between just means a new password on the next start.
                 let password_path = data_dir.join(PASSWORD_FILE);
                 write_private(&password_path, password.as_bytes())?;
-                save(data_dir, &state)?;
+                let journal = Journal::create(data_dir, &state)?;
                 tracing::info!(
                     dir = %data_dir.display(),
                     password_file = %password_path.display(),
                     "initialised a new development platform"
                 );
-                state
+                (state, journal)
             }
-            Err(source) => return Err(DevPlatformError::Io { path, source }),
         };
         let mut state = state;
         state.set_case_sensitive(flavor.case_sensitive_names());
@@ -150,6 +151,7 @@ impl DevPlatform {
             flavor,
             property_value_reads: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(state),
+            journal: Mutex::new(journal),
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,
             faults: Mutex::new(faults::Faults::new(DEFAULT_SLOW)),
@@ -163,7 +165,18 @@ impl DevPlatform {
         listener: tokio::net::TcpListener,
         stop: CancellationToken,
     ) {
-        httpd::serve(self, listener, stop).await;
+        httpd::serve(self.clone(), listener, stop).await;
+        // A clean stop leaves the whole state in `state.json` and an empty journal.
+        let platform = self;
+        let compacted = tokio::task::spawn_blocking(move || {
+            let state = platform.lock_state();
+            let result = platform.lock_journal().compact_now(&state);
+            result
+        })
+        .await;
+        if let Ok(Err(e)) = compacted {
+            tracing::warn!(error = %e, "development platform: compaction at stop failed; the journal is kept");
+        }
     }
 
     /// The key id of the application key named `name` bound to `user`, created and persisted
@@ -171,12 +184,21 @@ impl DevPlatform {
     pub fn ensure_app_key(&self, name: &str, user: &str) -> Result<String, DevPlatformError> {
         let fresh_id = crate::random::token()?;
         let mut state = self.lock_state();
-        let mut next = state.clone();
-        let id = next.ensure_app_key(name, user, fresh_id)?;
-        if next != *state {
-            save(&self.dir, &next)?;
-            *state = next;
+        let id = match state.ensure_app_key(name, user, fresh_id) {
+            Ok(id) => id,
+            Err(e) => {
+                state.roll_back();
+                return Err(e);
+            }
+        };
+        let delta = state.pending_changes(now_millis());
+        if !delta.is_empty() {
+            if let Err(e) = self.lock_journal().record(&delta, &state) {
+                state.roll_back();
+                return Err(e);
+            }
         }
+        state.settle();
         Ok(id)
     }
 
@@ -217,9 +239,17 @@ impl DevPlatform {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// A poisoned lock is still consistent: changes are made on a copy and swapped in whole.
+    /// A poisoned lock is made consistent again: a change cut short by a panic is rolled back.
     fn lock_state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| {
+            let mut state = e.into_inner();
+            state.roll_back();
+            state
+        })
+    }
+
+    fn lock_journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_sessions(&self) -> MutexGuard<'_, Sessions> {
@@ -230,25 +260,39 @@ impl DevPlatform {
         f(&self.lock_state())
     }
 
-    /// Applies a change to a copy of the state and keeps it only once it is saved, so a refused
-    /// or unsaveable request leaves nothing half done.
+    /// Applies a change in place and keeps it only once its journal line is durable; a refused
+    /// or unsaveable change is rolled back, so nothing is left half done. The cost is what the
+    /// change touches, not the size of the state.
     fn commit<T>(&self, f: impl FnOnce(&mut State) -> Result<T, Fault>) -> Result<T, Fault> {
         let mut state = self.lock_state();
-        let mut next = state.clone();
-        let out = f(&mut next)?;
-        if next != *state {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            next.stamp_changes(&state, now);
-            save(&self.dir, &next).map_err(|e| {
+        let out = match f(&mut state) {
+            Ok(out) => out,
+            Err(fault) => {
+                state.roll_back();
+                return Err(fault);
+            }
+        };
+        let delta = state.pending_changes(now_millis());
+        if !delta.is_empty() {
+            // Acknowledged only once its journal line is durable.
+            if let Err(e) = self.lock_journal().record(&delta, &state) {
+                state.roll_back();
                 tracing::error!(error = %e, "the development platform cannot save its state");
-                Fault::internal("The development platform could not save its state")
-            })?;
-            *state = next;
+                return Err(Fault::internal(
+                    "The development platform could not save its state",
+                ));
+            }
         }
+        state.settle();
         Ok(out)
     }
+}
+
+/// The platform's clock for `lastModifiedDate`: milliseconds since the Unix epoch.
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), DevPlatformError> {
@@ -266,16 +310,151 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), DevPlatformError> {
     write_atomically(path, contents, Access::OwnerOnly).map_err(DevPlatformError::io(path))
 }
 
-/// Atomically replaces `state.json`. The file holds password hashes and app key ids, hence
-/// owner-only.
-fn save(dir: &Path, state: &State) -> Result<(), DevPlatformError> {
-    let bytes = state.to_json().map_err(DevPlatformError::Encode)?;
-    write_private(&dir.join(STATE_FILE), &bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use journal::STATE_FILE;
+
+    fn journal_len(dir: &Path) -> u64 {
+        fs::metadata(dir.join("state.journal")).map_or(0, |m| m.len())
+    }
+
+    #[test]
+    fn changes_are_journalled_replayed_and_a_torn_last_line_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let snapshot = fs::read(dir.path().join(STATE_FILE)).unwrap();
+        for name in ["a", "b", "c"] {
+            p.commit(|s| s.create_user(store::NewUser::named(name)))
+                .unwrap();
+        }
+        p.commit(|s| s.delete_user("b").map(|_| ())).unwrap();
+        // One line per change, and the snapshot is not rewritten by a write.
+        let text = fs::read_to_string(dir.path().join("state.journal")).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert_eq!(fs::read(dir.path().join(STATE_FILE)).unwrap(), snapshot);
+        drop(p);
+
+        // A crash while a line was being written leaves part of it, never acknowledged.
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("state.journal"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"{\"users\":{\"d\":{\"na").unwrap();
+        drop(f);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert!(p.read(|s| s.user("a").is_ok() && s.user("c").is_ok()));
+        assert!(p.read(|s| s.user("b").is_err() && s.user("d").is_err()));
+        // Loading compacted: the replayed changes are in the snapshot, the journal is empty,
+        // and writing goes on.
+        assert_eq!(journal_len(dir.path()), 0);
+        p.commit(|s| s.create_user(store::NewUser::named("e")))
+            .unwrap();
+        drop(p);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert!(p.read(|s| s.user("e").is_ok() && s.user("a").is_ok()));
+    }
+
+    /// Vocabularies and added shape properties are state like users: journalled when they
+    /// change, back after a restart that replays the journal.
+    #[test]
+    fn vocabularies_and_added_properties_are_journalled_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let before = journal_len(dir.path());
+        p.ensure_vocabulary("Plants", true).unwrap();
+        p.commit(|s| s.add_extension_property("badgeNumber"))
+            .unwrap();
+        assert!(
+            journal_len(dir.path()) > before,
+            "the changes were not journalled"
+        );
+        drop(p);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert!(p.read(|s| s.vocabulary("plants").is_some_and(|v| v.dynamic)));
+        assert!(p.read(|s| s.has_extension_property("badgeNumber")));
+    }
+
+    #[test]
+    fn a_damaged_journal_line_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("a")))
+            .unwrap();
+        drop(p);
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("state.journal"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, b"not json\n").unwrap();
+        drop(f);
+        let err = DevPlatform::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("state.journal"), "{err}");
+    }
+
+    #[test]
+    fn the_journal_is_compacted_in_the_background_once_it_outgrows_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let mut peak = 0;
+        for i in 0..1500 {
+            p.commit(|s| s.create_user(store::NewUser::named(&format!("user{i:04}"))))
+                .unwrap();
+            peak = peak.max(journal_len(dir.path()));
+        }
+        // Wait for a compaction still running (the test never times it).
+        for _ in 0..500 {
+            if !dir.path().join("state.journal.old").exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let snapshot = fs::metadata(dir.path().join(STATE_FILE)).unwrap().len();
+        assert!(journal_len(dir.path()) < peak, "compacted at least once");
+        assert!(
+            peak <= snapshot.max(256 * 1024) + 4096,
+            "the journal never grows far past the snapshot: {peak} vs {snapshot}"
+        );
+        drop(p);
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert_eq!(p.read(|s| s.users().count()), 1500 + 3);
+    }
+
+    #[test]
+    fn a_compaction_cut_short_by_a_crash_loads_the_same_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("early")))
+            .unwrap();
+        drop(p);
+        // As if the journal had been rotated and the process died before the snapshot: the
+        // rotated lines and a fresh journal are both replayed.
+        fs::rename(
+            dir.path().join("state.journal"),
+            dir.path().join("state.journal.old"),
+        )
+        .unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        p.commit(|s| s.create_user(store::NewUser::named("late")))
+            .unwrap();
+        drop(p);
+        // As if it died after writing the snapshot but before removing the rotated journal:
+        // replaying lines the snapshot holds changes nothing.
+        let p = DevPlatform::open(dir.path()).unwrap();
+        let before = p.read(|s| s.clone());
+        p.commit(|s| s.delete_user("early").map(|_| ())).unwrap();
+        let after_delete = p.read(|s| s.clone());
+        drop(p);
+        fs::copy(
+            dir.path().join("state.journal"),
+            dir.path().join("state.journal.old"),
+        )
+        .unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert_ne!(before, after_delete);
+        assert!(p.read(|s| *s == after_delete));
+        assert!(!dir.path().join("state.journal.old").exists());
+    }
 
     #[test]
     fn first_open_initialises_and_later_opens_keep_everything() {

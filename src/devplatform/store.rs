@@ -2,6 +2,7 @@
 //! here, so every change can be applied to a copy of the state and only kept once it is saved.
 
 use super::error::{DevPlatformError, Fault};
+use super::journal::{Delta, Tracked, TrackedList};
 use super::secret::PasswordHash;
 use crate::platform::names::{fold, invalid_reason, same};
 use crate::platform::EntityKind;
@@ -309,14 +310,14 @@ pub(crate) struct NewGroup {
 /// the order listings are sorted in.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct State {
-    users: BTreeMap<String, User>,
-    groups: BTreeMap<String, Group>,
-    projects: BTreeMap<String, ModelEntity>,
-    mashups: BTreeMap<String, ModelEntity>,
-    app_keys: Vec<AppKey>,
+    users: Tracked<User>,
+    groups: Tracked<Group>,
+    projects: Tracked<ModelEntity>,
+    mashups: Tracked<ModelEntity>,
+    app_keys: TrackedList<AppKey>,
     /// Properties an administrator added to the `UserExtensions` shape.
-    added_properties: Vec<String>,
-    vocabularies: BTreeMap<String, Vocabulary>,
+    added_properties: TrackedList<String>,
+    vocabularies: Tracked<Vocabulary>,
     /// ThingWorx 8.x: a name is looked up as spelled (it is still unique ignoring case).
     /// Not persisted: the flavor the platform runs as decides.
     case_sensitive: bool,
@@ -410,6 +411,7 @@ impl State {
                 .vocabularies
                 .insert(fold(&vocabulary.name), vocabulary);
         }
+        state.settle();
         state
     }
 
@@ -424,14 +426,19 @@ impl State {
                 "Invalid vocabulary name [{name}]"
             )));
         }
-        self.vocabularies
-            .entry(fold(name))
-            .and_modify(|v| v.dynamic = dynamic)
-            .or_insert_with(|| Vocabulary {
-                name: name.to_string(),
-                dynamic,
-                terms: Vec::new(),
-            });
+        match self.vocabularies.get_mut(&fold(name)) {
+            Some(v) => v.dynamic = dynamic,
+            None => {
+                self.vocabularies.insert(
+                    fold(name),
+                    Vocabulary {
+                        name: name.to_string(),
+                        dynamic,
+                        terms: Vec::new(),
+                    },
+                );
+            }
+        }
         Ok(())
     }
 
@@ -466,8 +473,8 @@ impl State {
             groups: self.groups.values().collect(),
             projects: self.projects.values().collect(),
             mashups: self.mashups.values().collect(),
-            application_keys: &self.app_keys,
-            added_extension_properties: &self.added_properties,
+            application_keys: self.app_keys.as_slice(),
+            added_extension_properties: self.added_properties.as_slice(),
             vocabularies: self.vocabularies.values().collect(),
         })
     }
@@ -482,7 +489,7 @@ impl State {
             ));
         }
         let mut state = State {
-            added_properties: stored.added_extension_properties,
+            added_properties: stored.added_extension_properties.into(),
             ..State::default()
         };
         for vocabulary in stored.vocabularies {
@@ -581,42 +588,102 @@ impl State {
                 ));
             }
         }
-        state.app_keys = stored.application_keys;
+        state.app_keys = stored.application_keys.into();
+        state.settle();
         Ok(state)
     }
 
-    /// Sets `lastModifiedDate` on every user and group that is new or differs from `before`,
-    /// as the platform does on each change of an entity (a group's membership included). The
-    /// date only moves forward, even when two changes fall into one millisecond.
-    pub fn stamp_changes(&mut self, before: &State, now_millis: i64) {
-        fn stamp<T: PartialEq>(
-            entities: &mut BTreeMap<String, T>,
-            before: &BTreeMap<String, T>,
+    /// Persistence hook, at the end of a change made in place: sets `lastModifiedDate` on every
+    /// user and group the change created or altered, as the platform does on each change of an
+    /// entity (a group's membership included; the date only moves forward, even when two
+    /// changes fall into one millisecond), and returns what changed, for the journal. The
+    /// change stays open: [`State::settle`] keeps it, [`State::roll_back`] undoes it.
+    pub fn pending_changes(&mut self, now_millis: i64) -> Delta {
+        fn stamped<T: Clone + PartialEq>(
+            entities: &mut Tracked<T>,
             date: impl Fn(&mut T) -> &mut i64,
             now_millis: i64,
-        ) {
-            for (key, entity) in entities.iter_mut() {
-                match before.get(key) {
-                    Some(old) if old == entity => {}
-                    _ => {
-                        let d = date(entity);
-                        *d = now_millis.max(*d + 1);
+        ) -> BTreeMap<String, Option<T>> {
+            let mut out = BTreeMap::new();
+            entities.for_each_changed(|key, value| {
+                let value = value.map(|v| {
+                    let d = date(v);
+                    *d = now_millis.max(*d + 1);
+                    v.clone()
+                });
+                out.insert(key.to_string(), value);
+            });
+            out
+        }
+        fn unstamped<T: Clone + PartialEq>(
+            entities: &mut Tracked<T>,
+        ) -> BTreeMap<String, Option<T>> {
+            let mut out = BTreeMap::new();
+            entities.for_each_changed(|key, value| {
+                out.insert(key.to_string(), value.map(|v| v.clone()));
+            });
+            out
+        }
+        Delta {
+            users: stamped(&mut self.users, |u| &mut u.last_modified_date, now_millis),
+            groups: stamped(&mut self.groups, |g| &mut g.last_modified_date, now_millis),
+            projects: unstamped(&mut self.projects),
+            mashups: unstamped(&mut self.mashups),
+            application_keys: self.app_keys.changed(),
+            vocabularies: unstamped(&mut self.vocabularies),
+            added_extension_properties: self.added_properties.changed(),
+        }
+    }
+
+    /// Persistence hook: keeps the change in progress.
+    pub fn settle(&mut self) {
+        self.users.settle();
+        self.groups.settle();
+        self.projects.settle();
+        self.mashups.settle();
+        self.app_keys.settle();
+        self.vocabularies.settle();
+        self.added_properties.settle();
+    }
+
+    /// Persistence hook: undoes the change in progress (refused, not saved, or cut short).
+    pub fn roll_back(&mut self) {
+        self.users.roll_back();
+        self.groups.roll_back();
+        self.projects.roll_back();
+        self.mashups.roll_back();
+        self.app_keys.roll_back();
+        self.vocabularies.roll_back();
+        self.added_properties.roll_back();
+    }
+
+    /// Persistence hook for loading: sets what a journalled change set. The result is checked
+    /// as a whole once every change is applied (see `journal::load`).
+    pub fn apply(&mut self, delta: Delta) {
+        fn put<T: Clone + PartialEq>(map: &mut Tracked<T>, changes: BTreeMap<String, Option<T>>) {
+            for (key, value) in changes {
+                match value {
+                    Some(v) => {
+                        map.insert(key, v);
+                    }
+                    None => {
+                        map.remove(&key);
                     }
                 }
             }
         }
-        stamp(
-            &mut self.users,
-            &before.users,
-            |u| &mut u.last_modified_date,
-            now_millis,
-        );
-        stamp(
-            &mut self.groups,
-            &before.groups,
-            |g| &mut g.last_modified_date,
-            now_millis,
-        );
+        put(&mut self.users, delta.users);
+        put(&mut self.groups, delta.groups);
+        put(&mut self.projects, delta.projects);
+        put(&mut self.mashups, delta.mashups);
+        if let Some(keys) = delta.application_keys {
+            self.app_keys = keys.into();
+        }
+        put(&mut self.vocabularies, delta.vocabularies);
+        if let Some(properties) = delta.added_extension_properties {
+            self.added_properties = properties.into();
+        }
+        self.settle();
     }
 
     pub fn users(&self) -> impl Iterator<Item = &User> {
@@ -635,7 +702,7 @@ impl State {
         }
     }
 
-    fn model_mut(&mut self, kind: EntityKind) -> &mut BTreeMap<String, ModelEntity> {
+    fn model_mut(&mut self, kind: EntityKind) -> &mut Tracked<ModelEntity> {
         match kind {
             EntityKind::Project => &mut self.projects,
             EntityKind::Mashup => &mut self.mashups,
@@ -1238,17 +1305,17 @@ mod tests {
         user(&mut s, "fay");
         user(&mut s, "gus");
         group(&mut s, "Crew");
-        let before = State::default();
-        s.stamp_changes(&before, 1_000);
+        s.pending_changes(1_000);
+        s.settle();
         assert_eq!(s.user("fay").unwrap().last_modified_date, 1_000);
         assert_eq!(s.group("Crew").unwrap().last_modified_date, 1_000);
 
-        let before = s.clone();
         s.add_member("Crew", "fay", Kind::User).unwrap();
         s.set_extensions("fay", vec![("city".into(), "Bern".into())])
             .unwrap();
         // The same millisecond still moves the date forward.
-        s.stamp_changes(&before, 1_000);
+        s.pending_changes(1_000);
+        s.settle();
         assert_eq!(s.user("fay").unwrap().last_modified_date, 1_001);
         assert_eq!(s.group("Crew").unwrap().last_modified_date, 1_001);
         assert_eq!(s.user("gus").unwrap().last_modified_date, 1_000);

@@ -273,6 +273,15 @@ pub trait Platform: Send + Sync {
     async fn active_users(&self) -> Result<Vec<ActiveUser>, PlatformError>;
     async fn terminate_sessions(&self, user: &str) -> Result<(), PlatformError>;
 
+    /// The users or groups carrying `tag` (`GetEntityList` with `tags = "Vocabulary:Term"`): one
+    /// call however many entities the platform holds, which is how an `externalId eq` filter is
+    /// answered when the externalId is kept as a tag.
+    async fn find_by_tag(
+        &self,
+        kind: MemberKind,
+        tag: &Tag,
+    ) -> Result<Vec<EntitySummary>, PlatformError>;
+
     /// Whether a project or mashup of this name exists, so `scimgate check` can catch defaults
     /// that name something the platform lacks before users are provisioned with them.
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError>;

@@ -1035,6 +1035,25 @@ impl Platform for ThingWorx {
         }))
     }
 
+    async fn find_by_tag(
+        &self,
+        kind: MemberKind,
+        tag: &Tag,
+    ) -> Result<Vec<EntitySummary>, PlatformError> {
+        let body = json!({
+            "type": kind.as_str(),
+            "maxItems": LIST_MAX_ITEMS,
+            "nameMask": "*",
+            "tags": tag.to_string(),
+        });
+        let found = summaries(
+            &self
+                .entity_services("GetEntityList", body, Repeat::Safe)
+                .await?,
+        )?;
+        Ok(found)
+    }
+
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
         // One EntityServices call works for every entity type, and an absent entity is an
         // empty list rather than an error whose status differs between versions. Entity names

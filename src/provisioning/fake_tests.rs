@@ -30,8 +30,9 @@ const KNOWN_PROPERTIES: [&str; 16] = [
 ];
 
 /// Calls that only read; everything else changes the platform.
-const READS: [&str; 11] = [
+const READS: [&str; 12] = [
     "current_user",
+    "find_by_tag",
     "list_users",
     "get_user",
     "is_user_enabled",
@@ -180,6 +181,9 @@ struct FakePlatform {
     fail_on: Mutex<Vec<(String, FakeFault)>>,
     /// Every `set_user_extensions` call with its values, in order.
     extension_writes: Mutex<Vec<(String, Extensions)>>,
+    /// Calls between their start and their answer, and the most there ever were at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl FakePlatform {
@@ -197,7 +201,14 @@ impl FakePlatform {
             log: Mutex::new(Vec::new()),
             fail_on: Mutex::new(Vec::new()),
             extension_writes: Mutex::new(Vec::new()),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
         }
+    }
+
+    /// The most calls that were ever in flight at once.
+    fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn with_user(self, name: &str, extensions: &[(&str, &str)]) -> Self {
@@ -267,7 +278,11 @@ impl FakePlatform {
     /// Logs a call and fails it when it is the one injected. Every call yields once first, as
     /// a network call would, so concurrent requests interleave.
     async fn call(&self, line: String) -> Result<(), PlatformError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, SeqCst);
         tokio::task::yield_now().await;
+        self.in_flight.fetch_sub(1, SeqCst);
         self.log.lock().unwrap().push(line.clone());
         match self.take_fault(&line, |f| !f.applies()) {
             Some(fault) => Err(fault.error(&line)),
@@ -663,6 +678,34 @@ impl Platform for FakePlatform {
         self.call(line.clone()).await?;
         self.lock().sessions.retain(|s| !names::same(s, user));
         self.answer(&line)
+    }
+
+    async fn find_by_tag(
+        &self,
+        kind: MemberKind,
+        tag: &Tag,
+    ) -> Result<Vec<EntitySummary>, PlatformError> {
+        self.call(format!("find_by_tag {} {tag}", kind.as_str()))
+            .await?;
+        let state = self.lock();
+        let summary = |name: &str, description: &str| EntitySummary {
+            name: name.to_string(),
+            description: description.to_string(),
+        };
+        Ok(match kind {
+            MemberKind::User => state
+                .users
+                .iter()
+                .filter(|u| u.tags.contains(tag))
+                .map(|u| summary(&u.name, &u.description))
+                .collect(),
+            MemberKind::Group => state
+                .groups
+                .iter()
+                .filter(|g| g.tags.contains(tag))
+                .map(|g| summary(&g.name, &g.description))
+                .collect(),
+        })
     }
 
     async fn entity_exists(&self, kind: EntityKind, name: &str) -> Result<bool, PlatformError> {
@@ -2826,4 +2869,223 @@ async fn what_compensation_could_not_restore_is_audited_with_the_state_left() {
         changes.contains("restored the previous attribute values"),
         "{changes}"
     );
+}
+
+// ------------------------------------------------------------------ large membership changes
+
+/// A platform with `n` users `u00`.. and an empty group Sales, and a provisioner that runs up
+/// to `bound` member calls at once.
+fn many_members(
+    n: usize,
+    bound: usize,
+) -> (
+    Arc<FakePlatform>,
+    Provisioner,
+    impl Fn() -> Vec<serde_json::Value>,
+    tempfile::TempDir,
+    Vec<String>,
+) {
+    let names: Vec<String> = (0..n).map(|i| format!("u{i:02}")).collect();
+    let mut fake = FakePlatform::new().with_group("Sales", &[]);
+    for name in &names {
+        fake = fake.with_user(name, &[]);
+    }
+    let (fake, prov, audit, dir) = audited_provisioner(config(), fake);
+    (fake, prov.with_member_concurrency(bound), audit, dir, names)
+}
+
+fn add_all(names: &[String]) -> GroupChange {
+    GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Edit {
+            add: names.iter().map(|n| user_ref(n)).collect(),
+            remove: Vec::new(),
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_large_member_change_runs_calls_in_parallel_within_the_bound() {
+    let (fake, prov, audit, _dir, mut names) = many_members(30, 4);
+    // An excluded user among them is skipped and audited once, in parallel as serially.
+    names.push("svc-backup".into());
+    fake.lock().users.push(FakeUser::named("svc-backup"));
+    fake.clear_log();
+    prov.update_group(&actor(), &group_id_for("Sales"), add_all(&names))
+        .await
+        .unwrap();
+    names.pop();
+    assert_eq!(fake.member_names("Sales"), names);
+    let max = fake.max_in_flight();
+    assert!(
+        max > 1 && max <= 4,
+        "at most 4 calls at once, more than one: {max}"
+    );
+    let reads = fake
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("get_user"))
+        .count();
+    assert_eq!(
+        reads, 30,
+        "each member resolved once, the excluded one never asked"
+    );
+    let lines = audit();
+    let skips: Vec<_> = lines
+        .iter()
+        .filter(|l| l["rule"] == "user_exclusion_list")
+        .collect();
+    assert_eq!(skips.len(), 1, "{lines:?}");
+    let line = lines
+        .iter()
+        .find(|l| l["operation"] == "update_group" && l["rule"].is_null())
+        .unwrap();
+    assert_eq!(line["result"], "done");
+    let changes: Vec<String> = serde_json::from_value(line["changes"].clone()).unwrap();
+    let mut added: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| c.strip_prefix("added User "))
+        .collect();
+    added.sort();
+    assert_eq!(added, names.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Removing them all is parallel too.
+    fake.clear_log();
+    fake.max_in_flight
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    let change = GroupChange {
+        external_id: Change::Keep,
+        display_name: None,
+        members: MembersChange::Replace(Vec::new()),
+    };
+    prov.update_group(&actor(), &group_id_for("Sales"), change)
+        .await
+        .unwrap();
+    assert!(fake.member_names("Sales").is_empty());
+    let max = fake.max_in_flight();
+    assert!(max > 1 && max <= 4, "{max}");
+}
+
+#[tokio::test]
+async fn with_a_bound_of_one_member_calls_run_one_at_a_time() {
+    let (fake, prov, _audit, _dir, names) = many_members(10, 1);
+    prov.update_group(&actor(), &group_id_for("Sales"), add_all(&names))
+        .await
+        .unwrap();
+    assert_eq!(fake.member_names("Sales"), names);
+    assert_eq!(fake.max_in_flight(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_write_among_parallel_ones_takes_back_every_confirmed_one() {
+    for fault in [FakeFault::Error500, FakeFault::Unreached] {
+        let (fake, prov, audit, _dir, names) = many_members(30, 4);
+        fake.fault_next("add_group_member Sales u12", fault);
+        let err = prov
+            .update_group(&actor(), &group_id_for("Sales"), add_all(&names))
+            .await
+            .unwrap_err();
+        match &err {
+            ProvisionError::Partial { detail, .. } => {
+                assert!(detail.contains("u12"), "{detail}");
+                assert!(detail.contains("nothing was changed"), "{detail}");
+            }
+            other => panic!("expected the failed member named, got {other:?}"),
+        }
+        assert!(fake.member_names("Sales").is_empty(), "{fault:?}");
+        let writes = fake.writes();
+        let added: BTreeSet<&str> = writes
+            .iter()
+            .filter_map(|w| w.strip_prefix("add_group_member Sales "))
+            .filter(|n| *n != "u12")
+            .collect();
+        let removed: BTreeSet<&str> = writes
+            .iter()
+            .filter_map(|w| w.strip_prefix("remove_group_member Sales "))
+            .collect();
+        assert_eq!(
+            added, removed,
+            "every confirmed add is taken back, nothing else"
+        );
+        assert!(
+            added.len() < 29,
+            "no write starts after the failure: {writes:?}"
+        );
+        assert!(
+            !removed.contains("u12"),
+            "a refused write did not happen and is not taken back"
+        );
+        let line = audit()
+            .into_iter()
+            .find(|l| l["operation"] == "update_group")
+            .unwrap();
+        assert_eq!(line["result"], "failed");
+        let changes: Vec<String> = serde_json::from_value(line["changes"].clone()).unwrap();
+        let confirmed = changes.iter().filter(|c| c.starts_with("added ")).count();
+        let undone = changes.iter().filter(|c| c.starts_with("undone: ")).count();
+        assert_eq!(confirmed, added.len(), "{changes:?}");
+        assert_eq!(undone, added.len(), "{changes:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_lost_answer_among_parallel_writes_is_resent_once_and_a_lost_failure_taken_back() {
+    // Lost once: the resend answers, and the change completes.
+    let (fake, prov, _audit, _dir, names) = many_members(20, 4);
+    fake.fault_next("add_group_member Sales u07", FakeFault::Lost);
+    prov.update_group(&actor(), &group_id_for("Sales"), add_all(&names))
+        .await
+        .unwrap();
+    assert_eq!(fake.member_names("Sales"), names);
+    let sends = fake
+        .writes()
+        .iter()
+        .filter(|w| *w == "add_group_member Sales u07")
+        .count();
+    assert_eq!(sends, 2);
+
+    // Lost twice: it may have happened, so it is taken back with the confirmed ones.
+    let (fake, prov, _audit, _dir, names) = many_members(20, 4);
+    fake.fault_next("add_group_member Sales u07", FakeFault::Lost);
+    fake.fault_next("add_group_member Sales u07", FakeFault::Lost);
+    prov.update_group(&actor(), &group_id_for("Sales"), add_all(&names))
+        .await
+        .unwrap_err();
+    assert!(fake.member_names("Sales").is_empty());
+    assert!(fake
+        .writes()
+        .contains(&"remove_group_member Sales u07".to_string()));
+}
+
+#[tokio::test]
+async fn a_parallel_create_with_a_failed_member_removes_the_group_whole() {
+    let (fake, prov, _audit, _dir, names) = many_members(20, 4);
+    fake.fail_next("add_group_member Team u05");
+    let mut change = group_change("Team");
+    change.members = MembersChange::Replace(names.iter().map(|n| user_ref(n)).collect());
+    prov.create_group(&actor(), change).await.unwrap_err();
+    assert!(fake.group("Team").is_none());
+    assert!(!fake
+        .writes()
+        .iter()
+        .any(|w| w.starts_with("remove_group_member")));
+}
+
+#[tokio::test]
+async fn members_that_name_nothing_are_all_reported_before_any_parallel_write() {
+    let (fake, prov, _audit, _dir, mut names) = many_members(20, 4);
+    names.insert(3, "ghost1".into());
+    names.push("ghost2".into());
+    let err = prov
+        .update_group(&actor(), &group_id_for("Sales"), add_all(&names))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&id_for("ghost1")) && text.contains(&id_for("ghost2")),
+        "{text}"
+    );
+    assert!(fake.writes().is_empty());
+    assert!(fake.max_in_flight() > 1);
 }

@@ -325,6 +325,10 @@ pub struct Provisioner {
     audit: Audit,
     /// Held from the licence count to the create, so parallel creates cannot overshoot the cap.
     licence: tokio::sync::Mutex<()>,
+    /// How many member resolutions or membership writes of one change run at once: the
+    /// platform client's `platform.max_concurrency`, so a large PATCH neither waits on one
+    /// call at a time nor queues more calls than the client lets out.
+    member_concurrency: usize,
 }
 
 /// Page of a listing: the total before paging and the records of the page.
@@ -357,7 +361,15 @@ impl Provisioner {
             policy: RwLock::new(Arc::new(policy)),
             audit,
             licence: tokio::sync::Mutex::new(()),
+            member_concurrency: 1,
         }
+    }
+
+    /// Lets membership changes run up to `n` native calls at once (at least one). Without it
+    /// they run one at a time.
+    pub fn with_member_concurrency(mut self, n: usize) -> Self {
+        self.member_concurrency = n.max(1);
+        self
     }
 
     pub fn policy(&self) -> Arc<Policy> {
@@ -1109,6 +1121,34 @@ impl Provisioner {
             .collect())
     }
 
+    /// The visible groups whose externalId is `external_id`, found by their externalId tag in
+    /// one platform call; none when externalIds are not kept (no vocabulary configured).
+    pub async fn group_names_with_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Vec<String>, ProvisionError> {
+        let policy = self.policy();
+        let Some(vocabulary) = &policy.config.group_external_id_vocabulary else {
+            return Ok(Vec::new());
+        };
+        // A term the gateway would never have written (see `with_external_id`) names nothing.
+        if external_id.is_empty() || external_id.contains(';') {
+            return Ok(Vec::new());
+        }
+        let tag = crate::platform::Tag {
+            vocabulary: vocabulary.clone(),
+            term: external_id.to_string(),
+        };
+        Ok(
+            read_again(|| self.platform.find_by_tag(MemberKind::Group, &tag))
+                .await?
+                .into_iter()
+                .map(|g| g.name)
+                .filter(|n| policy.is_group_visible(n))
+                .collect(),
+        )
+    }
+
     fn group_name_of(&self, id: &str) -> Result<String, ProvisionError> {
         let name =
             group_name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("Group {id}")))?;
@@ -1569,14 +1609,26 @@ impl Provisioner {
         add: Vec<MemberRef>,
         remove: Vec<MemberRef>,
     ) -> Result<Vec<MemberWrite>, ProvisionError> {
-        let mut plan: Vec<MemberWrite> = Vec::new();
-        let mut failures: Vec<(String, ProvisionError)> = Vec::new();
-        for (adding, reference) in add
+        use futures_util::StreamExt;
+        let references: Vec<(bool, MemberRef)> = add
             .into_iter()
             .map(|m| (true, m))
             .chain(remove.into_iter().map(|m| (false, m)))
-        {
-            match self.resolve_member(policy, group, &reference).await {
+            .collect();
+        // Resolved concurrently but taken in the order asked (`buffered`), so the plan, its
+        // "last wins" rule and the skip audit lines are exactly those of a serial resolution.
+        let resolved = futures_util::stream::iter(references)
+            .map(|(adding, reference)| async move {
+                let outcome = self.resolve_member(policy, group, &reference).await;
+                (adding, reference, outcome)
+            })
+            .buffered(self.member_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut plan: Vec<MemberWrite> = Vec::new();
+        let mut failures: Vec<(String, ProvisionError)> = Vec::new();
+        for (adding, reference, outcome) in resolved {
+            match outcome {
                 Ok(Resolved::Principal(member)) => {
                     let write = MemberWrite { adding, member };
                     // The same member named twice (or added and removed) counts once, last wins.
@@ -1595,9 +1647,11 @@ impl Provisioner {
         Ok(plan)
     }
 
-    /// Makes the planned membership writes. When one fails, the ones already made are taken
-    /// back (RFC 7644 §3.5.2: a PATCH is atomic), so the answer is an error only over an
-    /// unchanged group.
+    /// Makes the planned membership writes, up to `member_concurrency` at once. When one fails,
+    /// no further write starts, the ones in flight are waited for, and every one the platform
+    /// confirmed is taken back (RFC 7644 §3.5.2: a PATCH is atomic), so the answer is an error
+    /// only over an unchanged group. Every plan holds each member once, so the writes are
+    /// independent of each other and their order does not matter.
     async fn apply_member_writes(
         &self,
         group: &str,
@@ -1605,80 +1659,126 @@ impl Provisioner {
         take_back: bool,
         changes: &mut Vec<String>,
     ) -> Result<(), ProvisionError> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut waiting = plan.into_iter();
+        let mut in_flight = FuturesUnordered::new();
         let mut done: Vec<MemberWrite> = Vec::new();
-        for write in plan {
-            // Members calls are idempotent (adding a member twice, or removing an absent one,
-            // changes nothing), so an unanswered one is simply sent again.
-            let outcome = write_idempotent(|| async {
-                if write.adding {
-                    self.platform.add_group_member(group, &write.member).await
-                } else {
-                    self.platform
-                        .remove_group_member(group, &write.member)
-                        .await
-                }
-            })
-            .await;
+        let mut failed: Vec<(MemberWrite, PlatformError)> = Vec::new();
+        loop {
+            while failed.is_empty() && in_flight.len() < self.member_concurrency {
+                let Some(write) = waiting.next() else { break };
+                in_flight.push(async move {
+                    let outcome = self.write_member(group, &write).await;
+                    (write, outcome)
+                });
+            }
+            let Some((write, outcome)) = in_flight.next().await else {
+                break;
+            };
             match outcome {
                 Ok(()) => {
                     changes.push(write.describe());
                     done.push(write);
                 }
-                Err(e) => {
-                    let outcome_unknown = e.outcome_unknown();
-                    let label = format!(
-                        "{} {} {}",
-                        if write.adding { "adding" } else { "removing" },
-                        write.member.kind.as_str(),
-                        write.member.name
-                    );
-                    let cause: ProvisionError = match e {
-                        PlatformError::NotFound(_) => {
-                            missing_member(&member_id(&write.member), Some(write.member.kind))
-                        }
-                        other => other.into(),
-                    };
-                    let mut not_undone = Vec::new();
-                    // A group created for this request is removed whole instead.
-                    let mut undo_each = if take_back { done } else { Vec::new() };
-                    if take_back && outcome_unknown {
-                        // It may have happened: taking it back is harmless if it did not.
-                        undo_each.push(write.clone());
-                    }
-                    for made in undo_each.into_iter().rev() {
-                        let undo = undo_with_retries(false, || async {
-                            if made.adding {
-                                self.platform.remove_group_member(group, &made.member).await
-                            } else {
-                                self.platform.add_group_member(group, &made.member).await
-                            }
-                        })
-                        .await;
-                        match undo {
-                            Ok(()) => changes.push(format!("undone: {}", made.describe())),
-                            Err(u) => not_undone.push(format!("{} ({u})", made.describe())),
-                        }
-                    }
-                    if not_undone.is_empty() {
-                        return Err(ProvisionError::Partial {
-                            detail: format!("{label} failed, nothing was changed: {cause}"),
-                            first: Box::new(cause),
-                        });
-                    }
-                    tracing::error!(%group, left = %not_undone.join("; "),
-                        "a failed membership change could not be taken back completely");
-                    changes.extend(not_undone.iter().map(|n| format!("could not undo: {n}")));
-                    return Err(ProvisionError::Partial {
-                        detail: format!(
-                            "{label} failed: {cause}; these changes could not be taken back: {}",
-                            not_undone.join("; ")
-                        ),
-                        first: Box::new(cause),
-                    });
-                }
+                Err(e) => failed.push((write, e)),
             }
         }
-        Ok(())
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let others = failed.len() - 1;
+        let mut failed = failed.into_iter();
+        let Some((write, e)) = failed.next() else {
+            return Ok(());
+        };
+        let label = format!(
+            "{} {} {}{}",
+            if write.adding { "adding" } else { "removing" },
+            write.member.kind.as_str(),
+            write.member.name,
+            if others > 0 {
+                format!(" (and {others} other membership writes)")
+            } else {
+                String::new()
+            }
+        );
+        // A group created for this request is removed whole instead.
+        let mut undo_each = if take_back { done } else { Vec::new() };
+        if take_back {
+            // A write whose answer was lost may have happened: taking it back is harmless if
+            // it did not.
+            undo_each.extend(
+                std::iter::once((write.clone(), e.outcome_unknown()))
+                    .chain(failed.map(|(w, e)| {
+                        let unknown = e.outcome_unknown();
+                        (w, unknown)
+                    }))
+                    .filter(|(_, unknown)| *unknown)
+                    .map(|(w, _)| w),
+            );
+        }
+        let cause: ProvisionError = match e {
+            PlatformError::NotFound(_) => {
+                missing_member(&member_id(&write.member), Some(write.member.kind))
+            }
+            other => other.into(),
+        };
+        let mut not_undone = Vec::new();
+        let undone = {
+            use futures_util::StreamExt as _;
+            futures_util::stream::iter(undo_each.into_iter().rev())
+                .map(|made| async move {
+                    let undo = undo_with_retries(false, || async {
+                        if made.adding {
+                            self.platform.remove_group_member(group, &made.member).await
+                        } else {
+                            self.platform.add_group_member(group, &made.member).await
+                        }
+                    })
+                    .await;
+                    (made, undo)
+                })
+                .buffered(self.member_concurrency)
+                .collect::<Vec<_>>()
+                .await
+        };
+        for (made, undo) in undone {
+            match undo {
+                Ok(()) => changes.push(format!("undone: {}", made.describe())),
+                Err(u) => not_undone.push(format!("{} ({u})", made.describe())),
+            }
+        }
+        if not_undone.is_empty() {
+            return Err(ProvisionError::Partial {
+                detail: format!("{label} failed, nothing was changed: {cause}"),
+                first: Box::new(cause),
+            });
+        }
+        tracing::error!(%group, left = %not_undone.join("; "),
+            "a failed membership change could not be taken back completely");
+        changes.extend(not_undone.iter().map(|n| format!("could not undo: {n}")));
+        Err(ProvisionError::Partial {
+            detail: format!(
+                "{label} failed: {cause}; these changes could not be taken back: {}",
+                not_undone.join("; ")
+            ),
+            first: Box::new(cause),
+        })
+    }
+
+    /// One membership write. Members calls are idempotent (adding a member twice, or removing
+    /// an absent one, changes nothing), so an unanswered one is simply sent again.
+    async fn write_member(&self, group: &str, write: &MemberWrite) -> Result<(), PlatformError> {
+        write_idempotent(|| async {
+            if write.adding {
+                self.platform.add_group_member(group, &write.member).await
+            } else {
+                self.platform
+                    .remove_group_member(group, &write.member)
+                    .await
+            }
+        })
+        .await
     }
 
     /// The one place where a member reference becomes a platform principal, and so the one

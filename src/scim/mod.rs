@@ -903,15 +903,15 @@ impl ScimService {
     ) -> Result<(usize, usize, Vec<Value>), ScimError> {
         let filter = query.filter(ctx.dialect(), USER_ATTRIBUTES)?;
         // `userName eq "x"` is what every identity provider sends before a create, and the
-        // platform looks names up case-insensitively, as SCIM compares userName: one read
-        // answers it, however many users the platform holds.
-        if let Some(name) = filter.as_ref().and_then(lookup_name) {
-            let found = match p.read_user(&name).await {
-                Ok(user) => vec![user],
-                Err(crate::provisioning::ProvisionError::NotFound(_)) => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-            let kept: Vec<Value> = found
+        // platform looks names up case-insensitively, as SCIM compares userName: one read per
+        // name asked for (and an `or` of them) answers it, however many users the platform
+        // holds. The filter is still applied to what was read.
+        if let Some(names) = filter.as_ref().and_then(user_lookup_names) {
+            let mut found = p.read_users(distinct(names)).await?;
+            // Two spellings may reach one user (a userName and an id, say).
+            let mut seen = std::collections::HashSet::new();
+            found.retain(|u| seen.insert(u.id.clone()));
+            let mut kept: Vec<Value> = found
                 .iter()
                 .map(|u| ctx.render_user(u))
                 .filter(|v| {
@@ -920,6 +920,7 @@ impl ScimService {
                         .is_none_or(|f| filter::matches(f, v, &case_exact))
                 })
                 .collect();
+            sort(&mut kept, query, |v| v, "userName");
             return Ok(self.page(kept, query));
         }
         let names = p.user_names().await?;
@@ -992,6 +993,35 @@ impl ScimService {
     ) -> Result<(usize, usize, Vec<Value>), ScimError> {
         let filter = query.filter(ctx.dialect(), GROUP_ATTRIBUTES)?;
         let policy = p.policy();
+        // The lookups identity providers make before they create or link a group (`displayName`,
+        // `id` or `externalId eq`, or an `or` of them) read only the groups they name: a name
+        // or id is read directly, an externalId is found by its tag in one call. The filter is
+        // still applied to what was read.
+        if let Some(keys) = filter.as_ref().and_then(group_lookup_keys) {
+            let mut names = Vec::new();
+            for key in keys {
+                match key {
+                    GroupKey::DisplayName(display) => names.push(policy.platform_group(&display)),
+                    GroupKey::Name(name) => names.push(name),
+                    GroupKey::ExternalId(external_id) => {
+                        names.extend(p.group_names_with_external_id(&external_id).await?)
+                    }
+                }
+            }
+            let mut rendered: Vec<Value> = p
+                .read_groups(distinct(names))
+                .await?
+                .iter()
+                .map(|g| ctx.render_group(g))
+                .filter(|v| {
+                    filter
+                        .as_ref()
+                        .is_none_or(|f| filter::matches(f, v, &case_exact))
+                })
+                .collect();
+            sort(&mut rendered, query, |v| v, "displayName");
+            return Ok(self.page(rendered, query));
+        }
         let cheap = |path: &AttrPath| {
             path.urn.is_none()
                 && path.sub_attr.is_none()
@@ -1717,19 +1747,82 @@ fn sort<T>(items: &mut [T], query: &Query, view: impl Fn(&T) -> &Value, default:
     });
 }
 
-/// The platform name a filter of the form `userName eq "x"` or `id eq "x"` asks for.
-fn lookup_name(f: &filter::Filter) -> Option<String> {
-    let (path, value) = filter::as_simple_equality(f)?;
-    if path.sub_attr.is_some() || path.urn.as_deref().is_some_and(|u| u != v2::USER) {
-        return None;
+/// The equality terms of a filter that is one `attr eq "value"` or an `or` of them.
+fn equality_terms(f: &Filter) -> Option<Vec<(&AttrPath, &str)>> {
+    match f {
+        Filter::Or(a, b) => {
+            let mut terms = equality_terms(a)?;
+            terms.extend(equality_terms(b)?);
+            Some(terms)
+        }
+        other => filter::as_simple_equality(other).map(|t| vec![t]),
     }
-    if path.attr.eq_ignore_ascii_case("userName") {
-        Some(value.to_string())
-    } else if path.attr.eq_ignore_ascii_case("id") {
-        crate::provisioning::name_for(value)
-    } else {
-        None
+}
+
+/// The core attribute a path names (no sub-attribute; no URN, or the core schema's).
+fn core_attribute<'a>(path: &'a AttrPath, core2: &str) -> Option<&'a str> {
+    let core = path
+        .urn
+        .as_deref()
+        .is_none_or(|u| u.eq_ignore_ascii_case(core2) || u.eq_ignore_ascii_case(v1::CORE));
+    (core && path.sub_attr.is_none()).then_some(path.attr.as_str())
+}
+
+/// The platform names a filter of the form `userName eq "x"` or `id eq "x"`, or an `or` of
+/// them, asks for; `None` for any other filter. An id that decodes to no name adds nothing.
+fn user_lookup_names(f: &Filter) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for (path, value) in equality_terms(f)? {
+        let attr = core_attribute(path, v2::USER)?;
+        if attr.eq_ignore_ascii_case("userName") {
+            names.push(value.to_string());
+        } else if attr.eq_ignore_ascii_case("id") {
+            names.extend(crate::provisioning::name_for(value));
+        } else {
+            return None;
+        }
     }
+    Some(names)
+}
+
+/// What a group lookup names.
+#[derive(Debug, PartialEq)]
+enum GroupKey {
+    /// The identity provider's name, mapped to the platform's.
+    DisplayName(String),
+    /// The platform name, from an id.
+    Name(String),
+    ExternalId(String),
+}
+
+/// The groups a filter of the form `displayName eq`, `id eq` or `externalId eq`, or an `or` of
+/// them, asks for; `None` for any other filter.
+fn group_lookup_keys(f: &Filter) -> Option<Vec<GroupKey>> {
+    let mut keys = Vec::new();
+    for (path, value) in equality_terms(f)? {
+        let attr = core_attribute(path, v2::GROUP)?;
+        if attr.eq_ignore_ascii_case("displayName") {
+            keys.push(GroupKey::DisplayName(value.to_string()));
+        } else if attr.eq_ignore_ascii_case("id") {
+            keys.extend(crate::provisioning::group_name_for(value).map(GroupKey::Name));
+        } else if attr.eq_ignore_ascii_case("externalId") {
+            keys.push(GroupKey::ExternalId(value.to_string()));
+        } else {
+            return None;
+        }
+    }
+    Some(keys)
+}
+
+/// Names without repeats, compared as the platform compares them, in first-seen order.
+fn distinct(names: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        if !out.iter().any(|n| names::same(n, &name)) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 /// The resource as the response carries it: projected by `attributes`/`excludedAttributes`,
@@ -1934,6 +2027,41 @@ mod tests {
             p,
             json!({"id": "1", "userName": "u", "name": {"givenName": "g"},
                              "emails": [{"value": "e"}], "schemas": ["x"]})
+        );
+    }
+
+    #[test]
+    fn lookups_are_recognised_only_for_equalities_joined_by_or() {
+        let parse = |text: &str| filter::parse(text, Dialect::V2).unwrap();
+        let id = crate::provisioning::id_for("bob");
+        assert_eq!(
+            user_lookup_names(&parse(&format!(
+                "userName eq \"Ann\" or (id eq \"{id}\" or id eq \"not base64!\")"
+            ))),
+            Some(vec!["Ann".to_string(), "bob".to_string()])
+        );
+        for other in [
+            "userName eq \"a\" and id eq \"b\"",
+            "userName sw \"a\"",
+            "userName eq \"a\" or title eq \"b\"",
+            "emails.value eq \"a\"",
+            "externalId eq \"x\"",
+        ] {
+            assert_eq!(user_lookup_names(&parse(other)), None, "{other}");
+        }
+        assert_eq!(
+            group_lookup_keys(&parse(
+                "externalId eq \"e1\" or urn:ietf:params:scim:schemas:core:2.0:Group:displayName eq \"Ops\""
+            )),
+            Some(vec![
+                GroupKey::ExternalId("e1".into()),
+                GroupKey::DisplayName("Ops".into())
+            ])
+        );
+        assert_eq!(group_lookup_keys(&parse("members.value eq \"x\"")), None);
+        assert_eq!(
+            group_lookup_keys(&parse("not (displayName eq \"x\")")),
+            None
         );
     }
 

@@ -161,7 +161,8 @@ async fn build_gateway(
             // the first call that needs it (not at start: the gateway sends nothing to the
             // platform before a SCIM request asks it to), and logged.
             let client = Arc::new(client);
-            let provisioner = Provisioner::new(client, Policy::new(start), audit);
+            let provisioner = Provisioner::new(client, Policy::new(start), audit)
+                .with_member_concurrency(platform.max_concurrency);
             if previous.is_some() {
                 match provisioner
                     .replace_policy(Policy::new(config.provisioning.clone()))
