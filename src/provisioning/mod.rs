@@ -1149,6 +1149,43 @@ impl Provisioner {
         )
     }
 
+    /// The visible users whose externalId is `external_id`, found by their externalId tag in
+    /// one platform call; `None` when the externalId is kept in an extension property instead
+    /// (no query can find it), and empty when externalIds are not kept at all.
+    pub async fn user_names_with_external_id(
+        &self,
+        external_id: &str,
+    ) -> Result<Option<Vec<String>>, ProvisionError> {
+        let policy = self.policy();
+        if policy.config.external_id_property.is_some() {
+            return Ok(None);
+        }
+        let Some(vocabulary) = user_external_id_vocabulary(&policy) else {
+            return Ok(Some(Vec::new()));
+        };
+        let tag = crate::platform::Tag {
+            vocabulary: vocabulary.clone(),
+            term: external_id.to_string(),
+        };
+        // A term the gateway would never have written names nothing.
+        if with_external_id(
+            Some(vocabulary),
+            Vec::new(),
+            &Change::Set(external_id.to_string()),
+        ) != vec![tag.clone()]
+        {
+            return Ok(Some(Vec::new()));
+        }
+        Ok(Some(
+            read_again(|| self.platform.find_by_tag(MemberKind::User, &tag))
+                .await?
+                .into_iter()
+                .map(|u| u.name)
+                .filter(|n| !policy.is_user_excluded(n))
+                .collect(),
+        ))
+    }
+
     fn group_name_of(&self, id: &str) -> Result<String, ProvisionError> {
         let name =
             group_name_for(id).ok_or_else(|| ProvisionError::NotFound(format!("Group {id}")))?;

@@ -893,6 +893,28 @@ impl ScimService {
         ))
     }
 
+    /// Users a lookup names, read one by one; the whole filter is still applied to them.
+    async fn lookup_users(
+        &self,
+        ctx: &Context,
+        p: &Provisioner,
+        query: &Query,
+        filter: Option<&Filter>,
+        names: Vec<String>,
+    ) -> Result<(usize, usize, Vec<Value>), ScimError> {
+        let mut found = p.read_users(distinct(names)).await?;
+        // Two spellings may reach one user (a userName and an id, say).
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|u| seen.insert(u.id.clone()));
+        let mut kept: Vec<Value> = found
+            .iter()
+            .map(|u| ctx.render_user(u))
+            .filter(|v| filter.is_none_or(|f| filter::matches(f, v, &case_exact)))
+            .collect();
+        sort(&mut kept, query, |v| v, "userName");
+        Ok(self.page(kept, query))
+    }
+
     /// Lists users: cheap filters (on `userName`/`id`) run on names alone and only the page is
     /// read in full; anything else reads candidates in full, up to `max_filter_candidates`.
     async fn list_users(
@@ -906,22 +928,30 @@ impl ScimService {
         // platform looks names up case-insensitively, as SCIM compares userName: one read per
         // name asked for (and an `or` of them) answers it, however many users the platform
         // holds. The filter is still applied to what was read.
-        if let Some(names) = filter.as_ref().and_then(user_lookup_names) {
-            let mut found = p.read_users(distinct(names)).await?;
-            // Two spellings may reach one user (a userName and an id, say).
-            let mut seen = std::collections::HashSet::new();
-            found.retain(|u| seen.insert(u.id.clone()));
-            let mut kept: Vec<Value> = found
-                .iter()
-                .map(|u| ctx.render_user(u))
-                .filter(|v| {
-                    filter
-                        .as_ref()
-                        .is_none_or(|f| filter::matches(f, v, &case_exact))
-                })
-                .collect();
-            sort(&mut kept, query, |v| v, "userName");
-            return Ok(self.page(kept, query));
+        if let Some(keys) = filter.as_ref().and_then(user_lookup_keys) {
+            let mut names = Vec::new();
+            let mut by_lookup = true;
+            for key in keys {
+                match key {
+                    UserKey::Name(name) => names.push(name),
+                    // An externalId kept as a tag is found in one call; kept in an extension
+                    // property, it can only be found by reading the candidates (below).
+                    UserKey::ExternalId(external_id) => {
+                        match p.user_names_with_external_id(&external_id).await? {
+                            Some(found) => names.extend(found),
+                            None => {
+                                by_lookup = false;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if by_lookup {
+                return self
+                    .lookup_users(ctx, p, query, filter.as_ref(), names)
+                    .await;
+            }
         }
         let names = p.user_names().await?;
         let cheap = |path: &AttrPath| {
@@ -1768,21 +1798,31 @@ fn core_attribute<'a>(path: &'a AttrPath, core2: &str) -> Option<&'a str> {
     (core && path.sub_attr.is_none()).then_some(path.attr.as_str())
 }
 
-/// The platform names a filter of the form `userName eq "x"` or `id eq "x"`, or an `or` of
+/// What a user lookup names.
+#[derive(Debug, PartialEq)]
+enum UserKey {
+    /// A platform name: the userName asked for, or the name an id encodes.
+    Name(String),
+    ExternalId(String),
+}
+
+/// The users a filter of the form `userName eq`, `id eq` or `externalId eq`, or an `or` of
 /// them, asks for; `None` for any other filter. An id that decodes to no name adds nothing.
-fn user_lookup_names(f: &Filter) -> Option<Vec<String>> {
-    let mut names = Vec::new();
+fn user_lookup_keys(f: &Filter) -> Option<Vec<UserKey>> {
+    let mut keys = Vec::new();
     for (path, value) in equality_terms(f)? {
         let attr = core_attribute(path, v2::USER)?;
         if attr.eq_ignore_ascii_case("userName") {
-            names.push(value.to_string());
+            keys.push(UserKey::Name(value.to_string()));
         } else if attr.eq_ignore_ascii_case("id") {
-            names.extend(crate::provisioning::name_for(value));
+            keys.extend(crate::provisioning::name_for(value).map(UserKey::Name));
+        } else if attr.eq_ignore_ascii_case("externalId") {
+            keys.push(UserKey::ExternalId(value.to_string()));
         } else {
             return None;
         }
     }
-    Some(names)
+    Some(keys)
 }
 
 /// What a group lookup names.
@@ -2035,19 +2075,23 @@ mod tests {
         let parse = |text: &str| filter::parse(text, Dialect::V2).unwrap();
         let id = crate::provisioning::id_for("bob");
         assert_eq!(
-            user_lookup_names(&parse(&format!(
-                "userName eq \"Ann\" or (id eq \"{id}\" or id eq \"not base64!\")"
+            user_lookup_keys(&parse(&format!(
+                "userName eq \"Ann\" or (id eq \"{id}\" or id eq \"not base64!\") or externalId eq \"e9\""
             ))),
-            Some(vec!["Ann".to_string(), "bob".to_string()])
+            Some(vec![
+                UserKey::Name("Ann".to_string()),
+                UserKey::Name("bob".to_string()),
+                UserKey::ExternalId("e9".to_string())
+            ])
         );
         for other in [
             "userName eq \"a\" and id eq \"b\"",
             "userName sw \"a\"",
             "userName eq \"a\" or title eq \"b\"",
             "emails.value eq \"a\"",
-            "externalId eq \"x\"",
+            "externalId sw \"x\"",
         ] {
-            assert_eq!(user_lookup_names(&parse(other)), None, "{other}");
+            assert_eq!(user_lookup_keys(&parse(other)), None, "{other}");
         }
         assert_eq!(
             group_lookup_keys(&parse(
