@@ -342,14 +342,15 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        // Nothing was dropped to get here: every returned line is buffered or being written,
-        // and the buffer stays within one line of its bound.
+        // Nothing was dropped to get here: every returned line is buffered or being written.
+        // A producer may have put a line in the buffer and not yet counted it as returned, so
+        // up to one line per producer may be buffered beyond the returned ones; never fewer.
         let pending = shared.lock().pending.len();
         let done: usize = (0..PRODUCERS).map(|p| returned[p].load(SeqCst)).sum();
-        assert_eq!(
-            done * LINE_LEN,
-            pending + holding.load(SeqCst),
-            "lines that returned = lines buffered + lines held by the writer"
+        let accounted = pending + holding.load(SeqCst);
+        assert!(
+            accounted >= done * LINE_LEN && accounted <= (done + PRODUCERS) * LINE_LEN,
+            "lines that returned ({done} of {LINE_LEN} bytes) are not all buffered or held by the writer ({accounted} bytes)"
         );
         assert!(
             pending < MAX_PENDING + LINE_LEN,
