@@ -110,15 +110,7 @@ pub(crate) fn lenient_normalize(path: &str) -> String {
             s => segments.push(s),
         }
     }
-    let mut out = String::with_capacity(decoded.len() + 1);
-    for s in segments {
-        out.push('/');
-        out.push_str(s);
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
+    join_segments(&segments)
 }
 
 /// Percent-decodes, drops `;parameters` from segments, collapses empty segments and resolves
@@ -136,34 +128,26 @@ pub(crate) fn normalize(path: &str) -> String {
             s => segments.push(s),
         }
     }
-    let mut out = String::with_capacity(decoded.len() + 1);
+    join_segments(&segments)
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// `/a/b` from `[a, b]`; `/` from none.
+fn join_segments(segments: &[&str]) -> String {
+    if segments.is_empty() {
+        return "/".to_string();
+    }
+    let mut out = String::with_capacity(segments.iter().map(|s| s.len() + 1).sum());
     for s in segments {
         out.push('/');
         out.push_str(s);
     }
-    if out.is_empty() {
-        out.push('/');
-    }
     out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = |b: u8| (b as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -172,7 +172,10 @@ impl Importer {
             None | Some(Value::Null) => None,
             Some(Value::Object(map)) => Some(map),
             Some(other) => {
-                self.shape(path, format!("{shown} is {}, not an object", kind(other)));
+                self.shape(
+                    path,
+                    format!("{shown} is {}, not an object", json_type(other)),
+                );
                 None
             }
         }
@@ -260,7 +263,7 @@ impl Importer {
                     path,
                     format!(
                         "{shown}.{key} is neither true nor false (found {})",
-                        kind(other)
+                        json_type(other)
                     ),
                 );
                 None
@@ -283,7 +286,7 @@ impl Importer {
             other => {
                 self.shape(
                     path,
-                    format!("{shown}.{key} is {}, not a string", kind(other)),
+                    format!("{shown}.{key} is {}, not a string", json_type(other)),
                 );
                 None
             }
@@ -506,7 +509,9 @@ pub fn sso_group_mappings_str(
         Value::Array(rows) => (rows, Vec::new()),
         Value::Object(table) => match table.get("rows") {
             Some(Value::Array(rows)) => (rows, declared_fields(table)),
-            Some(other) => return Err(shape(format!("rows is {}, not an array", kind(other)))),
+            Some(other) => {
+                return Err(shape(format!("rows is {}, not an array", json_type(other))))
+            }
             None => {
                 return Err(shape(
                     "neither an infotable ({\"rows\": [...]}) nor an array of rows".to_string(),
@@ -516,7 +521,7 @@ pub fn sso_group_mappings_str(
         other => {
             return Err(shape(format!(
                 "the top level is {}, not an infotable or an array of rows",
-                kind(other)
+                json_type(other)
             )))
         }
     };
@@ -528,7 +533,7 @@ pub fn sso_group_mappings_str(
             other => errors.extend(shape(format!(
                 "row {} is {}, not an object",
                 i + 1,
-                kind(other)
+                json_type(other)
             ))),
         }
     }
@@ -599,7 +604,7 @@ pub fn sso_group_mappings_str(
                 Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
                 Some(other) => Err(format!(
                     "row {number}: {column} is {}, not a string",
-                    kind(other)
+                    json_type(other)
                 )),
             }
         };
@@ -647,7 +652,8 @@ fn is_about(e: &ImportError, file: &str) -> bool {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// A JSON value's type, as an error message names it ("a string", "an array").
+pub(crate) fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -1585,7 +1585,10 @@ impl Query {
             Some(other) => {
                 return Err(ScimError::bad_request(
                     "invalidFilter",
-                    format!("filter must be a string, not {}", json_type(other)),
+                    format!(
+                        "filter must be a string, not {}",
+                        crate::config::import::json_type(other)
+                    ),
                 ))
             }
         };
@@ -1694,17 +1697,6 @@ impl Query {
             }
         }
         Ok(Some(parsed))
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
