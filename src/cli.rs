@@ -144,6 +144,25 @@ struct DevArgs {
         value_name = "VERSION"
     )]
     platform_flavor: crate::devplatform::Flavor,
+    /// Delay every native request to the development platform by this much before answering
+    /// (e.g. 10ms), to see a remote platform's behaviour locally. Units: ms, s, m, h.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_PLATFORM_LATENCY",
+        default_value = "0ms",
+        value_name = "DURATION",
+        value_parser = config::parse_duration
+    )]
+    platform_latency: Duration,
+    /// Spread of that delay: each request waits the latency ± up to this much (uniform).
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_PLATFORM_LATENCY_JITTER",
+        default_value = "0ms",
+        value_name = "DURATION",
+        value_parser = config::parse_duration
+    )]
+    platform_latency_jitter: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +278,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 log_level: args.log_level,
                 faults: args.faults,
                 flavor: args.platform_flavor,
+                latency: (args.platform_latency, args.platform_latency_jitter),
             };
             match runtime.block_on(crate::dev::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -28,6 +28,8 @@ pub struct DevOptions {
     pub faults: Option<crate::devplatform::FaultSpec>,
     /// Which ThingWorx version the development platform behaves like.
     pub flavor: Flavor,
+    /// Emulated platform latency and its jitter (`--platform-latency`, `--platform-latency-jitter`).
+    pub latency: (std::time::Duration, std::time::Duration),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +138,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     let config = config::parse(&config_text, &data_dir, &Overrides::default())?;
     // A `slow` answer must come after the gateway has given up on it.
     platform.set_slow_default(config.upstream.request_timeout + std::time::Duration::from_secs(1));
+    platform.set_latency(options.latency.0, options.latency.1);
     if let Some(spec) = options.faults {
         platform.set_faults(spec);
     }

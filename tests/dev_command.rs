@@ -362,3 +362,56 @@ async fn no_acknowledged_create_is_lost_when_dev_is_killed_mid_burst() {
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     assert!(dev.stop().success());
 }
+
+/// Issue 18: `--platform-latency` delays every native request as a remote platform would, on a
+/// timer. Only a lower bound is checked (a loaded machine may take longer, never less); that
+/// no flag means no delay is checked without timing, in the development platform's own tests.
+#[tokio::test]
+async fn platform_latency_delays_every_native_request() {
+    let data = tempfile::tempdir().unwrap();
+    let mut command = dev_command(data.path());
+    command.args([
+        "--platform-latency",
+        "60ms",
+        "--platform-latency-jitter",
+        "10ms",
+    ]);
+    let mut dev = Dev::spawn(command);
+    let platform = dev.address("platform").await;
+    let gateway = dev.address("gateway").await;
+    let key = std::fs::read_to_string(data.path().join("gateway.appkey")).unwrap();
+    let key = key.trim().to_string();
+    let list = r#"{"type":"User","maxItems":10}"#;
+    let path = "/Thingworx/Resources/EntityServices/Services/GetEntityList";
+
+    let started = Instant::now();
+    let direct = send_plain(
+        platform,
+        native_call(&platform.to_string(), path, &key, list),
+    )
+    .await
+    .unwrap();
+    let direct_took = started.elapsed();
+    assert_eq!(direct.status, 200, "{}", direct.text());
+    assert!(direct_took >= Duration::from_millis(50), "{direct_took:?}");
+
+    let cert = std::fs::read(data.path().join("tls/cert.pem")).unwrap();
+    let tls = client_config(&cert, &[b"http/1.1"]);
+    let host = format!("localhost:{}", gateway.port());
+    let started = Instant::now();
+    let proxied = send_tls(
+        gateway,
+        "localhost",
+        tls,
+        native_call(&host, path, &key, list),
+    )
+    .await
+    .unwrap();
+    let proxied_took = started.elapsed();
+    assert_eq!(proxied.status, 200, "{}", proxied.text());
+    assert!(
+        proxied_took >= Duration::from_millis(50),
+        "{proxied_took:?}"
+    );
+    assert!(dev.stop().success());
+}

@@ -291,6 +291,46 @@ impl Faults {
     }
 }
 
+/// Emulated network and platform latency (`scimgate dev --platform-latency`): every native
+/// request waits `base` ± up to `jitter` (uniform) before it is answered, so a remote
+/// platform's behaviour (how many calls a SCIM operation makes, whether they overlap) shows on
+/// one machine. The wait is a timer, never a blocked thread.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    base: Duration,
+    jitter: Duration,
+    /// Jitter needs spread, not secrecy: a counter mixed by splitmix64, lock-free.
+    draws: std::sync::atomic::AtomicU64,
+}
+
+impl Latency {
+    pub(crate) fn new(base: Duration, jitter: Duration) -> Self {
+        Latency {
+            base,
+            jitter,
+            draws: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The delay for the next request: `base` + a uniform draw in [-jitter, +jitter], never
+    /// below zero.
+    pub(crate) fn next_delay(&self) -> Duration {
+        if self.jitter.is_zero() {
+            return self.base;
+        }
+        let n = self
+            .draws
+            .fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed);
+        let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
+        let offset = self.jitter.as_secs_f64() * (2.0 * unit - 1.0);
+        Duration::from_secs_f64((self.base.as_secs_f64() + offset).max(0.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +387,21 @@ mod tests {
         assert_ne!(run(1), run(2));
         let hits = run(1).iter().filter(|k| k.is_some()).count();
         assert!((30..=90).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn latency_stays_within_its_jitter_and_defaults_to_none() {
+        assert_eq!(Latency::default().next_delay(), Duration::ZERO);
+        let fixed = Latency::new(Duration::from_millis(10), Duration::ZERO);
+        assert_eq!(fixed.next_delay(), Duration::from_millis(10));
+        let jittered = Latency::new(Duration::from_millis(10), Duration::from_millis(2));
+        let draws: Vec<Duration> = (0..1000).map(|_| jittered.next_delay()).collect();
+        assert!(draws
+            .iter()
+            .all(|d| *d >= Duration::from_millis(8) && *d <= Duration::from_millis(12)));
+        assert!(draws.iter().any(|d| *d < Duration::from_millis(9)));
+        assert!(draws.iter().any(|d| *d > Duration::from_millis(11)));
+        let floor = Latency::new(Duration::from_millis(1), Duration::from_millis(5));
+        assert!((0..100).all(|_| floor.next_delay() <= Duration::from_millis(6)));
     }
 }

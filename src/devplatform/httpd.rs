@@ -168,6 +168,7 @@ async fn respond(
     if path != "/Thingworx" && !path.starts_with("/Thingworx/") {
         return page(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     }
+    emulate_latency(&platform).await;
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(_) => Err(Fault::new(
@@ -204,6 +205,14 @@ async fn respond(
             response
         }
         _ => response,
+    }
+}
+
+/// `--platform-latency`: the wait a remote platform's answer would take, on a timer.
+async fn emulate_latency(platform: &DevPlatform) {
+    let delay = platform.latency_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 

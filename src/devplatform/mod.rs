@@ -102,6 +102,7 @@ pub struct DevPlatform {
     /// request costs as much time as a wrong password and does not reveal which names exist.
     decoy: PasswordHash,
     faults: Mutex<faults::Faults>,
+    latency: std::sync::RwLock<faults::Latency>,
 }
 
 impl std::fmt::Debug for DevPlatform {
@@ -155,6 +156,7 @@ impl DevPlatform {
             sessions: Mutex::new(Sessions::default()),
             decoy: PasswordHash::new("decoy")?,
             faults: Mutex::new(faults::Faults::new(DEFAULT_SLOW)),
+            latency: Default::default(),
         }))
     }
 
@@ -212,6 +214,24 @@ impl DevPlatform {
     /// How late a `slow` answer comes when the spec does not say: past the gateway's timeout.
     pub fn set_slow_default(&self, slow: std::time::Duration) {
         self.lock_faults().set_slow_default(slow);
+    }
+
+    /// Delays every native request by `base` ± up to `jitter` (uniform) from now on, as a
+    /// remote platform would; zero for both (the default) answers at once.
+    pub fn set_latency(&self, base: std::time::Duration, jitter: std::time::Duration) {
+        *self.latency.write().unwrap_or_else(|e| e.into_inner()) =
+            faults::Latency::new(base, jitter);
+        if !base.is_zero() || !jitter.is_zero() {
+            tracing::info!(?base, ?jitter, "development platform: emulated latency set");
+        }
+    }
+
+    /// The emulated latency's next delay (zero unless [`DevPlatform::set_latency`] set one).
+    fn latency_delay(&self) -> std::time::Duration {
+        self.latency
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_delay()
     }
 
     fn lock_faults(&self) -> MutexGuard<'_, faults::Faults> {
@@ -518,5 +538,22 @@ mod tests {
         assert_eq!(fault.status, http::StatusCode::FORBIDDEN);
         assert!(p.read(|s| s.user("x").is_err()));
         assert_eq!(fs::read(dir.path().join(STATE_FILE)).unwrap(), before);
+    }
+
+    /// Without `set_latency` (no `--platform-latency`) nothing is delayed; with it, every
+    /// request is, within its jitter.
+    #[test]
+    fn no_latency_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DevPlatform::open(dir.path()).unwrap();
+        assert_eq!(p.latency_delay(), std::time::Duration::ZERO);
+        p.set_latency(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_millis(5),
+        );
+        let d = p.latency_delay();
+        assert!(d >= std::time::Duration::from_millis(45), "{d:?}");
+        p.set_latency(std::time::Duration::ZERO, std::time::Duration::ZERO);
+        assert_eq!(p.latency_delay(), std::time::Duration::ZERO);
     }
 }
