@@ -977,29 +977,8 @@ def scale_benchmarks(args, work, summary):
           f"{SCALE_MAX_CONCURRENCY}, the default, as many as the IdP's connections) in front "
           f"of `scimgate dev --platform-latency {SCALE_LATENCY_MS}ms`; floor = native calls x "
           f"{SCALE_LATENCY_MS} ms / {SCALE_MAX_CONCURRENCY}")
-    sync = []
-    for r in range(rounds):
-        sync.append(initial_sync(work, args, r))
-        print(f"  round {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in sync[-1].items()),
-              flush=True)
-    keys = list(sync[0])
-    print_rounds("Initial sync (target wall/floor <= 1.2x; gateway RSS <= 40 MiB)",
-                 [(k, [s[k] for s in sync], "{:.0f}" if k == "native calls" else "{:.2f}")
-                  for k in keys], rounds)
-    summary["scale sync"] = sync
-
     big = seed_platform(work, "seed-big", args.scale_list_users, 1000)
     small = seed_platform(work, "seed-small", 1000, 20)
-    listing = []
-    for r in range(rounds):
-        listing.append(paged_listing(work, big, r))
-        print(f"  listing round {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in listing[-1].items()),
-              flush=True)
-    print_rounds(f"Paged listing of {args.scale_list_users} users through `scimgate dev`'s gateway "
-                 f"(no emulated latency; 100 per page, one connection; target last/first <= 1.2x)",
-                 [(k, [s[k] for s in listing], "{:.2f}") for k in listing[0]], rounds)
-    summary["scale listing"] = listing
-
     creates_small, creates_big, restarts, rss_restart, rss_creates = [], [], [], [], []
     for r in range(rounds):
         # Alternating which size goes first, so drift in the machine's speed favours neither.
@@ -1029,6 +1008,27 @@ def scale_benchmarks(args, work, summary):
     summary["scale platform"] = {"creates/s small": creates_small, "creates/s big": creates_big,
                                  "restart s": restarts, "RSS after restart MiB": rss_restart,
                                  "RSS after creates MiB": rss_creates}
+    sync = []
+    for r in range(rounds):
+        sync.append(initial_sync(work, args, r))
+        print(f"  round {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in sync[-1].items()),
+              flush=True)
+    keys = list(sync[0])
+    print_rounds("Initial sync (target wall/floor <= 1.2x; gateway RSS <= 40 MiB)",
+                 [(k, [s[k] for s in sync], "{:.0f}" if k == "native calls" else "{:.2f}")
+                  for k in keys], rounds)
+    summary["scale sync"] = sync
+
+    listing = []
+    for r in range(rounds):
+        listing.append(paged_listing(work, big, r))
+        print(f"  listing round {r + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in listing[-1].items()),
+              flush=True)
+    print_rounds(f"Paged listing of {args.scale_list_users} users through `scimgate dev`'s gateway "
+                 f"(no emulated latency; 100 per page, one connection; target last/first <= 1.2x)",
+                 [(k, [s[k] for s in listing], "{:.2f}") for k in listing[0]], rounds)
+    summary["scale listing"] = listing
+
 
 
 def main():
