@@ -1756,17 +1756,20 @@ fn sort<T>(items: &mut [T], query: &Query, view: impl Fn(&T) -> &Value, default:
         attr: default.to_string(),
         sub_attr: None,
     });
-    // Resources without the attribute go last whatever the order.
-    items.sort_by(|a, b| {
-        let (ka, kb) = (sort_key(view(a), &path), sort_key(view(b), &path));
-        match (ka, kb) {
-            (Some(x), Some(y)) if query.descending => y.cmp(&x),
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        }
-    });
+    // Resources without the attribute go last whatever the order. Each key is made once (a
+    // listing sorts every name the platform holds, and a key is an allocation), and the sort
+    // is stable.
+    if query.descending {
+        items.sort_by_cached_key(|item| {
+            let key = sort_key(view(item), &path);
+            (key.is_none(), std::cmp::Reverse(key))
+        });
+    } else {
+        items.sort_by_cached_key(|item| {
+            let key = sort_key(view(item), &path);
+            (key.is_none(), key)
+        });
+    }
 }
 
 /// The equality terms of a filter that is one `attr eq "value"` or an `or` of them.
@@ -2124,5 +2127,25 @@ mod tests {
         sort(&mut items, &q, |v| v, "userName");
         assert_eq!(items[0]["userName"], "A");
         assert_eq!(items[2], json!({}));
+    }
+
+    #[test]
+    fn sorting_descending_keeps_missing_values_last_and_equal_keys_in_order() {
+        let mut items = vec![
+            json!({"userName": "b", "n": 1}),
+            json!({"n": 2}),
+            json!({"userName": "C", "n": 3}),
+            json!({"userName": "B", "n": 4}),
+            json!({"n": 5}),
+            json!({"userName": "a", "n": 6}),
+        ];
+        let q = Query::parse("sortBy=userName&sortOrder=descending");
+        sort(&mut items, &q, |v| v, "userName");
+        let order: Vec<i64> = items.iter().filter_map(|v| v["n"].as_i64()).collect();
+        assert_eq!(order, [3, 1, 4, 6, 2, 5]);
+        let q = Query::parse("sortBy=userName");
+        sort(&mut items, &q, |v| v, "userName");
+        let order: Vec<i64> = items.iter().filter_map(|v| v["n"].as_i64()).collect();
+        assert_eq!(order, [6, 1, 4, 3, 2, 5]);
     }
 }
