@@ -666,6 +666,18 @@ async fn every_write_is_applied_or_not_under_each_fault_and_retries_converge() {
 // The fault injection itself
 // ---------------------------------------------------------------------------------------------
 
+/// Whether the connection ended with a TCP RST (not an orderly close).
+fn is_reset(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = err.source();
+    }
+    false
+}
+
 async fn platform_only() -> (Native, ServedPlatform) {
     let platform = ServedPlatform::start().await;
     let native = Native {
@@ -697,20 +709,25 @@ async fn the_control_endpoint_sets_each_kind_of_fault_for_administrators_only() 
     let create_path = "/Thingworx/Resources/EntityServices/Services/CreateUser";
     // lost: carried out, no answer.
     tw.faults(Some(spec)).await;
-    assert!(tw
+    let lost = tw
         .try_send(Method::POST, create_path, Some(create("lost-1")), true)
         .await
-        .is_err());
+        .expect_err("a lost answer");
+    assert!(
+        !is_reset(&lost),
+        "a lost answer is an orderly close: {lost:?}"
+    );
     assert!(tw.user("lost-1").await.is_some());
     // reset: no answer, not carried out.
     tw.faults(Some(
         json!({"faults": [{"kind": "reset", "service": "CreateUser"}]}),
     ))
     .await;
-    assert!(tw
+    let reset = tw
         .try_send(Method::POST, create_path, Some(create("reset-1")), true)
         .await
-        .is_err());
+        .expect_err("a reset");
+    assert!(is_reset(&reset), "a reset is a TCP RST: {reset:?}");
     let (calls, faults) = tw.faults(None).await;
     assert_eq!((calls, faults), (1, 1));
     assert!(tw.user("reset-1").await.is_none());
