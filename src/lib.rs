@@ -9,10 +9,6 @@ pub mod body;
 pub mod cli;
 pub mod config;
 pub mod dev;
-#[path = "dev/issuer.rs"]
-pub mod dev_issuer;
-#[path = "dev/platform/mod.rs"]
-pub mod devplatform;
 pub mod framing;
 pub mod fsutil;
 pub mod gateway;

@@ -201,7 +201,7 @@ impl Drop for LivePlatform {
 
 async fn live_platform() -> LivePlatform {
     let dir = tempfile::tempdir().unwrap();
-    let platform = scimgate::devplatform::DevPlatform::open(dir.path()).unwrap();
+    let platform = scimgate::dev::platform::DevPlatform::open(dir.path()).unwrap();
     let key = platform.ensure_app_key("check", "Administrator").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

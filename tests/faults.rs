@@ -28,7 +28,7 @@ use common::{config_toml, self_signed_listener, Gateway};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;

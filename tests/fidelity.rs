@@ -9,7 +9,7 @@ mod common;
 use common::scim::Scim;
 use common::{config_toml, self_signed_listener, Gateway};
 use scimgate::config::{self, Overrides};
-use scimgate::devplatform::{DevPlatform, Flavor};
+use scimgate::dev::platform::{DevPlatform, Flavor};
 use scimgate::platform::{Platform, PlatformError, ThingWorx};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

@@ -10,7 +10,7 @@ mod common;
 
 use common::scim::{enc, Scim, ScimResp};
 use common::{config_toml, plain_listener, self_signed_listener, Gateway, TestUpstream};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;

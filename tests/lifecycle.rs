@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use scimgate::config::{self, Overrides, Secret};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use scimgate::platform::{NewUser, Platform, ThingWorx};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

@@ -8,7 +8,7 @@ mod oauth_support;
 
 use common::{config_toml, plain_listener, poll_status, Gateway, Resp};
 use oauth_support::*;
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@ use common::full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides, Secret};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use scimgate::platform::{
     EntityKind, Extensions, Member, NewGroup, NewUser, Platform, PlatformError, Tag, ThingWorx,
 };

@@ -61,7 +61,7 @@ use common::{config_toml, self_signed_listener, Gateway};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

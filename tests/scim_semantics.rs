@@ -8,7 +8,7 @@ mod common;
 use common::scim::{enc, Scim, ScimResp};
 use common::{config_toml, plain_listener, run_check, self_signed_listener, Gateway, Json};
 use scimgate::config::{self, Overrides};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use scimgate::platform::{Platform, ThingWorx};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

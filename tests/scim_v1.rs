@@ -9,7 +9,7 @@ use common::scim::{enc, id_of, Scim, ScimResp};
 use common::{config_toml, self_signed_listener, Gateway};
 use http::Method;
 use scimgate::config::{self, Overrides, Secret};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use scimgate::platform::{NewUser, Platform, PlatformError, Tag, ThingWorx};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

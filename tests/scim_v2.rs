@@ -9,7 +9,7 @@ mod common;
 use common::scim::{enc, group_id_of, id_of, Scim, ScimResp};
 use common::{config_toml, self_signed_listener, Gateway};
 use scimgate::config::{self, Overrides};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use scimgate::platform::{Member, Platform, PlatformError, Tag, ThingWorx};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -2362,9 +2362,9 @@ async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
     members.sort();
     assert_eq!(members, names);
 
-    env.dev.set_faults(scimgate::devplatform::FaultSpec {
-        faults: vec![scimgate::devplatform::FaultRule {
-            kind: scimgate::devplatform::FaultKind::Error500,
+    env.dev.set_faults(scimgate::dev::platform::FaultSpec {
+        faults: vec![scimgate::dev::platform::FaultRule {
+            kind: scimgate::dev::platform::FaultKind::Error500,
             call: Some(15),
             service: Some("AddMember".into()),
             times: None,

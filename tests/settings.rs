@@ -9,7 +9,7 @@ use common::*;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides};
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use scimgate::platform::{NewGroup, NewUser, Platform, PlatformError, ThingWorx};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
