@@ -3,7 +3,8 @@
 
 pub mod admin;
 pub mod auth;
-#[doc(hidden)] // Only for benches/micro.rs: not an API.
+#[cfg(feature = "bench-api")]
+#[doc(hidden)] // Only for benches/micro.rs (`--features bench-api`): not an API.
 pub mod bench_api;
 pub mod body;
 pub mod cli;
