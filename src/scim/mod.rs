@@ -479,7 +479,7 @@ impl ScimService {
                     .provisioner
                     .as_ref()
                     .map(|p| p.policy().config.user_attributes.clone())
-                    .unwrap_or_else(crate::provisioning::default_user_attributes);
+                    .unwrap_or_else(crate::builtin::default_user_attributes);
                 let types = discovery::resource_types(&discovery_base, &mapped);
                 match id {
                     None => Ok(Reply::json(StatusCode::OK, v2::list(types.len(), 1, types))),
@@ -505,7 +505,7 @@ impl ScimService {
                         let mapped = policy
                             .as_ref()
                             .map(|p| p.config.user_attributes.clone())
-                            .unwrap_or_else(crate::provisioning::default_user_attributes);
+                            .unwrap_or_else(crate::builtin::default_user_attributes);
                         let external = policy
                             .as_ref()
                             .is_none_or(|p| p.config.stores_user_external_id());
