@@ -66,7 +66,7 @@ pub fn unstored(
     let enterprise = body
         .iter()
         .find(|(k, _)| {
-            k.eq_ignore_ascii_case(super::v2::ENTERPRISE)
+            k.eq_ignore_ascii_case(super::urn::ENTERPRISE)
                 || k.eq_ignore_ascii_case(super::v1::ENTERPRISE)
         })
         .and_then(|(_, v)| v.as_object());
