@@ -3,14 +3,14 @@
 
 pub mod admin;
 pub mod auth;
-#[doc(hidden)] // Only for benches/micro.rs: not an API.
+#[cfg(feature = "bench-api")]
+#[doc(hidden)] // Only for benches/micro.rs (`--features bench-api`): not an API.
 pub mod bench_api;
 pub mod body;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod dev;
-pub mod dev_issuer;
-pub mod devplatform;
 pub mod framing;
 pub mod fsutil;
 pub mod gateway;
@@ -25,6 +25,7 @@ mod random;
 pub mod router;
 pub mod scim;
 pub mod server;
+pub mod tag;
 
 /// One crypto provider for the whole process; `ring` is never linked.
 pub fn install_crypto_provider() {

@@ -8,7 +8,7 @@ mod common;
 
 use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
 use common::scim::Version;
-use scimgate::devplatform::{DevPlatform, Flavor};
+use scimgate::dev::platform::{DevPlatform, Flavor};
 use scimgate::platform::{Platform, PlatformError, ThingWorx};
 use serde_json::{json, Value};
 use std::net::SocketAddr;

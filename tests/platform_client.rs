@@ -10,8 +10,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides, Secret};
 use scimgate::platform::{
-    EntityKind, Extensions, Member, NewGroup, NewUser, Platform, PlatformError, Tag, ThingWorx,
+    EntityKind, Extensions, Member, NewGroup, NewUser, Platform, PlatformError, ThingWorx,
 };
+use scimgate::tag::Tag;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -9,7 +9,8 @@ use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
 use common::scim::{enc, id_of, Scim, ScimResp, Version};
 use http::Method;
 use scimgate::config::Secret;
-use scimgate::platform::{NewUser, Platform, Tag};
+use scimgate::platform::{NewUser, Platform};
+use scimgate::tag::Tag;
 use serde_json::{json, Value};
 
 /// 32 characters, as a real deployment's token would be.

@@ -8,7 +8,8 @@ mod common;
 
 use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
 use common::scim::{enc, group_id_of, id_of, Scim, ScimResp, Version};
-use scimgate::platform::{Member, Platform, Tag};
+use scimgate::platform::{Member, Platform};
+use scimgate::tag::Tag;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -2247,9 +2248,9 @@ async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
     members.sort();
     assert_eq!(members, names);
 
-    env.dev.set_faults(scimgate::devplatform::FaultSpec {
-        faults: vec![scimgate::devplatform::FaultRule {
-            kind: scimgate::devplatform::FaultKind::Error500,
+    env.dev.set_faults(scimgate::dev::platform::FaultSpec {
+        faults: vec![scimgate::dev::platform::FaultRule {
+            kind: scimgate::dev::platform::FaultKind::Error500,
             call: Some(15),
             service: Some("AddMember".into()),
             times: None,

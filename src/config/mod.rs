@@ -149,14 +149,14 @@ pub struct UserDefaults {
     pub project: Option<String>,
     pub home_mashup: Option<String>,
     pub mobile_mashup: Option<String>,
-    pub tags: Option<Vec<crate::platform::Tag>>,
+    pub tags: Option<Vec<crate::tag::Tag>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupDefaults {
     pub description: Option<String>,
     pub project: Option<String>,
-    pub tags: Option<Vec<crate::platform::Tag>>,
+    pub tags: Option<Vec<crate::tag::Tag>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -548,7 +548,7 @@ impl Validator<'_> {
                     .to_string(),
             );
         }
-        use crate::provisioning::policy::{policy_key, BUILT_IN_GROUPS};
+        use crate::builtin::{policy_key, BUILT_IN_GROUPS};
         let excluded: Vec<String> = BUILT_IN_GROUPS
             .iter()
             .map(|g| g.to_string())
@@ -1016,7 +1016,7 @@ impl Validator<'_> {
                 let cert_pem = self.readable_file(&format!("{name}.cert"), &cert);
                 let key_pem = self.readable_file(&format!("{name}.key"), &key);
                 if let (Some(c), Some(k)) = (cert_pem, key_pem) {
-                    if let Err(e) = crate::server::tls::certified_key_from_pem(&c, &k) {
+                    if let Err(e) = crate::pem::certified_key_from_pem(&c, &k) {
                         self.problem(
                             format!("{name}.cert"),
                             e.to_string(),
@@ -1086,10 +1086,9 @@ impl Validator<'_> {
                     }
                     Ok(key) => {
                         if let Some(c) = cert_pem {
-                            if let Err(e) = crate::server::tls::certified_key_from_pem(
-                                &c,
-                                key.expose().as_bytes(),
-                            ) {
+                            if let Err(e) =
+                                crate::pem::certified_key_from_pem(&c, key.expose().as_bytes())
+                            {
                                 self.problem(
                                     "upstream.client_cert",
                                     e.to_string(),
@@ -1573,15 +1572,11 @@ impl Validator<'_> {
         }
     }
 
-    fn tags(
-        &mut self,
-        setting: &str,
-        raw: Option<Vec<String>>,
-    ) -> Option<Vec<crate::platform::Tag>> {
+    fn tags(&mut self, setting: &str, raw: Option<Vec<String>>) -> Option<Vec<crate::tag::Tag>> {
         let raw = raw?;
         let mut tags = Vec::new();
         for (i, t) in raw.iter().enumerate() {
-            match crate::platform::Tag::parse(t) {
+            match crate::tag::Tag::parse(t) {
                 Some(tag) => tags.push(tag),
                 None => self.problem(
                     format!("{setting}[{i}]"),
@@ -1613,7 +1608,7 @@ impl Validator<'_> {
             "provisioning.password_min_length",
             p.password_min_length,
             DEFAULT_PASSWORD_MIN_LENGTH as i64,
-            (1, crate::provisioning::MAX_PASSWORD_CHARS as i64),
+            (1, crate::builtin::MAX_PASSWORD_CHARS as i64),
         ) as usize;
         let external_id_property = p.external_id_property.filter(|s| !s.is_empty());
         let user_external_id_vocabulary = match p.user_external_id_vocabulary {
@@ -1642,16 +1637,13 @@ impl Validator<'_> {
             }
             Some(s) => Some(s),
         };
-        let mut user_attributes = crate::provisioning::default_user_attributes();
+        let mut user_attributes = crate::builtin::default_user_attributes();
         for (slot, property) in p.user_attributes {
-            if !crate::provisioning::is_known_slot(&slot) {
+            if !crate::builtin::is_known_slot(&slot) {
                 self.problem(
                     format!("provisioning.user_attributes.{slot:?}"),
                     "is not a SCIM attribute scimgate can map",
-                    &format!(
-                        "use one of: {}",
-                        crate::provisioning::known_slots().join(", ")
-                    ),
+                    &format!("use one of: {}", crate::builtin::known_slots().join(", ")),
                 );
                 continue;
             }
@@ -1741,7 +1733,7 @@ fn compare_group_mappings(
     scim: &[(String, String)],
     saml: &[import::SsoGroupMapping],
 ) -> Vec<String> {
-    use crate::provisioning::policy::policy_key;
+    use crate::builtin::policy_key;
     use std::collections::BTreeMap;
     /// IdP group key → (the IdP group as first written, its platform groups as written).
     type Side = BTreeMap<String, (String, Vec<String>)>;

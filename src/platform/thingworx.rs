@@ -6,13 +6,14 @@ use super::infotable::{text, InfoTable};
 use super::names;
 use super::{
     ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup,
-    NewUser, Platform, PlatformError, Tag, User, VocabularyState,
+    NewUser, Platform, PlatformError, User, VocabularyState,
 };
 use crate::body::{empty, full};
 use crate::config::{
     ExtensionAccess, NameLookup, PlatformConfig, PlatformCredentials, Secret, UpstreamConfig,
 };
 use crate::proxy::UpstreamClient;
+use crate::tag::Tag;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;

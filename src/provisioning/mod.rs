@@ -11,6 +11,7 @@ pub mod policy;
 
 pub use defaults::{missing_defaults, named_entities, MissingDefault};
 
+use crate::builtin::MAX_PASSWORD_CHARS;
 use crate::config::{DeprovisionMode, Secret};
 use crate::platform::{
     names, Extensions, Member, MemberKind, NewGroup, NewUser, Platform, PlatformError,
@@ -20,77 +21,6 @@ use base64::Engine;
 use policy::Policy;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-
-/// SCIM attributes a user extension property can hold, named by SCIM path with the
-/// multi-valued `type` as a segment (`emails.work`, `addresses.work.locality`).
-const SLOTS: &[&str] = &[
-    "name.givenName",
-    "name.middleName",
-    "name.familyName",
-    "name.formatted",
-    "name.honorificPrefix",
-    "name.honorificSuffix",
-    "displayName",
-    "nickName",
-    "title",
-    "userType",
-    "preferredLanguage",
-    "locale",
-    "timezone",
-    "profileUrl",
-    "emails.work",
-    "emails.home",
-    "emails.other",
-    "phoneNumbers.work",
-    "phoneNumbers.home",
-    "phoneNumbers.mobile",
-    "phoneNumbers.fax",
-    "phoneNumbers.pager",
-    "phoneNumbers.other",
-    "addresses.work.streetAddress",
-    "addresses.work.locality",
-    "addresses.work.region",
-    "addresses.work.postalCode",
-    "addresses.work.country",
-    "addresses.work.formatted",
-    "enterprise.employeeNumber",
-    "enterprise.costCenter",
-    "enterprise.organization",
-    "enterprise.division",
-    "enterprise.department",
-];
-
-pub fn known_slots() -> Vec<&'static str> {
-    SLOTS.to_vec()
-}
-
-pub fn is_known_slot(slot: &str) -> bool {
-    SLOTS.contains(&slot)
-}
-
-/// The platform's fixed SCIM ↔ user-extension mapping.
-pub fn default_user_attributes() -> BTreeMap<String, String> {
-    [
-        ("name.givenName", "firstName"),
-        ("name.middleName", "middleName"),
-        ("name.familyName", "lastName"),
-        ("displayName", "fullName"),
-        ("title", "title"),
-        ("emails.work", "emailAddress"),
-        ("emails.home", "altEmailAddresses"),
-        ("phoneNumbers.work", "workPhone"),
-        ("phoneNumbers.home", "homePhone"),
-        ("phoneNumbers.mobile", "mobilePhone"),
-        ("phoneNumbers.pager", "smsAddress"),
-        ("addresses.work.streetAddress", "mailingAddress"),
-        ("addresses.work.locality", "city"),
-        ("addresses.work.region", "state"),
-        ("addresses.work.postalCode", "zipCode"),
-    ]
-    .into_iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect()
-}
 
 /// A user's `id`: the platform cannot store ours nor rename entities, so the id is derived from
 /// the name: base64url of the case-folded name. Stable, reversible, URL-safe, and the same for
@@ -507,7 +437,7 @@ impl Provisioner {
             .list_users()
             .await?
             .iter()
-            .filter(|u| !policy::is_built_in_user(&u.name))
+            .filter(|u| !crate::builtin::is_built_in_user(&u.name))
             .count())
     }
 
@@ -887,7 +817,7 @@ impl Provisioner {
         // confirmed or its answer lost (it may have happened either way).
         let mut wrote_extensions = false;
         let mut flipped_enabled: Option<bool> = None;
-        let mut tags_before: Option<Vec<crate::platform::Tag>> = None;
+        let mut tags_before: Option<Vec<crate::tag::Tag>> = None;
         let result = async {
             if !extensions.is_empty() {
                 let written =
@@ -1135,7 +1065,7 @@ impl Provisioner {
         if external_id.is_empty() || external_id.contains(';') {
             return Ok(Vec::new());
         }
-        let tag = crate::platform::Tag {
+        let tag = crate::tag::Tag {
             vocabulary: vocabulary.clone(),
             term: external_id.to_string(),
         };
@@ -1163,7 +1093,7 @@ impl Provisioner {
         let Some(vocabulary) = user_external_id_vocabulary(&policy) else {
             return Ok(Some(Vec::new()));
         };
-        let tag = crate::platform::Tag {
+        let tag = crate::tag::Tag {
             vocabulary: vocabulary.clone(),
             term: external_id.to_string(),
         };
@@ -2073,7 +2003,7 @@ fn user_external_id_vocabulary(policy: &Policy) -> Option<&String> {
 }
 
 /// The term of the first tag in `vocabulary`.
-fn tag_term(tags: &[crate::platform::Tag], vocabulary: &str) -> Option<String> {
+fn tag_term(tags: &[crate::tag::Tag], vocabulary: &str) -> Option<String> {
     tags.iter()
         .find(|t| t.vocabulary == vocabulary)
         .map(|t| t.term.clone())
@@ -2081,9 +2011,9 @@ fn tag_term(tags: &[crate::platform::Tag], vocabulary: &str) -> Option<String> {
 
 fn with_external_id(
     vocabulary: Option<&String>,
-    mut tags: Vec<crate::platform::Tag>,
+    mut tags: Vec<crate::tag::Tag>,
     change: &Change<String>,
-) -> Vec<crate::platform::Tag> {
+) -> Vec<crate::tag::Tag> {
     let Some(vocabulary) = vocabulary else {
         return tags;
     };
@@ -2102,7 +2032,7 @@ fn with_external_id(
     // Only a value that survives the TAGS text form unchanged is kept: `;` separates tags and
     // the platform trims terms (a blank one fails the whole create with a bare 500).
     if let Some(term) = next.filter(|t| !t.trim().is_empty() && t.trim() == t && !t.contains(';')) {
-        tags.push(crate::platform::Tag {
+        tags.push(crate::tag::Tag {
             vocabulary: vocabulary.clone(),
             term,
         });
@@ -2276,9 +2206,6 @@ fn not_found_as(kind: &'static str, asked: &str) -> impl Fn(PlatformError) -> Pr
     }
 }
 
-/// The longest password the platform accepts (ThingWorx 9.x/10.x: 14–128 characters).
-pub const MAX_PASSWORD_CHARS: usize = 128;
-
 /// A password the platform's policy would refuse is a 400 naming the rule, before any call:
 /// the platform itself would answer with a bare 500 that names nothing.
 fn check_password(policy: &Policy, change: &UserChange) -> Result<(), ProvisionError> {
@@ -2395,12 +2322,5 @@ mod tests {
         );
         assert_eq!(resolve(&Change::ClearIf("x".into()), Some(&now)), None);
         assert_eq!(resolve(&Change::Keep, Some(&now)), None);
-    }
-
-    #[test]
-    fn default_mapping_uses_only_known_slots() {
-        for slot in default_user_attributes().keys() {
-            assert!(is_known_slot(slot), "{slot}");
-        }
     }
 }

@@ -6,6 +6,7 @@ pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod mapping;
+pub mod urn;
 pub mod v1;
 pub mod v2;
 
@@ -479,7 +480,7 @@ impl ScimService {
                     .provisioner
                     .as_ref()
                     .map(|p| p.policy().config.user_attributes.clone())
-                    .unwrap_or_else(crate::provisioning::default_user_attributes);
+                    .unwrap_or_else(crate::builtin::default_user_attributes);
                 let types = discovery::resource_types(&discovery_base, &mapped);
                 match id {
                     None => Ok(Reply::json(StatusCode::OK, v2::list(types.len(), 1, types))),
@@ -505,7 +506,7 @@ impl ScimService {
                         let mapped = policy
                             .as_ref()
                             .map(|p| p.config.user_attributes.clone())
-                            .unwrap_or_else(crate::provisioning::default_user_attributes);
+                            .unwrap_or_else(crate::builtin::default_user_attributes);
                         let external = policy
                             .as_ref()
                             .is_none_or(|p| p.config.stores_user_external_id());
@@ -889,7 +890,7 @@ impl ScimService {
         }
         Ok(Reply::json(
             StatusCode::OK,
-            json!({"schemas": [v2::BULK_RESPONSE], "Operations": results}),
+            json!({"schemas": [urn::BULK_RESPONSE], "Operations": results}),
         ))
     }
 
@@ -1665,12 +1666,12 @@ impl Query {
             // A URN-qualified name is fine when the URN is the resource's own core schema, or the
             // enterprise extension for its attributes.
             let core_urn = path.urn.as_deref().is_none_or(|u| {
-                u.eq_ignore_ascii_case(v2::USER) || u.eq_ignore_ascii_case(v2::GROUP)
+                u.eq_ignore_ascii_case(urn::USER) || u.eq_ignore_ascii_case(urn::GROUP)
             });
             let enterprise = path
                 .urn
                 .as_deref()
-                .is_some_and(|u| u.eq_ignore_ascii_case(v2::ENTERPRISE))
+                .is_some_and(|u| u.eq_ignore_ascii_case(urn::ENTERPRISE))
                 && ENTERPRISE_ATTRIBUTES
                     .iter()
                     .any(|a| a.eq_ignore_ascii_case(&path.attr));
@@ -1803,7 +1804,7 @@ enum UserKey {
 fn user_lookup_keys(f: &Filter) -> Option<Vec<UserKey>> {
     let mut keys = Vec::new();
     for (path, value) in equality_terms(f)? {
-        let attr = core_attribute(path, v2::USER)?;
+        let attr = core_attribute(path, urn::USER)?;
         if attr.eq_ignore_ascii_case("userName") {
             keys.push(UserKey::Name(value.to_string()));
         } else if attr.eq_ignore_ascii_case("id") {
@@ -1832,7 +1833,7 @@ enum GroupKey {
 fn group_lookup_keys(f: &Filter) -> Option<Vec<GroupKey>> {
     let mut keys = Vec::new();
     for (path, value) in equality_terms(f)? {
-        let attr = core_attribute(path, v2::GROUP)?;
+        let attr = core_attribute(path, urn::GROUP)?;
         if attr.eq_ignore_ascii_case("displayName") {
             keys.push(GroupKey::DisplayName(value.to_string()));
         } else if attr.eq_ignore_ascii_case("id") {

@@ -6,7 +6,7 @@
 use super::scim::Scim;
 use super::{config_toml, self_signed_listener, Gateway};
 use scimgate::config::{self, Overrides};
-use scimgate::devplatform::{DevPlatform, Flavor};
+use scimgate::dev::platform::{DevPlatform, Flavor};
 use scimgate::platform::{Platform, PlatformError, ThingWorx};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,8 +3,8 @@
 
 use super::error::Fault;
 use super::faults::{FaultKind, FaultSpec};
+use super::model::Kind;
 use super::services::{Caller, Reply, Target};
-use super::store::Kind;
 use super::DevPlatform;
 use crate::platform::names::fold;
 use base64::engine::general_purpose::STANDARD;
