@@ -26,6 +26,7 @@ pub mod router;
 pub mod scim;
 pub mod server;
 pub mod tag;
+pub mod timestamp;
 
 /// One crypto provider for the whole process; `ring` is never linked.
 pub fn install_crypto_provider() {

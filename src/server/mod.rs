@@ -742,6 +742,7 @@ async fn serve_http<I>(
 {
     let connection = Connection {
         peer,
+        peer_ip: peer.ip().to_string().into(),
         scheme,
         activity: activity.clone(),
         hsts,
