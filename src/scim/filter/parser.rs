@@ -42,13 +42,13 @@ pub fn parse(input: &str, dialect: Dialect) -> Result<Filter, FilterError> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Scope {
+enum Scope {
     Top,
     /// Inside `attr[...]`, where paths name sub-attributes of the element.
     ValueFilter,
 }
 
-pub(super) struct Parser {
+struct Parser {
     chars: Vec<char>,
     pos: usize,
     dialect: Dialect,
