@@ -102,7 +102,7 @@ pub(super) fn entity_object(
 /// milliseconds, but some versions and extensions answer with text, either the number or an
 /// ISO timestamp; anything else is treated as unknown rather than failing the read.
 pub(super) fn last_modified(entity: &Map<String, Value>) -> Option<String> {
-    use crate::provisioning::audit::{millis_from_rfc3339, rfc3339_from_millis};
+    use crate::rfc3339::{millis_from_rfc3339, rfc3339_from_millis};
     let millis = match entity.get("lastModifiedDate")? {
         Value::Number(n) => n
             .as_i64()

@@ -173,7 +173,7 @@ fn compare_strings(have: &str, op: CompareOp, want: &str, exact: bool) -> bool {
     // Timestamps compare as instants: `...:34.500Z` is after `...:34Z`, and offsets count,
     // which neither holds for their text.
     if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
-        use crate::provisioning::audit::millis_from_rfc3339;
+        use crate::rfc3339::millis_from_rfc3339;
         if let (Some(a), Some(b)) = (millis_from_rfc3339(have), millis_from_rfc3339(want)) {
             return ordering_satisfies(op, a.cmp(&b));
         }
