@@ -1,12 +1,12 @@
 //! Handling of one request on a gateway listener: classify it, hand it to whoever answers, and
 //! write its access-log line when the response body is finished (so bytes and duration are true).
 
+use crate::activity::{Activity, InFlight};
 use crate::body::{Body, BoxError};
 use crate::framing::{self, FramingError, FramingLimits};
 use crate::proxy::Proxy;
 use crate::router::{Route, Router};
 use crate::scim::{RequestInfo, ScimService};
-use crate::server::activity::{Activity, InFlight};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};

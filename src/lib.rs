@@ -1,6 +1,7 @@
 //! scimgate: a TLS-terminating reverse proxy that serves SCIM for a ThingWorx-style platform
 //! and passes every other request through.
 
+mod activity;
 pub mod admin;
 pub mod auth;
 #[cfg(feature = "bench-api")]
@@ -22,11 +23,11 @@ pub mod platform;
 pub mod provisioning;
 pub mod proxy;
 mod random;
+mod rfc3339;
 pub mod router;
 pub mod scim;
 pub mod server;
 pub mod tag;
-pub mod timestamp;
 
 /// One crypto provider for the whole process; `ring` is never linked.
 pub fn install_crypto_provider() {

@@ -107,7 +107,7 @@ impl FormatTime for UtcMicros {
             let mut cached = cached.borrow_mut();
             if cached.0 != secs {
                 let calendar =
-                    crate::timestamp::rfc3339_seconds(i64::try_from(secs).unwrap_or(i64::MAX));
+                    crate::rfc3339::rfc3339_seconds(i64::try_from(secs).unwrap_or(i64::MAX));
                 *cached = (secs, calendar);
             }
             w.write_str(&cached.1)?;
@@ -246,7 +246,7 @@ mod tests {
         let mut text = String::new();
         UtcMicros.format_time(&mut Writer::new(&mut text)).unwrap();
         assert_eq!(text.len(), "2026-11-30T11:30:00.123456Z".len(), "{text}");
-        let millis = crate::timestamp::millis_from_rfc3339(&text).unwrap();
+        let millis = crate::rfc3339::millis_from_rfc3339(&text).unwrap();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()

@@ -178,6 +178,10 @@ fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: S
         .join("tls")
         .join(crate::server::tls::SELF_SIGNED_CERT_FILE);
     let key = data.join(GATEWAY_APP_KEY_FILE);
+    // The running binary, not a bare `scimgate`: after `cargo run` none is on the PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "scimgate".to_string());
     println!(
         "\nscimgate development environment is running (Ctrl-C to stop)\n\
          \x20 gateway   https://{host}/   (self-signed certificate: {cert})\n\
@@ -191,7 +195,7 @@ fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: S
          https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \x20 curl --cacert {cert} -H \"Authorization: Bearer $(cat {token})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \nOr with an OAuth token from the development issuer (a JWT, checked like Entra ID's):\n\
-         \x20 curl --cacert {cert} -H \"Authorization: Bearer $(scimgate token --data-dir {data})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
+         \x20 curl --cacert {cert} -H \"Authorization: Bearer $({exe} token --data-dir {data})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \nOr call the platform's native API through the gateway:\n\
          \x20 curl --cacert {cert} -H \"appKey: $(cat {key})\" -H 'Accept: application/json' \
          -H 'Content-Type: application/json' -d '{{\"type\":\"User\"}}' \

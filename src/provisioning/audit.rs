@@ -2,14 +2,11 @@
 //! Records name who asked, what was asked and what happened; they never hold secrets (passwords
 //! are reported as "set", tokens never reach this layer).
 
+use crate::rfc3339::rfc3339_now;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
-
-use crate::timestamp::rfc3339_now;
-/// Where the audit's timestamps were first written; older callers still name them here.
-pub use crate::timestamp::{millis_from_rfc3339, rfc3339_from_millis};
 
 pub struct Audit {
     file: Option<Mutex<std::fs::File>>,

@@ -1,5 +1,6 @@
-//! UTC timestamps in RFC 3339, written and read without a date library: the audit trail, the
-//! platform's dates and the log lines all need only this much.
+//! Timestamps as RFC 3339 text (`YYYY-MM-DDTHH:MM:SS.mmmZ`) and back, without a date library:
+//! the audit log and the log lines write them, the platform client and filters read the
+//! platform's dates.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
