@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use http::Method;
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

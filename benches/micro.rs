@@ -1,7 +1,7 @@
 //! Micro-benchmarks of the per-request hot paths: prints figures, asserts nothing about speed.
 //!
-//!   cargo bench --bench micro
-//!   cargo bench --bench micro -- jwt          (one group; any name filter works)
+//!   cargo bench --bench micro --features bench-api
+//!   cargo bench --bench micro --features bench-api -- jwt          (one group; any name filter works)
 //!
 //! Groups: `filter_parse` (SCIM 1.1 and 2.0 filters as identity providers send them),
 //! `jwt_verify` (ES256 and RS256 against an already cached key set: a token seen for the first

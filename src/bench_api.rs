@@ -315,7 +315,7 @@ impl JwtFixture {
             let addr = listener
                 .local_addr()
                 .map_err(|e| format!("JWKS listener: {e}"))?;
-            let server = tokio::spawn(crate::dev_issuer::serve_jwks(listener, jwks));
+            let server = tokio::spawn(crate::dev::issuer::serve_jwks(listener, jwks));
             let jwks_url = format!("http://{addr}/jwks.json")
                 .parse()
                 .map_err(|e| format!("JWKS URL: {e}"))?;

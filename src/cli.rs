@@ -124,8 +124,8 @@ struct DevArgs {
     /// Make chosen native calls of the development platform fail, e.g. "lost@3" (the 3rd call
     /// answers nothing after being carried out), "error500:AddMember", "slow:SetPropertyValues@2",
     /// "seed=7,rate=0.05". Kinds: reset, lost, error500, slow. See README "The platform side".
-    #[arg(long, env = "SCIMGATE_DEV_FAULTS", value_name = "SPEC", value_parser = crate::devplatform::FaultSpec::parse)]
-    faults: Option<crate::devplatform::FaultSpec>,
+    #[arg(long, env = "SCIMGATE_DEV_FAULTS", value_name = "SPEC", value_parser = crate::dev::platform::FaultSpec::parse)]
+    faults: Option<crate::dev::platform::FaultSpec>,
     /// Log level or filter.
     #[arg(
         long,
@@ -143,7 +143,7 @@ struct DevArgs {
         default_value = "10",
         value_name = "VERSION"
     )]
-    platform_flavor: crate::devplatform::Flavor,
+    platform_flavor: crate::dev::platform::Flavor,
     /// Delay every native request to the development platform by this much before answering
     /// (e.g. 10ms), to see a remote platform's behaviour locally. Units: ms, s, m, h.
     #[arg(
@@ -244,7 +244,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let minted = crate::dev_issuer::Issuer::open(&args.data_dir, false)
+            let minted = crate::dev::issuer::Issuer::open(&args.data_dir, false)
                 .and_then(|issuer| issuer.mint("dev-admin", &args.scope, lifetime));
             match minted {
                 Ok(token) => {

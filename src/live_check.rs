@@ -4,8 +4,9 @@
 
 use crate::config::{self, ExtensionAccess, ProvisioningConfig};
 use crate::platform::{
-    Extensions, Member, NewGroup, NewUser, Platform, PlatformError, Tag, ThingWorx, VocabularyState,
+    Extensions, Member, NewGroup, NewUser, Platform, PlatformError, ThingWorx, VocabularyState,
 };
+use crate::tag::Tag;
 
 /// Groups whose members may use the management services provisioning needs.
 const ADMIN_GROUPS: [&str; 2] = ["Administrators", "SecurityAdministrators"];

@@ -2,9 +2,12 @@
 //! client identity, so each reports a malformed file the same way. The parsing itself is
 //! `rustls-pki-types`' `PemObject` (rustls-pemfile is unmaintained, RUSTSEC-2025-0134).
 
+use rustls::crypto::aws_lc_rs;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PemError {
@@ -19,6 +22,10 @@ pub enum PemError {
     NoCertificate { what: String },
     #[error("{what} holds no private key (expected PKCS#8, PKCS#1 or SEC1 PEM)")]
     NoKey { what: String },
+    #[error("the private key cannot be used: {0}")]
+    Key(rustls::Error),
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
 }
 
 pub fn read_file(path: &Path) -> Result<Vec<u8>, PemError> {
@@ -48,6 +55,26 @@ pub fn private_key(pem: &[u8], what: &str) -> Result<PrivateKeyDer<'static>, Pem
         },
         e => malformed(what, &e),
     })
+}
+
+/// A certificate chain and its private key as rustls serves them, refused when they do not belong
+/// together.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, PemError> {
+    let certs = certificates(cert_pem, "the certificate file")?;
+    let key = private_key(key_pem, "the key file")?;
+    let signing_key = aws_lc_rs::sign::any_supported_type(&key).map_err(PemError::Key)?;
+    let certified = CertifiedKey::new(certs, signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(Arc::new(certified)),
+        // Some key types can't report their public key; rustls then can't tell, and neither can we.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(Arc::new(certified))
+        }
+        Err(_) => Err(PemError::KeyMismatch),
+    }
 }
 
 fn malformed(what: &str, e: &pem::Error) -> PemError {

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::dev_env::ServedPlatform;
 use common::*;
 use std::process::{Command, Stdio};
 
@@ -185,36 +186,6 @@ fn a_mapping_into_an_excluded_group_warns_until_it_is_declared_on_purpose() {
     assert!(warnings(&stdout).is_empty(), "{stdout}");
 }
 
-/// A development platform served on a loopback port for as long as the value lives.
-struct LivePlatform {
-    addr: std::net::SocketAddr,
-    key: String,
-    _dir: tempfile::TempDir,
-    stop: tokio_util::sync::CancellationToken,
-}
-
-impl Drop for LivePlatform {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-async fn live_platform() -> LivePlatform {
-    let dir = tempfile::tempdir().unwrap();
-    let platform = scimgate::devplatform::DevPlatform::open(dir.path()).unwrap();
-    let key = platform.ensure_app_key("check", "Administrator").unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    LivePlatform {
-        addr,
-        key,
-        _dir: dir,
-        stop,
-    }
-}
-
 fn with_defaults(upstream: &str, platform: &str, user: &str, group: &str) -> String {
     config_toml(
         &plain_listener(),
@@ -235,7 +206,7 @@ async fn check_async(toml: String) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn defaults_are_checked_live_against_the_platform() {
-    let platform = live_platform().await;
+    let platform = ServedPlatform::start().await;
     let url = format!("http://{}", platform.addr);
     let with_key = format!("[platform]\napp_key = \"{}\"\n", platform.key);
     let toml = with_defaults(

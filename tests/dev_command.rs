@@ -193,6 +193,8 @@ async fn dev_serves_the_platform_through_the_gateway_and_keeps_its_state() {
     let banner = dev.stdout.lock().unwrap().join("\n");
     assert!(banner.contains("curl --cacert"), "{banner}");
     assert!(banner.contains(&platform.port().to_string()), "{banner}");
+    // The token command names the running binary: `cargo run` puts no `scimgate` on the PATH.
+    assert!(banner.contains("/scimgate token --data-dir"), "{banner}");
     assert!(
         !banner.contains(key.trim()),
         "the banner printed the app key"

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use scimgate::devplatform::DevPlatform;
+use scimgate::dev::platform::DevPlatform;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use tokio::task::JoinHandle;

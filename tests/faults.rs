@@ -23,20 +23,15 @@
 
 mod common;
 
-use common::scim::{enc, group_id_of, id_of, Scim, ScimResp};
-use common::{config_toml, self_signed_listener, Gateway};
+use common::dev_env::{DevEnv, DevEnvSpec, ServedPlatform, TOKEN};
+use common::scim::{enc, group_id_of, id_of, ScimResp, Version};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use scimgate::devplatform::DevPlatform;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "scimgate-test-token-0123456789ab";
-const BASE1: &str = "/Thingworx/SCIMProvider/SCIM";
-const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
 const CORE1: &str = "urn:scim:schemas:core:1.0";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -227,58 +222,36 @@ struct GroupState {
 // Environment
 // ---------------------------------------------------------------------------------------------
 
+/// The shared environment, with the platform read and faulted through raw native calls.
 struct Env {
-    _gw: Gateway,
-    scim: Scim,
+    base: DevEnv,
     tw: Native,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Env {
+    type Target = DevEnv;
+    fn deref(&self) -> &DevEnv {
+        &self.base
     }
 }
 
 async fn start_env(deprovision: &str) -> Env {
-    scimgate::install_crypto_provider();
-    // The platform fsyncs every change; on a busy disk that alone can outlast the short timeout
-    // the `slow` kind needs, so its state lives in memory when the machine has a tmpfs.
-    let shm = std::path::Path::new("/dev/shm");
-    let dir = if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
+    let provisioning = format!("deprovision = \"{deprovision}\"\n{POLICY}");
+    let base = DevEnv::start(DevEnvSpec {
+        provisioning: &provisioning,
+        // A `slow` answer must come after the gateway gave up on it: 500 ms against 1.2 s.
+        upstream: "request_timeout = \"500ms\"",
+        // The platform fsyncs every change; on a busy disk that alone can outlast the short
+        // timeout the `slow` kind needs.
+        state_in_memory: true,
+        ..Default::default()
+    })
+    .await;
+    let tw = Native {
+        addr: base.platform_addr,
+        key: base.key.clone(),
     };
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("fault-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n\
-         [provisioning]\ndeprovision = \"{deprovision}\"\naudit_log = \"@DIR@/audit.jsonl\"\n{POLICY}\n"
-    );
-    // A `slow` answer must come after the gateway gave up on it: 500 ms against 1.2 s.
-    let toml = config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{addr}"),
-        "request_timeout = \"500ms\"",
-        &extra,
-    );
-    let gw = Gateway::start(&toml).await;
-    let scim = Scim::of(&gw, None);
-    let env = Env {
-        _gw: gw,
-        scim,
-        tw: Native { addr, key },
-        stop,
-        _dir: dir,
-    };
+    let env = Env { base, tw };
     for name in ["alice", "bob"] {
         env.tw.create_user(name).await;
     }
@@ -288,34 +261,13 @@ async fn start_env(deprovision: &str) -> Env {
 impl Env {
     async fn call(&self, v: Version, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
-        let (base, media) = match v {
-            Version::V1 => (BASE1, "application/json"),
-            Version::V2 => (BASE2, "application/scim+json"),
-        };
-        self.scim
-            .send(
-                method,
-                &format!("{base}{rel}"),
-                &[
-                    ("authorization", auth.as_str()),
-                    ("accept", media),
-                    ("content-type", media),
-                ],
-                body.map(|b| b.to_string().into_bytes()),
-            )
-            .await
+        self.scim.call_as(&auth, v, method, rel, &[], body).await
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Operations
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
-    V1,
-    V2,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Op {
@@ -714,22 +666,30 @@ async fn every_write_is_applied_or_not_under_each_fault_and_retries_converge() {
 // The fault injection itself
 // ---------------------------------------------------------------------------------------------
 
-async fn platform_only() -> (Native, CancellationToken, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("fault-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    (Native { addr, key }, stop, dir)
+/// Whether the connection ended with a TCP RST (not an orderly close).
+fn is_reset(e: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = err.source();
+    }
+    false
+}
+
+async fn platform_only() -> (Native, ServedPlatform) {
+    let platform = ServedPlatform::start().await;
+    let native = Native {
+        addr: platform.addr,
+        key: platform.key.clone(),
+    };
+    (native, platform)
 }
 
 #[tokio::test]
 async fn the_control_endpoint_sets_each_kind_of_fault_for_administrators_only() {
-    let (tw, stop, _dir) = platform_only().await;
+    let (tw, platform) = platform_only().await;
     let spec = json!({"faults": [{"kind": "lost", "call": 1}]});
     let (status, _, _) = tw
         .try_send(Method::POST, "/_dev/faults", Some(spec.clone()), false)
@@ -749,20 +709,25 @@ async fn the_control_endpoint_sets_each_kind_of_fault_for_administrators_only() 
     let create_path = "/Thingworx/Resources/EntityServices/Services/CreateUser";
     // lost: carried out, no answer.
     tw.faults(Some(spec)).await;
-    assert!(tw
+    let lost = tw
         .try_send(Method::POST, create_path, Some(create("lost-1")), true)
         .await
-        .is_err());
+        .expect_err("a lost answer");
+    assert!(
+        !is_reset(&lost),
+        "a lost answer is an orderly close: {lost:?}"
+    );
     assert!(tw.user("lost-1").await.is_some());
     // reset: no answer, not carried out.
     tw.faults(Some(
         json!({"faults": [{"kind": "reset", "service": "CreateUser"}]}),
     ))
     .await;
-    assert!(tw
+    let reset = tw
         .try_send(Method::POST, create_path, Some(create("reset-1")), true)
         .await
-        .is_err());
+        .expect_err("a reset");
+    assert!(is_reset(&reset), "a reset is a TCP RST: {reset:?}");
     let (calls, faults) = tw.faults(None).await;
     assert_eq!((calls, faults), (1, 1));
     assert!(tw.user("reset-1").await.is_none());
@@ -795,7 +760,7 @@ async fn the_control_endpoint_sets_each_kind_of_fault_for_administrators_only() 
     let (status, shown, _) = tw.send(Method::GET, "/_dev/faults", None).await;
     assert_eq!(status, 200);
     assert_eq!(shown["spec"]["faults"][0]["kind"], "slow");
-    stop.cancel();
+    drop(platform);
 }
 
 #[test]

@@ -6,35 +6,17 @@
 
 mod common;
 
-use common::scim::Scim;
-use common::{config_toml, self_signed_listener, Gateway};
-use scimgate::config::{self, Overrides};
-use scimgate::devplatform::{DevPlatform, Flavor};
+use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
+use common::scim::Version;
+use scimgate::dev::platform::{DevPlatform, Flavor};
 use scimgate::platform::{Platform, PlatformError, ThingWorx};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "scimgate-test-token-0123456789ab";
-const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
-const BASE1: &str = "/Thingworx/SCIMProvider/SCIM";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
-struct Env {
-    gw: Gateway,
-    scim: Scim,
-    platform_addr: SocketAddr,
-    key: String,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type Env = DevEnv;
 
 async fn setup(flavor: Flavor, provisioning: &str) -> Env {
     setup_with(flavor, provisioning, "", |_| {}).await
@@ -45,39 +27,16 @@ async fn setup(flavor: Flavor, provisioning: &str) -> Env {
 async fn setup_with(
     flavor: Flavor,
     provisioning: &str,
-    platform_settings: &str,
+    platform: &str,
     prepare: impl FnOnce(&DevPlatform),
 ) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open_flavored(dir.path(), flavor).unwrap();
-    prepare(&platform);
-    let key = platform
-        .ensure_app_key("fidelity-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n{platform_settings}\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
-    );
-    let toml = config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    );
-    let gw = Gateway::start(&toml).await;
-    let scim = Scim::of(&gw, None);
-    Env {
-        gw,
-        scim,
-        platform_addr,
-        key,
-        stop,
-        _platform_dir: dir,
-    }
+    let spec = DevEnvSpec {
+        flavor: Some(flavor),
+        platform,
+        provisioning,
+        ..Default::default()
+    };
+    DevEnv::start_prepared(spec, prepare).await
 }
 
 struct Resp {
@@ -92,19 +51,20 @@ impl std::fmt::Display for Resp {
 }
 
 impl Env {
-    async fn call_at(&self, base: &str, method: &str, rel: &str, body: Option<Value>) -> Resp {
+    async fn call_at(&self, v: Version, method: &str, rel: &str, body: Option<Value>) -> Resp {
         let auth = format!("Bearer {TOKEN}");
         let r = self
             .scim
-            .send(
+            .call_as(
+                &auth,
+                v,
                 method,
-                &format!("{base}{rel}"),
+                rel,
                 &[
-                    ("authorization", &auth),
                     ("accept", "application/json"),
                     ("content-type", "application/json"),
                 ],
-                body.map(|b| b.to_string().into_bytes()),
+                body,
             )
             .await;
         Resp {
@@ -114,29 +74,16 @@ impl Env {
     }
 
     async fn call(&self, method: &str, rel: &str, body: Option<Value>) -> Resp {
-        self.call_at(BASE2, method, rel, body).await
+        self.call_at(Version::V2, method, rel, body).await
     }
 
     async fn call_v1(&self, method: &str, rel: &str, body: Option<Value>) -> Resp {
-        self.call_at(BASE1, method, rel, body).await
+        self.call_at(Version::V1, method, rel, body).await
     }
 
     /// The gateway's own native client, pointed at the same development platform.
     fn platform(&self) -> ThingWorx {
         self.platform_as(&format!("app_key = \"{}\"", self.key))
-    }
-
-    /// A native client with other credentials (Basic opens a platform session, as a browser
-    /// login does).
-    fn platform_as(&self, credentials: &str) -> ThingWorx {
-        let text = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[platform]\n{credentials}\n",
-            self.platform_addr
-        );
-        let config =
-            config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
-        let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
-        ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
     }
 }
 
@@ -611,7 +558,7 @@ async fn check_live(
 ) -> (bool, String) {
     tokio::task::spawn_blocking(move || {
         let dir = tempfile::tempdir().unwrap();
-        let toml = config_toml(
+        let toml = common::config_toml(
             &common::plain_listener(),
             &format!("http://{platform_addr}"),
             "",

@@ -8,9 +8,9 @@
 
 mod common;
 
-use common::scim::{enc, Scim, ScimResp};
-use common::{config_toml, plain_listener, self_signed_listener, Gateway, TestUpstream};
-use scimgate::devplatform::DevPlatform;
+use common::dev_env::{DevEnv, DevEnvSpec};
+use common::scim::{enc, ScimResp};
+use common::{config_toml, plain_listener, Gateway, TestUpstream};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 const TOKEN: &str = "scimgate-hardening-token-0123456789";
 const BASE: &str = "/Thingworx/SCIMProvider/SCIM";
@@ -669,47 +668,16 @@ async fn ambiguous_spellings_of_the_scim_provider_are_refused() {
 // SCIM with a platform: credentials and content types
 // ---------------------------------------------------------------------------------------------
 
-struct Env {
-    gw: Gateway,
-    scim: Scim,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type Env = DevEnv;
 
 async fn scim_env() -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("hardening-tests", "Administrator")
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[auth]\nmax_failures_per_minute = 1000\n"
-    );
-    let gw = Gateway::start(&config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    ))
-    .await;
-    let scim = Scim::of(&gw, None);
-    Env {
-        gw,
-        scim,
-        stop,
-        _platform_dir: dir,
-    }
+    let auth =
+        format!("[scim]\nbearer_token = \"{TOKEN}\"\n\n[auth]\nmax_failures_per_minute = 1000\n");
+    DevEnv::start(DevEnvSpec {
+        auth: Some(&auth),
+        ..Default::default()
+    })
+    .await
 }
 
 fn scim_error(r: &ScimResp, status: u16) -> bool {

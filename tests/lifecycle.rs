@@ -6,9 +6,9 @@
 
 mod common;
 
+use common::dev_env::{platform_client, ServedPlatform};
 use common::*;
-use scimgate::config::{self, Overrides, Secret};
-use scimgate::devplatform::DevPlatform;
+use scimgate::config::Secret;
 use scimgate::platform::{NewUser, Platform, ThingWorx};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 // ---------------------------------------------------------------------------------------------
 // limits.max_connections
@@ -338,15 +337,6 @@ fn dev_log_format_accepts_only_text_and_json() {
 // provisioning.terminate_sessions_on_config_change through a real reload
 // ---------------------------------------------------------------------------------------------
 
-fn platform_client(addr: SocketAddr, platform_toml: &str) -> ThingWorx {
-    let text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{addr}\"\n[platform]\n{platform_toml}\n"
-    );
-    let config = config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
-    let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
-    ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
-}
-
 async fn sessions(tw: &ThingWorx) -> Vec<String> {
     let mut names: Vec<String> = tw
         .active_users()
@@ -369,17 +359,8 @@ fn provisioning(terminate: bool, exclusions: &[&str]) -> String {
 }
 
 async fn sessions_across_a_reload(terminate: bool) -> (Vec<String>, Vec<String>, Gateway) {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("lifecycle-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    let _stop = stop.drop_guard();
+    let platform = ServedPlatform::start().await;
+    let (platform_addr, key) = (platform.addr, platform.key.clone());
 
     let toml = |exclusions: &[&str]| {
         config_toml(
@@ -395,7 +376,7 @@ async fn sessions_across_a_reload(terminate: bool) -> (Vec<String>, Vec<String>,
     let gw = Gateway::start(&toml(&["carol"])).await;
 
     // Three users with a session each; carol is excluded from provisioning.
-    let tw = platform_client(platform_addr, &format!("app_key = \"{key}\""));
+    let tw = platform.client();
     let password = "session-password-123";
     for user in ["alice", "bob", "carol"] {
         tw.create_user(&NewUser {

@@ -4,11 +4,12 @@
 //! credentials are accepted, a SCIM 1.1 error otherwise.
 
 mod common;
+
+use common::dev_env::ServedPlatform;
 mod oauth_support;
 
 use common::{config_toml, plain_listener, poll_status, Gateway, Resp};
 use oauth_support::*;
-use scimgate::devplatform::DevPlatform;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -16,7 +17,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const USERS: &str = "/Thingworx/SCIMProvider/SCIM/Users";
 const ISS: &str = "https://idp.test/";
@@ -32,18 +32,11 @@ const NO_THROTTLE: &str = "max_failures_per_minute = 1000\n";
 /// The development platform with the gateway in front of it.
 struct Env {
     gw: Gateway,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
+    _platform: ServedPlatform,
     /// Every credential sent, to check none of them reaches the logs.
     secrets: Mutex<Vec<String>>,
     /// Requests sent to the gateway listener: each has an access line once it is logged.
     calls: std::sync::atomic::AtomicUsize,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
 }
 
 /// `extra`: the `[scim]`/`[auth]` tables (appended after `[platform]`).
@@ -52,28 +45,13 @@ async fn start_env(extra: &str) -> Env {
 }
 
 async fn start_env_with(extra: &str, env: &[(&str, &str)]) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("oauth-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    let extra = format!("[platform]\napp_key = \"{key}\"\n\n{extra}\n");
-    let toml = config_toml(
-        &plain_listener(),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    );
+    let platform = ServedPlatform::start().await;
+    let extra = format!("[platform]\napp_key = \"{}\"\n\n{extra}\n", platform.key);
+    let toml = config_toml(&plain_listener(), &platform.url(), "", &extra);
     let gw = Gateway::start_with_env(&toml, env).await;
     Env {
         gw,
-        stop,
-        _platform_dir: dir,
+        _platform: platform,
         secrets: Mutex::new(Vec::new()),
         calls: std::sync::atomic::AtomicUsize::new(0),
     }

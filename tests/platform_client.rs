@@ -4,52 +4,30 @@
 
 mod common;
 
+use common::dev_env::ServedPlatform;
 use common::full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides, Secret};
-use scimgate::devplatform::DevPlatform;
 use scimgate::platform::{
-    EntityKind, Extensions, Member, NewGroup, NewUser, Platform, PlatformError, Tag, ThingWorx,
+    EntityKind, Extensions, Member, NewGroup, NewUser, Platform, PlatformError, ThingWorx,
 };
+use scimgate::tag::Tag;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-struct DevServer {
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-    key: String,
-    stop: CancellationToken,
-}
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type DevServer = ServedPlatform;
 
 async fn dev_server() -> DevServer {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform.ensure_app_key("tests", "Administrator").unwrap();
-    for vocabulary in ["A", "C"] {
-        platform.ensure_vocabulary(vocabulary, true).unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    DevServer {
-        addr,
-        dir,
-        key,
-        stop,
-    }
+    ServedPlatform::start_with(None, false, |platform| {
+        for vocabulary in ["A", "C"] {
+            platform.ensure_vocabulary(vocabulary, true).unwrap();
+        }
+    })
+    .await
 }
 
 /// A client as the gateway builds one, from configuration text.

@@ -56,20 +56,15 @@
 mod common;
 
 use base64::Engine;
-use common::scim::{enc, id_of, Scim, ScimResp};
-use common::{config_toml, self_signed_listener, Gateway};
+use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
+use common::scim::{enc, id_of, ScimResp, Version};
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
-use scimgate::devplatform::DevPlatform;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use tokio_util::sync::CancellationToken;
 
-/// 32 characters, as a real deployment's token would be.
-const TOKEN: &str = "scimgate-test-token-0123456789ab";
-const BASE1: &str = "/Thingworx/SCIMProvider/SCIM";
 const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
 
 const CORE1: &str = "urn:scim:schemas:core:1.0";
@@ -289,54 +284,31 @@ impl Native {
 // Environment: platform + gateway + clients
 // ---------------------------------------------------------------------------------------------
 
+/// The shared environment, with the platform read through raw native calls.
 struct Env {
-    gw: Gateway,
-    scim: Scim,
+    base: DevEnv,
     tw: Native,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
+impl std::ops::Deref for Env {
+    type Target = DevEnv;
+    fn deref(&self) -> &DevEnv {
+        &self.base
     }
 }
 
 /// `provisioning`: keys of `[provisioning]` followed by any of its sub-tables.
 async fn start_env(provisioning: &str) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("policy-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
-    );
-    let toml = config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    );
-    let gw = Gateway::start(&toml).await;
-    let scim = Scim::of(&gw, None);
-    Env {
-        gw,
-        scim,
-        tw: Native {
-            addr: platform_addr,
-            key,
-        },
-        stop,
-        _platform_dir: dir,
-    }
+    let base = DevEnv::start(DevEnvSpec {
+        provisioning,
+        ..Default::default()
+    })
+    .await;
+    let tw = Native {
+        addr: base.platform_addr,
+        key: base.key.clone(),
+    };
+    Env { base, tw }
 }
 
 /// The suite's gateway with its fixtures: `svc-backup` and `Protected Ops` created natively
@@ -394,19 +366,8 @@ impl Env {
         body: Option<Value>,
     ) -> ScimResp {
         let auth = self.auth();
-        let mut headers = vec![
-            ("authorization", auth.as_str()),
-            ("accept", "application/scim+json"),
-            ("content-type", "application/scim+json"),
-        ];
-        headers.extend_from_slice(extra);
-        self.scim
-            .send(
-                method,
-                &format!("{BASE2}{rel}"),
-                &headers,
-                body.map(|b| b.to_string().into_bytes()),
-            )
+        let scim = &self.scim;
+        scim.call_as(&auth, Version::V2, method, rel, extra, body)
             .await
     }
 
@@ -423,19 +384,8 @@ impl Env {
         body: Option<Value>,
     ) -> ScimResp {
         let auth = self.auth();
-        let mut headers = vec![
-            ("authorization", auth.as_str()),
-            ("accept", "application/json"),
-            ("content-type", "application/json"),
-        ];
-        headers.extend_from_slice(extra);
-        self.scim
-            .send(
-                method,
-                &format!("{BASE1}{rel}"),
-                &headers,
-                body.map(|b| b.to_string().into_bytes()),
-            )
+        let scim = &self.scim;
+        scim.call_as(&auth, Version::V1, method, rel, extra, body)
             .await
     }
 

@@ -5,19 +5,13 @@
 
 mod common;
 
-use common::scim::{enc, Scim, ScimResp};
-use common::{config_toml, plain_listener, run_check, self_signed_listener, Gateway, Json};
-use scimgate::config::{self, Overrides};
-use scimgate::devplatform::DevPlatform;
+use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
+use common::scim::{enc, ScimResp, Version};
+use common::{config_toml, plain_listener, run_check, Json};
 use scimgate::platform::{Platform, ThingWorx};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
-const TOKEN: &str = "scimgate-test-token-0123456789ab";
-const BASE: &str = "/Thingworx/SCIMProvider/SCIM";
-const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -25,53 +19,18 @@ const SEARCH: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 const BASIC_PASSWORD: &str = "s3cret-password-for-basic";
 
 /// The development platform, the gateway in front of it and a SCIM client.
-struct Env {
-    gw: Gateway,
-    scim: Scim,
-    platform_addr: SocketAddr,
-    key: String,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type Env = DevEnv;
 
 /// `auth`: the `[scim]`/`[auth]` tables; `provisioning`: keys and sub-tables of
 /// `[provisioning]`; `env`: extra environment for the gateway (secrets).
 async fn setup(auth: &str, provisioning: &str, env: &[(&str, &str)]) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("semantics-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n{auth}\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
-    );
-    let toml = config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    );
-    let gw = Gateway::start_with_env(&toml, env).await;
-    let scim = Scim::of(&gw, None);
-    Env {
-        gw,
-        scim,
-        platform_addr,
-        key,
-        stop,
-        _platform_dir: dir,
-    }
+    DevEnv::start(DevEnvSpec {
+        auth: Some(auth),
+        provisioning,
+        env,
+        ..Default::default()
+    })
+    .await
 }
 
 fn bearer_only() -> String {
@@ -87,16 +46,7 @@ impl Env {
     async fn call(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
         self.scim
-            .send(
-                method,
-                &format!("{BASE2}{rel}"),
-                &[
-                    ("authorization", &auth),
-                    ("accept", "application/scim+json"),
-                    ("content-type", "application/scim+json"),
-                ],
-                body.map(|b| b.to_string().into_bytes()),
-            )
+            .call_as(&auth, Version::V2, method, rel, &[], body)
             .await
     }
 
@@ -104,16 +54,7 @@ impl Env {
     async fn call_v1(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
         self.scim
-            .send(
-                method,
-                &format!("{BASE}{rel}"),
-                &[
-                    ("authorization", &auth),
-                    ("accept", "application/json"),
-                    ("content-type", "application/json"),
-                ],
-                body.map(|b| b.to_string().into_bytes()),
-            )
+            .call_as(&auth, Version::V1, method, rel, &[], body)
             .await
     }
 
@@ -125,14 +66,7 @@ impl Env {
 
     /// A native client to the development platform, built as the gateway builds its own.
     fn platform(&self) -> ThingWorx {
-        let text = format!(
-            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{}\"\n[platform]\napp_key = \"{}\"\n",
-            self.platform_addr, self.key
-        );
-        let config =
-            config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
-        let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
-        ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
+        self.platform_as(&format!("app_key = \"{}\"", self.key))
     }
 
     /// The warnings about attributes the mapping does not store, so far.

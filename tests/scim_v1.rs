@@ -5,18 +5,15 @@
 mod common;
 
 use base64::Engine;
-use common::scim::{enc, id_of, Scim, ScimResp};
-use common::{config_toml, self_signed_listener, Gateway};
+use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
+use common::scim::{enc, id_of, Scim, ScimResp, Version};
 use http::Method;
-use scimgate::config::{self, Overrides, Secret};
-use scimgate::devplatform::DevPlatform;
-use scimgate::platform::{NewUser, Platform, PlatformError, Tag, ThingWorx};
+use scimgate::config::Secret;
+use scimgate::platform::{NewUser, Platform};
+use scimgate::tag::Tag;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
-use tokio_util::sync::CancellationToken;
 
 /// 32 characters, as a real deployment's token would be.
-const TOKEN: &str = "scimgate-test-token-0123456789ab";
 const BASE: &str = "/Thingworx/SCIMProvider/SCIM";
 const CORE: &str = "urn:scim:schemas:core:1.0";
 
@@ -86,16 +83,8 @@ impl Scim {
     /// An authenticated SCIM call; `rel` is relative to the SCIM base path.
     async fn call(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
-        self.send(
-            method,
-            &format!("{BASE}{rel}"),
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.map(|b| b.to_string().into_bytes()),
-        )
-        .await
+        self.call_as(&auth, Version::V1, method, rel, &[], body)
+            .await
     }
 
     async fn get(&self, rel: &str) -> ScimResp {
@@ -126,110 +115,22 @@ fn user_body(user_name: &str, given: &str, family: &str, email: &str) -> Value {
     })
 }
 
-/// A native client to the development platform, built as the gateway builds its own.
-fn platform_client(addr: SocketAddr, platform_toml: &str) -> ThingWorx {
-    let text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{addr}\"\n[platform]\n{platform_toml}\n"
-    );
-    let config = config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
-    let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
-    ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
-}
-
 /// The development platform, the gateway in front of it, a SCIM client and a native client.
-struct Env {
-    gw: Gateway,
-    scim: Scim,
-    tw: ThingWorx,
-    platform_addr: SocketAddr,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type Env = DevEnv;
 
 /// `provisioning`: keys of `[provisioning]` followed by any of its sub-tables;
 /// `scim_extra`: more keys for `[scim]`.
 async fn setup(provisioning: &str, scim_extra: &str) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("scim-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
-
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n{scim_extra}\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
-    );
-    let toml = config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    );
-    let gw = Gateway::start(&toml).await;
-    let scim = Scim::of(&gw, Some("application/json"));
-    let tw = platform_client(platform_addr, &format!("app_key = \"{key}\""));
-    Env {
-        gw,
-        scim,
-        tw,
-        platform_addr,
-        stop,
-        _platform_dir: dir,
-    }
+    DevEnv::start(DevEnvSpec {
+        provisioning,
+        scim: scim_extra,
+        default_accept: Some("application/json"),
+        ..Default::default()
+    })
+    .await
 }
 
 impl Env {
-    async fn user_exists(&self, name: &str) -> bool {
-        match self.tw.get_user(name).await {
-            Ok(_) => true,
-            Err(PlatformError::NotFound(_)) => false,
-            Err(e) => panic!("get_user {name}: {e}"),
-        }
-    }
-
-    async fn group_exists(&self, name: &str) -> bool {
-        match self.tw.get_group(name).await {
-            Ok(_) => true,
-            Err(PlatformError::NotFound(_)) => false,
-            Err(e) => panic!("get_group {name}: {e}"),
-        }
-    }
-
-    /// The user's extension properties, plus its externalId under "scimExternalId": the term
-    /// of its `SCIMExternalId` tag, where a stock platform keeps it.
-    async fn ext(&self, name: &str) -> scimgate::platform::Extensions {
-        let mut ext = self.tw.user_extensions(name).await.unwrap();
-        let user = self.tw.get_user(name).await.unwrap();
-        if let Some(t) = user.tags.iter().find(|t| t.vocabulary == "SCIMExternalId") {
-            ext.insert("scimExternalId".into(), t.term.clone());
-        }
-        ext
-    }
-
-    /// Members of a platform group as sorted `kind:lowercase-name` strings.
-    async fn members(&self, group: &str) -> Vec<String> {
-        let mut m: Vec<String> = self
-            .tw
-            .group_members(group)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| format!("{}:{}", m.kind.as_str(), m.name.to_lowercase()))
-            .collect();
-        m.sort();
-        m
-    }
-
     async fn active_users(&self) -> Vec<String> {
         self.tw
             .active_users()
@@ -247,10 +148,8 @@ impl Env {
             .assign_password(user, &Secret::new(password))
             .await
             .unwrap();
-        let as_user = platform_client(
-            self.platform_addr,
-            &format!("username = \"{user}\"\npassword = \"{password}\""),
-        );
+        let as_user =
+            self.platform_as(&format!("username = \"{user}\"\npassword = \"{password}\""));
         assert_eq!(as_user.current_user().await.unwrap(), user);
         assert!(
             self.active_users().await.contains(&user.to_lowercase()),

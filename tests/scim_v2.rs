@@ -6,19 +6,14 @@
 
 mod common;
 
-use common::scim::{enc, group_id_of, id_of, Scim, ScimResp};
-use common::{config_toml, self_signed_listener, Gateway};
-use scimgate::config::{self, Overrides};
-use scimgate::devplatform::DevPlatform;
-use scimgate::platform::{Member, Platform, PlatformError, Tag, ThingWorx};
+use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
+use common::scim::{enc, group_id_of, id_of, Scim, ScimResp, Version};
+use scimgate::platform::{Member, Platform};
+use scimgate::tag::Tag;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use tokio_util::sync::CancellationToken;
 
 /// 32 characters, as a real deployment's token would be.
-const TOKEN: &str = "scimgate-test-token-0123456789ab";
-const BASE: &str = "/Thingworx/SCIMProvider/SCIM";
 const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
 
 const CORE1: &str = "urn:scim:schemas:core:1.0";
@@ -194,24 +189,8 @@ impl Scim {
         body: Option<Value>,
     ) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
-        let mut headers = vec![
-            ("authorization", auth.as_str()),
-            ("accept", "application/scim+json"),
-        ];
-        if !extra
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        {
-            headers.push(("content-type", "application/scim+json"));
-        }
-        headers.extend_from_slice(extra);
-        self.send(
-            method,
-            &format!("{BASE2}{rel}"),
-            &headers,
-            body.map(|b| b.to_string().into_bytes()),
-        )
-        .await
+        self.call_as(&auth, Version::V2, method, rel, extra, body)
+            .await
     }
 
     /// An authenticated SCIM 2.0 call (`application/scim+json`).
@@ -222,17 +201,8 @@ impl Scim {
     /// An authenticated SCIM 1.1 call; `rel` is relative to the 1.1 base.
     async fn call_v1(&self, method: &str, rel: &str, body: Option<Value>) -> ScimResp {
         let auth = format!("Bearer {TOKEN}");
-        self.send(
-            method,
-            &format!("{BASE}{rel}"),
-            &[
-                ("authorization", &auth),
-                ("accept", "application/json"),
-                ("content-type", "application/json"),
-            ],
-            body.map(|b| b.to_string().into_bytes()),
-        )
-        .await
+        self.call_as(&auth, Version::V1, method, rel, &[], body)
+            .await
     }
 
     async fn get(&self, rel: &str) -> ScimResp {
@@ -378,85 +348,19 @@ fn member_values(group: &Value) -> Vec<String> {
     v
 }
 
-/// A native client to the development platform, built as the gateway builds its own.
-fn platform_client(addr: SocketAddr, platform_toml: &str) -> ThingWorx {
-    let text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://{addr}\"\n[platform]\n{platform_toml}\n"
-    );
-    let config = config::parse(&text, std::path::Path::new("."), &Overrides::default()).unwrap();
-    let client = scimgate::proxy::build_upstream_client(&config.upstream).unwrap();
-    ThingWorx::new(client, &config.upstream, config.platform.as_ref().unwrap()).unwrap()
-}
-
 /// The development platform, the gateway in front of it, a SCIM client and a native client.
-struct Env {
-    gw: Gateway,
-    scim: Scim,
-    tw: ThingWorx,
-    /// The development platform itself, for fault injection.
-    dev: std::sync::Arc<DevPlatform>,
-    stop: CancellationToken,
-    _platform_dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
+type Env = DevEnv;
 
 /// `provisioning`: keys of `[provisioning]` followed by any of its sub-tables.
 async fn setup(provisioning: &str) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("scim-tests", "Administrator")
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.clone().serve(listener, stop.clone()));
-
-    let extra = format!(
-        "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n\n[provisioning]\naudit_log = \"@DIR@/audit.jsonl\"\n{provisioning}\n"
-    );
-    let toml = config_toml(
-        &self_signed_listener("@DIR@/tls"),
-        &format!("http://{platform_addr}"),
-        "",
-        &extra,
-    );
-    let gw = Gateway::start(&toml).await;
-    let scim = Scim::of(&gw, None);
-    let tw = platform_client(platform_addr, &format!("app_key = \"{key}\""));
-    Env {
-        gw,
-        scim,
-        tw,
-        dev: platform,
-        stop,
-        _platform_dir: dir,
-    }
+    DevEnv::start(DevEnvSpec {
+        provisioning,
+        ..Default::default()
+    })
+    .await
 }
 
 impl Env {
-    async fn user_exists(&self, name: &str) -> bool {
-        match self.tw.get_user(name).await {
-            Ok(_) => true,
-            Err(PlatformError::NotFound(_)) => false,
-            Err(e) => panic!("get_user {name}: {e}"),
-        }
-    }
-
-    async fn group_exists(&self, name: &str) -> bool {
-        match self.tw.get_group(name).await {
-            Ok(_) => true,
-            Err(PlatformError::NotFound(_)) => false,
-            Err(e) => panic!("get_group {name}: {e}"),
-        }
-    }
-
     async fn enabled(&self, name: &str) -> bool {
         self.tw.is_user_enabled(name).await.unwrap()
     }
@@ -465,11 +369,7 @@ impl Env {
     /// "scimExternalId" stands for the externalId, kept as the term of the user's
     /// `SCIMExternalId` tag on a stock platform.
     async fn assert_ext(&self, name: &str, expected: &[(&str, &str)], what: &str) {
-        let mut ext = self.tw.user_extensions(name).await.unwrap();
-        let user = self.tw.get_user(name).await.unwrap();
-        if let Some(t) = user.tags.iter().find(|t| t.vocabulary == "SCIMExternalId") {
-            ext.insert("scimExternalId".into(), t.term.clone());
-        }
+        let ext = self.ext(name).await;
         for (k, v) in expected {
             assert_eq!(
                 ext.get(*k).map(String::as_str).unwrap_or(""),
@@ -477,20 +377,6 @@ impl Env {
                 "{what}: platform extension property {k} of {name} in {ext:?}"
             );
         }
-    }
-
-    /// Members of a platform group as sorted `kind:lowercase-name` strings.
-    async fn members(&self, group: &str) -> Vec<String> {
-        let mut m: Vec<String> = self
-            .tw
-            .group_members(group)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| format!("{}:{}", m.kind.as_str(), m.name.to_lowercase()))
-            .collect();
-        m.sort();
-        m
     }
 
     /// Everything the gateway manages about a user on the platform, field by field; group
@@ -2362,9 +2248,9 @@ async fn a_large_member_patch_is_applied_whole_or_not_at_all() {
     members.sort();
     assert_eq!(members, names);
 
-    env.dev.set_faults(scimgate::devplatform::FaultSpec {
-        faults: vec![scimgate::devplatform::FaultRule {
-            kind: scimgate::devplatform::FaultKind::Error500,
+    env.dev.set_faults(scimgate::dev::platform::FaultSpec {
+        faults: vec![scimgate::dev::platform::FaultRule {
+            kind: scimgate::dev::platform::FaultKind::Error500,
             call: Some(15),
             service: Some("AddMember".into()),
             times: None,

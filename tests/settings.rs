@@ -5,11 +5,11 @@
 
 mod common;
 
+use common::dev_env::ServedPlatform;
 use common::*;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides};
-use scimgate::devplatform::DevPlatform;
 use scimgate::platform::{NewGroup, NewUser, Platform, PlatformError, ThingWorx};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -533,40 +533,24 @@ async fn http2_prior_knowledge_speaks_h2c_to_an_http2_only_upstream() {
 /// The development platform with a gateway in front (static bearer token, plain listener).
 struct Env {
     gw: Gateway,
-    stop: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
+    _platform: ServedPlatform,
 }
 
 /// `scim_extra`: more keys for `[scim]`; `extra`: more tables.
 async fn scim_env(scim_extra: &str, extra: &str) -> Env {
-    scimgate::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let platform = DevPlatform::open(dir.path()).unwrap();
-    let key = platform
-        .ensure_app_key("settings-tests", "Administrator")
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let platform_addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    tokio::spawn(platform.serve(listener, stop.clone()));
+    let platform = ServedPlatform::start().await;
     let gw = Gateway::start(&gateway_toml(
-        &format!("http://{platform_addr}"),
+        &platform.url(),
         "connect_timeout = \"2s\"",
         &format!(
-            "[platform]\napp_key = \"{key}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n{scim_extra}\n\n{extra}"
+            "[platform]\napp_key = \"{}\"\n\n[scim]\nbearer_token = \"{TOKEN}\"\n{scim_extra}\n\n{extra}",
+            platform.key
         ),
     ))
     .await;
     Env {
         gw,
-        stop,
-        _dir: dir,
+        _platform: platform,
     }
 }
 

@@ -8,9 +8,9 @@ mod thingworx;
 pub use thingworx::{BadCredentials, ThingWorx};
 
 use crate::config::Secret;
+use crate::tag::Tag;
 use async_trait::async_trait;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
 /// How a platform call failed, in the terms the SCIM layer answers with (404, 409, 502, 503,
@@ -45,38 +45,6 @@ pub enum PlatformError {
         status: Option<u16>,
         message: String,
     },
-}
-
-/// A model tag, `Vocabulary:Term` on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tag {
-    pub vocabulary: String,
-    pub term: String,
-}
-
-impl Tag {
-    pub fn parse(text: &str) -> Option<Tag> {
-        let (vocabulary, term) = text.trim().split_once(':')?;
-        let (vocabulary, term) = (vocabulary.trim(), term.trim());
-        (!vocabulary.is_empty() && !term.is_empty()).then(|| Tag {
-            vocabulary: vocabulary.to_string(),
-            term: term.to_string(),
-        })
-    }
-
-    /// The platform's TAGS text form: entries joined with `;`.
-    pub fn join(tags: &[Tag]) -> String {
-        tags.iter()
-            .map(Tag::to_string)
-            .collect::<Vec<_>>()
-            .join(";")
-    }
-}
-
-impl fmt::Display for Tag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.vocabulary, self.term)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

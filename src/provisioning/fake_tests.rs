@@ -2,8 +2,10 @@
 //! both in what the provisioner answers and in what it did (or did not do) to the platform.
 
 use super::*;
+use crate::builtin::default_user_attributes;
 use crate::config::{GroupDefaults, ProvisioningConfig, Secret, UserDefaults};
-use crate::platform::{ActiveUser, EntityKind, EntitySummary, Group, Tag, User};
+use crate::platform::{ActiveUser, EntityKind, EntitySummary, Group, User};
+use crate::tag::Tag;
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
@@ -190,10 +192,10 @@ impl FakePlatform {
     /// A platform with the built-in users and groups.
     fn new() -> Self {
         let mut state = State::default();
-        for u in policy::BUILT_IN_USERS {
+        for u in crate::builtin::BUILT_IN_USERS {
             state.users.push(FakeUser::named(u));
         }
-        for g in policy::BUILT_IN_GROUPS {
+        for g in crate::builtin::BUILT_IN_GROUPS {
             state.groups.push(FakeGroup::named(g));
         }
         FakePlatform {

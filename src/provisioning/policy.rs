@@ -2,66 +2,9 @@
 //! identity-provider group mappings. Names are compared through [`policy_key`], which folds every
 //! spelling a client could use to slip past a list.
 
+use crate::builtin::{policy_key, BUILT_IN_GROUPS, BUILT_IN_USERS};
 use crate::config::ProvisioningConfig;
 use std::collections::{HashMap, HashSet};
-use unicode_normalization::UnicodeNormalization;
-
-/// Users the platform needs to run; never touched through SCIM whatever the configuration says.
-pub const BUILT_IN_USERS: [&str; 3] = ["Administrator", "SuperUser", "System"];
-/// The platform's built-in groups (and `Guests`, which some versions have); never provisioned.
-pub const BUILT_IN_GROUPS: [&str; 9] = [
-    "Administrators",
-    "ComposerUsers",
-    "Designers",
-    "Developers",
-    "SecurityAdministrators",
-    "SolutionCentralDevelopers",
-    "SolutionCentralSiteAdministrators",
-    "Users",
-    "Guests",
-];
-
-/// Whether a name is one of the platform's own accounts, in any spelling.
-pub fn is_built_in_user(name: &str) -> bool {
-    let key = policy_key(name);
-    BUILT_IN_USERS.iter().any(|b| policy_key(b) == key)
-}
-
-/// The form a name takes for every policy comparison: percent-decoded, Unicode compatibility
-/// forms folded (NFKC turns `Ａｄｍｉｎ` into `Admin`), invisible format characters dropped,
-/// surrounding and repeated whitespace removed, and case folded.
-pub fn policy_key(name: &str) -> String {
-    let decoded = percent_decode(name);
-    let folded: String = decoded
-        .nfkc()
-        .filter(|c| !is_invisible(*c))
-        .collect::<String>()
-        .to_lowercase();
-    folded.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
-        | '\u{FFA0}' | '\u{E0000}'..='\u{E0FFF}')
-}
-
-fn percent_decode(s: &str) -> String {
-    // Decoding repeatedly defeats double encoding (`%2541` → `%41` → `A`).
-    let mut current = s.to_string();
-    for _ in 0..3 {
-        let next = percent_encoding::percent_decode_str(&current)
-            .decode_utf8_lossy()
-            .into_owned();
-        if next == current {
-            break;
-        }
-        current = next;
-    }
-    current
-}
 
 #[derive(Debug)]
 pub struct Policy {

@@ -2,14 +2,10 @@
 //! only attributes the gateway stores and reads back under the current attribute mapping, so
 //! conformance tools and identity providers never write what cannot be read.
 
-use super::v2::{ENTERPRISE, GROUP, USER};
+use super::urn::{ENTERPRISE, GROUP, RESOURCE_TYPE, SCHEMA, SPC, USER};
 use crate::auth::Scheme;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-
-pub const SPC: &str = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig";
-pub const RESOURCE_TYPE: &str = "urn:ietf:params:scim:schemas:core:2.0:ResourceType";
-pub const SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 
 /// What `meta` holds, said where clients read the resource's schema (the common attributes have
 /// no schema of their own to say it in).

@@ -2,8 +2,9 @@
 //! drops (named in a warning, so nothing a client sends disappears without a trace), which it
 //! never stores (a `scimgate check` note), and which setting names a property.
 
+use crate::builtin::known_slots;
 use crate::config::ProvisioningConfig;
-use crate::provisioning::{known_slots, Change, UserChange};
+use crate::provisioning::{Change, UserChange};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -65,7 +66,7 @@ pub fn unstored(
     let enterprise = body
         .iter()
         .find(|(k, _)| {
-            k.eq_ignore_ascii_case(super::v2::ENTERPRISE)
+            k.eq_ignore_ascii_case(super::urn::ENTERPRISE)
                 || k.eq_ignore_ascii_case(super::v1::ENTERPRISE)
         })
         .and_then(|(_, v)| v.as_object());
@@ -146,7 +147,7 @@ fn carries_data_map(o: &Map<String, Value>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provisioning::default_user_attributes;
+    use crate::builtin::default_user_attributes;
     use serde_json::json;
 
     #[test]

@@ -5,19 +5,13 @@
 
 use super::error::ScimError;
 use super::filter::{self, Dialect, Filter};
+use super::urn::{ENTERPRISE, GROUP, LIST, USER};
 use super::v1;
 use crate::platform::MemberKind;
 use crate::provisioning::{
     Change, GroupChange, GroupRecord, MemberRef, MembersChange, UserChange, UserRecord,
 };
 use serde_json::{json, Map, Value};
-
-pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-pub const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
-pub const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-pub const BULK_RESPONSE: &str = "urn:ietf:params:scim:api:messages:2.0:BulkResponse";
 
 /// A weak ETag over the resource without its `meta`.
 pub fn etag(resource: &Value) -> String {
@@ -741,6 +735,7 @@ pub fn list(total: usize, start: usize, items: Vec<Value>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scim::urn::PATCH_OP;
 
     fn current() -> Value {
         json!({"schemas": [USER], "id": "x", "userName": "jdoe", "active": true,

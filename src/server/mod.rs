@@ -1,10 +1,10 @@
 //! Listeners, connections and the process lifecycle: bind, accept under a connection cap,
 //! terminate TLS, serve HTTP/1.1 and HTTP/2, and drain on SIGTERM/SIGINT.
 
-pub mod activity;
 pub mod tls;
 pub mod watch;
 
+use crate::activity::{Activity, TrackedIo};
 use crate::admin::{self, Health};
 use crate::auth::Authenticator;
 use crate::config::{Config, Limits, UpstreamConfig};
@@ -16,7 +16,6 @@ use crate::provisioning::Provisioner;
 use crate::proxy::{Proxy, ProxyBuildError};
 use crate::router::Router;
 use crate::scim::{ScimService, ScimState};
-use activity::{Activity, TrackedIo};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
@@ -742,6 +741,7 @@ async fn serve_http<I>(
 {
     let connection = Connection {
         peer,
+        peer_ip: peer.ip().to_string().into(),
         scheme,
         activity: activity.clone(),
         hsts,

@@ -4,7 +4,7 @@
 
 use crate::config::TlsSource;
 use crate::fsutil::{write_atomically, Access, ContentDigest};
-use crate::pem::{self, PemError};
+use crate::pem::{self, certified_key_from_pem, PemError};
 use rustls::crypto::aws_lc_rs;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -16,10 +16,6 @@ use tokio::sync::broadcast;
 pub enum TlsError {
     #[error(transparent)]
     Pem(#[from] PemError),
-    #[error("the private key cannot be used: {0}")]
-    Key(rustls::Error),
-    #[error("the private key does not match the certificate")]
-    KeyMismatch,
     #[error("cannot generate a self-signed certificate: {0}")]
     Generate(String),
     #[error("cannot write {path}: {source}")]
@@ -29,24 +25,6 @@ pub enum TlsError {
     },
     #[error("cannot build the TLS configuration: {0}")]
     Config(rustls::Error),
-}
-
-pub fn certified_key_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<CertifiedKey>, TlsError> {
-    let certs = pem::certificates(cert_pem, "the certificate file")?;
-    let key = pem::private_key(key_pem, "the key file")?;
-    let signing_key = aws_lc_rs::sign::any_supported_type(&key).map_err(TlsError::Key)?;
-    let certified = CertifiedKey::new(certs, signing_key);
-    match certified.keys_match() {
-        Ok(()) => Ok(Arc::new(certified)),
-        // Some key types can't report their public key; rustls then can't tell, and neither can we.
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok(Arc::new(certified))
-        }
-        Err(_) => Err(TlsError::KeyMismatch),
-    }
 }
 
 /// The certificate and key files' bytes.
@@ -68,7 +46,7 @@ impl PemPair {
     }
 
     fn certified_key(&self) -> Result<Arc<CertifiedKey>, TlsError> {
-        certified_key_from_pem(&self.cert, &self.key)
+        Ok(certified_key_from_pem(&self.cert, &self.key)?)
     }
 }
 
@@ -201,7 +179,10 @@ fn self_signed(dir: &Path, extra_names: &[String]) -> Result<Arc<CertifiedKey>, 
         "trust it for local calls with: curl --cacert {} https://localhost:<port>/",
         cert_path.display()
     );
-    certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+    Ok(certified_key_from_pem(
+        cert_pem.as_bytes(),
+        key_pem.as_bytes(),
+    )?)
 }
 
 fn write_file(path: &Path, contents: &[u8], access: Access) -> Result<(), TlsError> {
@@ -306,7 +287,7 @@ mod tests {
         let (_, key_b) = pair("b");
         assert!(matches!(
             certified_key_from_pem(cert_a.as_bytes(), key_b.as_bytes()),
-            Err(TlsError::KeyMismatch)
+            Err(PemError::KeyMismatch)
         ));
     }
 

@@ -2,6 +2,7 @@
 //! started from a TOML config, HTTP/1, HTTP/2 and TLS clients, and a few small parsers.
 #![allow(dead_code)]
 
+pub mod dev_env;
 pub mod scim;
 
 use bytes::{Bytes, BytesMut};

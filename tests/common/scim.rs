@@ -115,6 +115,65 @@ impl Scim {
     }
 }
 
+/// Where each protocol version is served: the platform's own SCIM paths.
+pub const BASE1: &str = "/Thingworx/SCIMProvider/SCIM";
+pub const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
+
+/// The SCIM version a call speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+impl Version {
+    pub fn base(self) -> &'static str {
+        match self {
+            Version::V1 => BASE1,
+            Version::V2 => BASE2,
+        }
+    }
+
+    /// The media type that version's clients send and accept.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Version::V1 => "application/json",
+            Version::V2 => "application/scim+json",
+        }
+    }
+}
+
+impl Scim {
+    /// A call as an identity provider makes it: `authorization`, the version's media type as
+    /// `accept` and `content-type` unless `extra` names them, then `extra`; `rel` is relative to
+    /// the version's base path.
+    pub async fn call_as(
+        &self,
+        authorization: &str,
+        version: Version,
+        method: &str,
+        rel: &str,
+        extra: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> ScimResp {
+        let named = |name: &str| extra.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let mut headers = vec![("authorization", authorization)];
+        for name in ["accept", "content-type"] {
+            if !named(name) {
+                headers.push((name, version.media_type()));
+            }
+        }
+        headers.extend_from_slice(extra);
+        self.send(
+            method,
+            &format!("{}{rel}", version.base()),
+            &headers,
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+    }
+}
+
 /// Percent-encodes everything but letters and digits, for filters in query strings.
 pub fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()

@@ -1,11 +1,14 @@
 //! `scimgate dev`: the development platform and the gateway in front of it, in one process, so a
 //! newcomer sees the product work with one command.
 
+pub mod issuer;
+pub mod platform;
+
 use crate::config::{self, ConfigError, Overrides};
-use crate::dev_issuer::Issuer;
-use crate::devplatform::{DevPlatform, DevPlatformError, Flavor};
 use crate::fsutil::{write_atomically, Access};
 use crate::server::{Bound, ServerError};
+use issuer::Issuer;
+use platform::{DevPlatform, DevPlatformError, Flavor};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +28,7 @@ pub struct DevOptions {
     pub log_format: String,
     pub log_level: String,
     /// Faults the development platform injects from the start (`--faults`).
-    pub faults: Option<crate::devplatform::FaultSpec>,
+    pub faults: Option<platform::FaultSpec>,
     /// Which ThingWorx version the development platform behaves like.
     pub flavor: Flavor,
     /// Emulated platform latency and its jitter (`--platform-latency`, `--platform-latency-jitter`).
@@ -51,7 +54,7 @@ pub enum DevError {
     #[error("{0}")]
     Server(#[from] ServerError),
     #[error("development token issuer: {0}")]
-    Issuer(#[from] crate::dev_issuer::IssuerError),
+    Issuer(#[from] issuer::IssuerError),
 }
 
 pub async fn run(options: DevOptions) -> Result<(), DevError> {
@@ -93,7 +96,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         source,
     })?;
     tracing::info!(listener = "jwks", address = %jwks_address, tls = false, "listening");
-    tokio::spawn(crate::dev_issuer::serve_jwks(jwks_socket, issuer.jwks()));
+    tokio::spawn(issuer::serve_jwks(jwks_socket, issuer.jwks()));
 
     let platform_socket = tokio::net::TcpListener::bind(options.platform_listen)
         .await
@@ -130,10 +133,10 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
         token_ref = toml_string(&format!("file:{}", token_file.display())),
         audit = toml_string(&data_dir.join(AUDIT_LOG_FILE).display().to_string()),
         password_min = options.flavor.min_password_chars(),
-        issuer = toml_string(crate::dev_issuer::ISSUER),
-        audience = toml_string(crate::dev_issuer::AUDIENCE),
+        issuer = toml_string(issuer::ISSUER),
+        audience = toml_string(issuer::AUDIENCE),
         jwks = toml_string(&format!("http://{jwks_address}/jwks.json")),
-        scope = toml_string(crate::dev_issuer::ADMIN_SCOPE),
+        scope = toml_string(issuer::ADMIN_SCOPE),
     );
     let config = config::parse(&config_text, &data_dir, &Overrides::default())?;
     // A `slow` answer must come after the gateway has given up on it.
@@ -178,6 +181,10 @@ fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: S
         .join("tls")
         .join(crate::server::tls::SELF_SIGNED_CERT_FILE);
     let key = data.join(GATEWAY_APP_KEY_FILE);
+    // The running binary, not a bare `scimgate`: after `cargo run` none is on the PATH.
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "scimgate".to_string());
     println!(
         "\nscimgate development environment is running (Ctrl-C to stop)\n\
          \x20 gateway   https://{host}/   (self-signed certificate: {cert})\n\
@@ -191,7 +198,7 @@ fn print_banner(data: &Path, gateway: SocketAddr, platform: SocketAddr, admin: S
          https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \x20 curl --cacert {cert} -H \"Authorization: Bearer $(cat {token})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \nOr with an OAuth token from the development issuer (a JWT, checked like Entra ID's):\n\
-         \x20 curl --cacert {cert} -H \"Authorization: Bearer $(scimgate token --data-dir {data})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
+         \x20 curl --cacert {cert} -H \"Authorization: Bearer $({exe} token --data-dir {data})\" https://{host}/Thingworx/SCIMProvider/SCIM/Users\n\
          \nOr call the platform's native API through the gateway:\n\
          \x20 curl --cacert {cert} -H \"appKey: $(cat {key})\" -H 'Accept: application/json' \
          -H 'Content-Type: application/json' -d '{{\"type\":\"User\"}}' \

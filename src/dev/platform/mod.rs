@@ -8,10 +8,12 @@ mod error;
 pub mod faults;
 mod httpd;
 mod journal;
+mod model;
 pub(crate) mod secret;
 mod services;
 mod session;
 mod store;
+mod tracked;
 
 pub use error::DevPlatformError;
 pub use faults::{FaultCounts, FaultKind, FaultRule, FaultSpec};
@@ -345,7 +347,7 @@ mod tests {
         let p = DevPlatform::open(dir.path()).unwrap();
         let snapshot = fs::read(dir.path().join(STATE_FILE)).unwrap();
         for name in ["a", "b", "c"] {
-            p.commit(|s| s.create_user(store::NewUser::named(name)))
+            p.commit(|s| s.create_user(model::NewUser::named(name)))
                 .unwrap();
         }
         p.commit(|s| s.delete_user("b").map(|_| ())).unwrap();
@@ -368,7 +370,7 @@ mod tests {
         // Loading compacted: the replayed changes are in the snapshot, the journal is empty,
         // and writing goes on.
         assert_eq!(journal_len(dir.path()), 0);
-        p.commit(|s| s.create_user(store::NewUser::named("e")))
+        p.commit(|s| s.create_user(model::NewUser::named("e")))
             .unwrap();
         drop(p);
         let p = DevPlatform::open(dir.path()).unwrap();
@@ -399,7 +401,7 @@ mod tests {
     fn a_damaged_journal_line_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let p = DevPlatform::open(dir.path()).unwrap();
-        p.commit(|s| s.create_user(store::NewUser::named("a")))
+        p.commit(|s| s.create_user(model::NewUser::named("a")))
             .unwrap();
         drop(p);
         let mut f = fs::OpenOptions::new()
@@ -418,7 +420,7 @@ mod tests {
         let p = DevPlatform::open(dir.path()).unwrap();
         let mut peak = 0;
         for i in 0..1500 {
-            p.commit(|s| s.create_user(store::NewUser::named(&format!("user{i:04}"))))
+            p.commit(|s| s.create_user(model::NewUser::named(&format!("user{i:04}"))))
                 .unwrap();
             peak = peak.max(journal_len(dir.path()));
         }
@@ -444,7 +446,7 @@ mod tests {
     fn a_compaction_cut_short_by_a_crash_loads_the_same_state() {
         let dir = tempfile::tempdir().unwrap();
         let p = DevPlatform::open(dir.path()).unwrap();
-        p.commit(|s| s.create_user(store::NewUser::named("early")))
+        p.commit(|s| s.create_user(model::NewUser::named("early")))
             .unwrap();
         drop(p);
         // As if the journal had been rotated and the process died before the snapshot: the
@@ -455,7 +457,7 @@ mod tests {
         )
         .unwrap();
         let p = DevPlatform::open(dir.path()).unwrap();
-        p.commit(|s| s.create_user(store::NewUser::named("late")))
+        p.commit(|s| s.create_user(model::NewUser::named("late")))
             .unwrap();
         drop(p);
         // As if it died after writing the snapshot but before removing the rotated journal:
@@ -492,7 +494,7 @@ mod tests {
             }
         }
         let key = p.ensure_app_key("gw", "Administrator").unwrap();
-        p.commit(|s| s.create_user(store::NewUser::named("jdoe")))
+        p.commit(|s| s.create_user(model::NewUser::named("jdoe")))
             .unwrap();
         drop(p);
 
@@ -531,7 +533,7 @@ mod tests {
         let before = fs::read(dir.path().join(STATE_FILE)).unwrap();
         let fault = p
             .commit(|s| {
-                s.create_user(store::NewUser::named("x"))?;
+                s.create_user(model::NewUser::named("x"))?;
                 s.delete_user("System")
             })
             .unwrap_err();

@@ -2,17 +2,24 @@
 //! `POST /Thingworx/<Collection>/<Entity>/Services/<Name>` and JSON bodies over the gateway's
 //! pooled upstream client.
 
+mod answers;
+mod transport;
+
+use answers::{bool_result, entity_object, last_modified, parse_tags, summaries, table};
+use transport::{sensitive, unexpected};
+
 use super::infotable::{text, InfoTable};
 use super::names;
 use super::{
     ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup,
-    NewUser, Platform, PlatformError, Tag, User, VocabularyState,
+    NewUser, Platform, PlatformError, User, VocabularyState,
 };
 use crate::body::{empty, full};
 use crate::config::{
     ExtensionAccess, NameLookup, PlatformConfig, PlatformCredentials, Secret, UpstreamConfig,
 };
 use crate::proxy::UpstreamClient;
+use crate::tag::Tag;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
@@ -323,354 +330,6 @@ impl ThingWorx {
         self.send(Method::POST, &path, Some(body), Repeat::Safe)
             .await
     }
-
-    /// One logical call: waits for a slot under the concurrency bound, and repeats only
-    /// `Repeat::Safe` calls, only when the connection could not be made.
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        repeat: Repeat,
-    ) -> Result<Bytes, PlatformError> {
-        let body = match body {
-            Some(v) => Some(Bytes::from(serde_json::to_vec(&v).map_err(|e| {
-                PlatformError::Unexpected {
-                    status: None,
-                    message: format!("cannot encode the request: {e}"),
-                }
-            })?)),
-            None => None,
-        };
-        let mut attempt = 0;
-        loop {
-            let outcome = {
-                let _slot = self.limiter.acquire().await.map_err(|_| {
-                    PlatformError::Unavailable("the platform client is shut down".into())
-                })?;
-                self.exchange(&method, path, body.clone()).await
-            };
-            match outcome {
-                Err(Failure::Connect(message)) => {
-                    if repeat == Repeat::Safe && attempt < self.retries {
-                        let backoff = Duration::from_millis(100u64 << attempt.min(6));
-                        tracing::debug!(%path, attempt, error = %message,
-                            "platform connection failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        attempt += 1;
-                        continue;
-                    }
-                    let e = PlatformError::Unavailable(message);
-                    platform_call_result(Err(&e));
-                    return Err(e);
-                }
-                Err(Failure::Other(e)) => {
-                    platform_call_result(Err(&e));
-                    return Err(e);
-                }
-                Ok((status, bytes)) => {
-                    let result = classify(status, bytes);
-                    platform_call_result(result.as_ref().map(|_| ()));
-                    return result;
-                }
-            }
-        }
-    }
-
-    async fn exchange(
-        &self,
-        method: &Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<(StatusCode, Bytes), Failure> {
-        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|_| {
-            Failure::Other(PlatformError::Rejected(format!(
-                "{path} is not a valid request path"
-            )))
-        })?;
-        let mut builder = Request::builder()
-            .method(method.clone())
-            .uri(uri)
-            .header(self.credential.0.clone(), self.credential.1.clone())
-            .header(header::ACCEPT, "application/json")
-            .header("x-xsrf-token", "TWX-XSRF-TOKEN-VALUE");
-        let request_body = match body {
-            Some(bytes) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-                full(bytes)
-            }
-            None => empty(),
-        };
-        let request = builder.body(request_body).map_err(|e| {
-            Failure::Other(PlatformError::Unexpected {
-                status: None,
-                message: format!("cannot build the request: {e}"),
-            })
-        })?;
-
-        let started = Instant::now();
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect(error_chain(&e))
-                } else {
-                    // Sent, perhaps carried out, but the connection broke before the answer.
-                    Failure::Other(PlatformError::NoAnswer(error_chain(&e)))
-                }
-            })?;
-            let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    Failure::Other(PlatformError::NoAnswer(format!(
-                        "reading the platform's answer failed: {e}"
-                    )))
-                })?
-                .to_bytes();
-            Ok((status, bytes))
-        };
-        let result = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| Failure::Other(PlatformError::Timeout(self.timeout)))?;
-        if let Ok((status, _)) = &result {
-            tracing::debug!(%method, %path, status = status.as_u16(),
-                elapsed_ms = started.elapsed().as_millis() as u64, "platform call");
-        }
-        result
-    }
-}
-
-fn platform_call_result(result: Result<(), &PlatformError>) {
-    let label = match result {
-        Ok(()) => "ok",
-        Err(PlatformError::NotFound(_)) => "not_found",
-        Err(PlatformError::AlreadyExists(_)) => "already_exists",
-        Err(PlatformError::Unauthorized { .. }) => "unauthorized",
-        Err(PlatformError::Rejected(_)) => "rejected",
-        Err(PlatformError::MissingProperties { .. }) => "missing_properties",
-        Err(PlatformError::Unavailable(_)) => "unavailable",
-        Err(PlatformError::Timeout(_)) => "timeout",
-        Err(PlatformError::NoAnswer(_)) => "no_answer",
-        Err(PlatformError::Unexpected { .. }) => "unexpected",
-    };
-    crate::metrics::metrics().count("scimgate_platform_calls_total", &[("result", label)]);
-}
-
-enum Failure {
-    /// No connection was made, so nothing reached the platform.
-    Connect(String),
-    Other(PlatformError),
-}
-
-fn sensitive(value: &str) -> Option<HeaderValue> {
-    let mut v = HeaderValue::from_str(value).ok()?;
-    v.set_sensitive(true);
-    Some(v)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// Turns the platform's status into a typed error; the text is kept for the operator only.
-/// ThingWorx 9.x/10.x answers any failed service call (a duplicate create, a missing member, a
-/// refused password) with a bare 500 "Unable to Invoke Service <S> on <E>", so nothing here
-/// reads the wording: a duplicate is found by reading before creating, a missing member by
-/// reading before adding. 404 is a missing entity (or service) whatever the text says.
-fn classify(status: StatusCode, body: Bytes) -> Result<Bytes, PlatformError> {
-    if status.is_success() {
-        return Ok(body);
-    }
-    let message = platform_text(&body);
-    Err(match status.as_u16() {
-        401 | 403 => PlatformError::Unauthorized {
-            status: status.as_u16(),
-            message,
-        },
-        404 => PlatformError::NotFound(message),
-        409 => PlatformError::AlreadyExists(message),
-        400 => PlatformError::Rejected(message),
-        502..=504 => PlatformError::Unavailable(format!("HTTP {}: {message}", status.as_u16())),
-        other => PlatformError::Unexpected {
-            status: Some(other),
-            message,
-        },
-    })
-}
-
-fn platform_text(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.chars().count() > MAX_ERROR_TEXT {
-        let cut: String = text.chars().take(MAX_ERROR_TEXT).collect();
-        format!("{cut}…")
-    } else if text.is_empty() {
-        "(no message)".to_string()
-    } else {
-        text.to_string()
-    }
-}
-
-fn unexpected(what: &str, detail: impl std::fmt::Display) -> PlatformError {
-    PlatformError::Unexpected {
-        status: None,
-        message: format!("{what}: {detail}"),
-    }
-}
-
-/// An infotable answer as the gateway reads it: its rows. The data shape is skipped without
-/// being built, as nothing here reads it and it is often most of a small answer.
-#[derive(Default, serde::Deserialize)]
-struct Answer {
-    #[serde(default)]
-    rows: Vec<Map<String, Value>>,
-}
-
-impl Answer {
-    /// The `result` field of a service's one-row answer.
-    fn result(&self) -> Option<&Value> {
-        self.rows.first().and_then(|r| r.get("result"))
-    }
-}
-
-/// Service results are infotables; services that return nothing may answer with no body at all.
-fn table(bytes: &Bytes) -> Result<Answer, PlatformError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Answer::default());
-    }
-    serde_json::from_slice(bytes).map_err(|e| unexpected("the answer is not an infotable", e))
-}
-
-fn summaries(bytes: &Bytes) -> Result<Vec<EntitySummary>, PlatformError> {
-    Ok(summary_rows(bytes)?
-        .into_iter()
-        .map(|r| EntitySummary {
-            name: field_text(r.name),
-            description: field_text(r.description),
-        })
-        .filter(|s| !s.name.is_empty())
-        .collect())
-}
-
-/// A listing row as a summary reads it: the other fields are skipped without being built. A
-/// `GetEntityList` of 50,000 users read into a map per row held about 100 MiB at once in the
-/// gateway, for every page of a SCIM listing; two strings a row hold a tenth of that.
-#[derive(serde::Deserialize)]
-struct SummaryRow {
-    #[serde(default)]
-    name: Value,
-    #[serde(default)]
-    description: Value,
-}
-
-#[derive(Default, serde::Deserialize)]
-struct SummaryAnswer {
-    #[serde(default)]
-    rows: Vec<SummaryRow>,
-}
-
-fn summary_rows(bytes: &Bytes) -> Result<Vec<SummaryRow>, PlatformError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice::<SummaryAnswer>(bytes)
-        .map(|answer| answer.rows)
-        .map_err(|e| unexpected("the answer is not an infotable", e))
-}
-
-/// A field as [`text`] reads it from a row: text as is, nothing as empty, anything else as JSON.
-fn field_text(value: Value) -> String {
-    match value {
-        Value::String(s) => s,
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn bool_result(bytes: &Bytes) -> Result<bool, PlatformError> {
-    match table(bytes)?.result() {
-        Some(Value::Bool(b)) => Ok(*b),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
-        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(unexpected(
-            "expected a boolean result",
-            format!("{other:?}"),
-        )),
-    }
-}
-
-/// TAGS come back either as text (`V:T;V:T2`) or as `{vocabulary, vocabularyTerm}` objects.
-fn parse_tags(value: Option<&Value>) -> Vec<Tag> {
-    match value {
-        Some(Value::String(s)) => s.split(';').filter_map(Tag::parse).collect(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|item| match item {
-                Value::String(s) => Tag::parse(s),
-                Value::Object(o) => {
-                    let vocabulary = o.get("vocabulary")?.as_str()?.to_string();
-                    let term = o.get("vocabularyTerm")?.as_str()?.to_string();
-                    Some(Tag { vocabulary, term })
-                }
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// An entity read answers with the entity object, or on some versions a one-row infotable.
-fn entity_object(bytes: &Bytes, requested: &str) -> Result<Map<String, Value>, PlatformError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| unexpected("the entity is not JSON", e))?;
-    let object = match value {
-        Value::Object(mut o) if o.contains_key("rows") => match o.remove("rows") {
-            Some(Value::Array(rows)) => match rows.into_iter().next() {
-                Some(Value::Object(row)) => row,
-                _ => return Err(PlatformError::NotFound(requested.to_string())),
-            },
-            _ => return Err(unexpected("malformed entity", requested)),
-        },
-        Value::Object(o) => o,
-        _ => return Err(unexpected("malformed entity", requested)),
-    };
-    let name = text(&object, "name");
-    if !names::same(&name, requested) {
-        return Err(unexpected(
-            "the platform answered for another entity",
-            format!("asked for {requested:?}, got {name:?}"),
-        ));
-    }
-    Ok(object)
-}
-
-/// An entity's `lastModifiedDate` (a DATETIME) as RFC 3339 UTC. JSON carries DATETIME as epoch
-/// milliseconds, but some versions and extensions answer with text, either the number or an
-/// ISO timestamp; anything else is treated as unknown rather than failing the read.
-fn last_modified(entity: &Map<String, Value>) -> Option<String> {
-    use crate::provisioning::audit::{millis_from_rfc3339, rfc3339_from_millis};
-    let millis = match entity.get("lastModifiedDate")? {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))?,
-        Value::String(s) => match s.trim().parse::<i64>() {
-            Ok(ms) => ms,
-            Err(_) => millis_from_rfc3339(s)?,
-        },
-        _ => return None,
-    };
-    // Far outside the years four digits can show: not a date the platform meant.
-    (-62_135_596_800_000..=253_402_300_799_999)
-        .contains(&millis)
-        .then(|| rfc3339_from_millis(millis))
 }
 
 fn random_password() -> Result<String, PlatformError> {
@@ -1110,6 +769,7 @@ impl Platform for ThingWorx {
 
 #[cfg(test)]
 mod tests {
+    use super::transport::classify;
     use super::*;
 
     #[test]

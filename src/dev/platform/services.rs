@@ -1,8 +1,9 @@
 //! The services themselves: parameters in, infotables out, in the shapes the platform uses.
 
 use super::error::Fault;
+use super::model::{self, parse_tags, Kind, NewGroup, NewUser, Tag};
 use super::secret::PasswordHash;
-use super::store::{self, is_system_object, parse_tags, Kind, NewGroup, NewUser, Tag};
+use super::store::is_system_object;
 use super::DevPlatform;
 use crate::platform::names::fold;
 use crate::platform::EntityKind;
@@ -528,14 +529,14 @@ impl DevPlatform {
 
     fn user_service(&self, name: &str, service: &str, p: &Params) -> Result<Reply, Fault> {
         self.read(|s| s.user(name).map(|_| ()))?;
-        let set = |f: &dyn Fn(&mut store::User)| -> Result<Reply, Fault> {
+        let set = |f: &dyn Fn(&mut model::User)| -> Result<Reply, Fault> {
             self.commit(|s| {
                 f(s.user_mut(name)?);
                 Ok(())
             })?;
             Ok(Reply::Nothing)
         };
-        let get = |f: &dyn Fn(&store::User) -> Value| self.read(|s| s.user(name).map(f));
+        let get = |f: &dyn Fn(&model::User) -> Value| self.read(|s| s.user(name).map(f));
         match service {
             "EnableUser" => set(&|u| u.enabled = true),
             // ThingWorx: "When using the DisableUser service, current sessions are not
@@ -644,14 +645,14 @@ impl DevPlatform {
 
     fn group_service(&self, name: &str, service: &str, p: &Params) -> Result<Reply, Fault> {
         self.read(|s| s.group(name).map(|_| ()))?;
-        let set = |f: &dyn Fn(&mut store::Group)| -> Result<Reply, Fault> {
+        let set = |f: &dyn Fn(&mut model::Group)| -> Result<Reply, Fault> {
             self.commit(|s| {
                 f(s.group_mut(name)?);
                 Ok(())
             })?;
             Ok(Reply::Nothing)
         };
-        let get = |f: &dyn Fn(&store::Group) -> Value| self.read(|s| s.group(name).map(f));
+        let get = |f: &dyn Fn(&model::Group) -> Value| self.read(|s| s.group(name).map(f));
         let member = || -> Result<(String, Kind), Fault> {
             let member = p.required("member")?;
             let kind_text = p.required("type")?;

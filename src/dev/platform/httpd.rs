@@ -3,8 +3,8 @@
 
 use super::error::Fault;
 use super::faults::{FaultKind, FaultSpec};
+use super::model::Kind;
 use super::services::{Caller, Reply, Target};
-use super::store::Kind;
 use super::DevPlatform;
 use crate::platform::names::fold;
 use base64::engine::general_purpose::STANDARD;
@@ -20,6 +20,7 @@ use hyper_util::server::conn::auto;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -94,7 +95,15 @@ async fn connection(
 ) {
     // Cancelled by a `reset` or `lost` fault: the connection is dropped without an answer.
     let drop_now = CancellationToken::new();
-    let hang_up = drop_now.clone();
+    let hang_up = HangUp {
+        now: drop_now.clone(),
+        reset: Arc::new(AtomicBool::new(false)),
+    };
+    let reset_requested = hang_up.reset.clone();
+    // A second handle on the socket outlives the connection by a moment, so a `reset` can turn
+    // the final close into a TCP RST (linger 0) as a crashed or firewalled platform sends,
+    // while every other close stays an orderly FIN.
+    let socket_handle = socket2::SockRef::from(&stream).try_clone().ok();
     let service = service_fn(move |req| {
         let platform = platform.clone();
         let hang_up = hang_up.clone();
@@ -121,15 +130,31 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = abort.cancelled() => return,
-            _ = drop_now.cancelled() => return,
+            _ = drop_now.cancelled() => {
+                if reset_requested.load(Ordering::SeqCst) {
+                    if let Some(socket) = &socket_handle {
+                        // Best effort: without it the close is a FIN, still no answer.
+                        let _ = socket.set_linger(Some(Duration::ZERO));
+                    }
+                }
+                // `conn` (declared later) is dropped first; the handle's close is the last one.
+                return;
+            }
         }
     }
+}
+
+/// How a fault ends a connection without an answer: `reset` also asks for a TCP RST.
+#[derive(Clone)]
+struct HangUp {
+    now: CancellationToken,
+    reset: Arc<AtomicBool>,
 }
 
 async fn handle(
     platform: Arc<DevPlatform>,
     req: Request<Incoming>,
-    hang_up: CancellationToken,
+    hang_up: HangUp,
 ) -> Response<Body> {
     let method = req.method().clone();
     // The path only: a query string may carry a credential.
@@ -145,7 +170,7 @@ const FAULTS_PATH: &str = "/_dev/faults";
 async fn respond(
     platform: Arc<DevPlatform>,
     req: Request<Incoming>,
-    hang_up: CancellationToken,
+    hang_up: HangUp,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
@@ -184,7 +209,10 @@ async fn respond(
     });
     let slow = platform.lock_faults().slow_delay();
     match injected {
-        Some((FaultKind::Reset, ..)) => return hang_up_now(hang_up).await,
+        Some((FaultKind::Reset, ..)) => {
+            hang_up.reset.store(true, Ordering::SeqCst);
+            return hang_up_now(hang_up).await;
+        }
         Some((FaultKind::Error500, service, entity)) => {
             return fault_response(&Fault::internal(format!(
                 "Unable to Invoke Service {service} on {entity}"
@@ -217,8 +245,8 @@ async fn emulate_latency(platform: &DevPlatform) {
 }
 
 /// Drops the connection without an answer; the response is never sent.
-async fn hang_up_now(hang_up: CancellationToken) -> Response<Body> {
-    hang_up.cancel();
+async fn hang_up_now(hang_up: HangUp) -> Response<Body> {
+    hang_up.now.cancel();
     std::future::pending().await
 }
 
