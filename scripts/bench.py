@@ -145,7 +145,7 @@ class Proc:
 
 
 NGINX_COMMON = """
-worker_processes 1;
+worker_processes {workers};
 pid {work}/{name}.pid;
 error_log {work}/{name}.error.log warn;
 events {{ worker_connections 4096; }}
@@ -170,7 +170,9 @@ http {{
 # The equivalent of scimgate's pass-through: TLS 1.2/1.3 with ALPN h2, keep-alive upstream pool,
 # X-Forwarded-* headers, an access log line per request. Configured as an experienced operator
 # runs it; every setting that differs from nginx's default, and why:
-#   worker_processes 1        the CPUs the gateway gets in the pinned layout (one core)
+#   worker_processes 1        the CPUs the gateway gets in the pinned layout (one core);
+#                             `auto` (one per CPU) unpinned (--no-pin), where the gateway's
+#                             runtime uses every core too
 #   access_log buffer/flush   a buffered log, as scimgate batches its lines (at most every 25 ms);
 #                             an unbuffered nginx log costs one write(2) per request
 #   keepalive_requests/timeout  long-lived client keep-alive, like scimgate's
@@ -261,11 +263,11 @@ def start_nginx(work, name, conf_text):
     return proc
 
 
-def start_upstream(work, name):
+def start_upstream(work, name, workers="1"):
     """The upstream nginx; returns the process, its HTTP/1.1 port and its h2c port."""
     port, h2c_port = free_port(), free_port()
     proc = start_nginx(work, name, UPSTREAM_CONF.format(
-        work=work, name=name, port=port, h2c_port=h2c_port))
+        workers=workers, work=work, name=name, port=port, h2c_port=h2c_port))
     wait_port(port)
     return proc, port, h2c_port
 
@@ -330,12 +332,13 @@ def proxy_benchmarks(args, work, binary, summary):
     cpu = cores()
     load_core, sut_core = (cpu[0], cpu[1]) if len(cpu) >= 2 and not args.no_pin else (None, None)
     cert, key = make_cert(work)
-    upstream, up_port, h2c_port = start_upstream(work, "upstream")
+    upstream, up_port, h2c_port = start_upstream(
+        work, "upstream", "1" if sut_core is not None else "auto")
     procs = [upstream]
     try:
         ng_port = free_port()
         nginx = start_nginx(work, "nginx", PROXY_CONF.format(
-            work=work, name="nginx", port=ng_port, upstream_port=up_port, cert=cert, key=key))
+            workers="1" if sut_core is not None else "auto", work=work, name="nginx", port=ng_port, upstream_port=up_port, cert=cert, key=key))
         procs.append(nginx)
         wait_port(ng_port)
         gateway, gw_port = start_scimgate(work, "scimgate", binary, cert, key, up_port, sut_core)

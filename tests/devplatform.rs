@@ -1608,3 +1608,63 @@ async fn tags_need_an_existing_vocabulary_and_new_terms_a_dynamic_one() {
         .await
         .refused(StatusCode::NOT_FOUND, "");
 }
+
+#[tokio::test]
+async fn the_running_state_is_served_to_administrators_as_the_snapshot_holds_it() {
+    const STATE: &str = "/Thingworx/_dev/state";
+    let server = start().await;
+    server.create_user("State.User", None).await;
+    server.create_group("State Group").await;
+    server
+        .create_user("plain.user", Some("plain-password-1"))
+        .await;
+
+    // Nobody but an administrator reads it, and nobody writes through it.
+    let anonymous = server.send(Method::GET, STATE, &[], None).await;
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        anonymous.text()
+    );
+    let plain = basic("plain.user", "plain-password-1");
+    let as_user = server
+        .send(Method::GET, STATE, &[("authorization", &plain)], None)
+        .await;
+    assert_eq!(as_user.status, StatusCode::FORBIDDEN, "{}", as_user.text());
+    let write = server
+        .send(Method::POST, STATE, &[("appKey", &server.key)], Some("{}"))
+        .await;
+    assert_eq!(
+        write.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{}",
+        write.text()
+    );
+
+    let r = server.get(STATE).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let running: Value = serde_json::from_slice(&r.body).unwrap();
+    let user_names: Vec<&str> = running["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u["name"].as_str())
+        .collect();
+    assert!(user_names.contains(&"State.User"), "{user_names:?}");
+    assert!(running["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|g| g["name"] == "State Group"));
+
+    // A clean stop leaves the same document in state.json.
+    let dir = server.shut_down().await;
+    let snapshot: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    assert_eq!(snapshot, running);
+}

@@ -166,6 +166,9 @@ async fn handle(
 
 /// Where tests and `curl` set the fault spec; outside `/Thingworx`, so it is never counted.
 const FAULTS_PATH: &str = "/_dev/faults";
+/// The whole state as one JSON document in `state.json`'s shape, while the platform runs (the
+/// file itself is written at a clean stop; between stops the journal holds the changes).
+const STATE_PATH: &str = "/Thingworx/_dev/state";
 
 async fn respond(
     platform: Arc<DevPlatform>,
@@ -182,6 +185,13 @@ async fn respond(
         return match tokio::task::spawn_blocking(move || fault_control(&platform, &parts, body))
             .await
         {
+            Ok(response) => response,
+            Err(_) => fault_response(&Fault::internal("The request failed")),
+        };
+    }
+    if path == STATE_PATH {
+        // Neither delayed nor faulted: it is an inspection of the platform, not a native call.
+        return match tokio::task::spawn_blocking(move || state_document(&platform, &parts)).await {
             Ok(response) => response,
             Err(_) => fault_response(&Fault::internal("The request failed")),
         };
@@ -315,6 +325,40 @@ fn fault_control(
         }
     };
     json_response(&serde_json::json!({"calls": counts.calls, "faults": counts.faults}))
+}
+
+/// `GET /Thingworx/_dev/state`: for administrators only, as the data directory is.
+fn state_document(platform: &DevPlatform, parts: &Parts) -> Response<Body> {
+    if query_has_app_key(parts.uri.query()) {
+        return fault_response(&Fault::new(
+            StatusCode::UNAUTHORIZED,
+            "ApplicationKey Is Not Allowed As A URL Parameter",
+        ));
+    }
+    let caller = match authenticate(platform, &parts.headers) {
+        Ok((caller, _)) => caller,
+        Err(fault) => return fault_response(&fault),
+    };
+    if !platform.read(|s| s.is_admin(&caller.key)) {
+        return fault_response(&Fault::forbidden("Not authorized"));
+    }
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return fault_response(&Fault::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+        ));
+    }
+    match platform.read(|s| s.to_json()) {
+        Ok(bytes) => {
+            let mut response = Response::new(Full::new(Bytes::from(bytes)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            response
+        }
+        Err(_) => fault_response(&Fault::internal("The state could not be encoded")),
+    }
 }
 
 fn process(platform: &DevPlatform, parts: &Parts, body: Result<Bytes, Fault>) -> Response<Body> {
