@@ -20,9 +20,12 @@ use hyper_util::server::conn::auto;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -99,11 +102,10 @@ async fn connection(
         now: drop_now.clone(),
         reset: Arc::new(AtomicBool::new(false)),
     };
-    let reset_requested = hang_up.reset.clone();
-    // A second handle on the socket outlives the connection by a moment, so a `reset` can turn
-    // the final close into a TCP RST (linger 0) as a crashed or firewalled platform sends,
-    // while every other close stays an orderly FIN.
-    let socket_handle = socket2::SockRef::from(&stream).try_clone().ok();
+    let stream = FaultableStream {
+        stream,
+        reset: hang_up.reset.clone(),
+    };
     let service = service_fn(move |req| {
         let platform = platform.clone();
         let hang_up = hang_up.clone();
@@ -130,17 +132,64 @@ async fn connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = abort.cancelled() => return,
-            _ = drop_now.cancelled() => {
-                if reset_requested.load(Ordering::SeqCst) {
-                    if let Some(socket) = &socket_handle {
-                        // Best effort: without it the close is a FIN, still no answer.
-                        let _ = socket.set_linger(Some(Duration::ZERO));
-                    }
-                }
-                // `conn` (declared later) is dropped first; the handle's close is the last one.
-                return;
-            }
+            _ = drop_now.cancelled() => return,
         }
+    }
+}
+
+/// The platform's side of a connection. A `reset` fault turns its close into a TCP RST (linger
+/// 0), as a crashed or firewalled platform sends; every other close stays an orderly FIN.
+struct FaultableStream {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for FaultableStream {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::SeqCst) {
+            // Best effort: without it the close is a FIN, still with no answer.
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for FaultableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for FaultableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
