@@ -137,6 +137,19 @@ pub fn default_user_attributes() -> BTreeMap<String, String> {
 /// The longest password the platform accepts (ThingWorx 9.x/10.x: 14–128 characters).
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
+/// The SCIM core user attributes that are a single string each (RFC 7643 §4.1.1), in the
+/// schema's order: both protocol codecs and the schema description walk them alike.
+pub const SIMPLE_USER_ATTRIBUTES: [&str; 8] = [
+    "displayName",
+    "nickName",
+    "title",
+    "userType",
+    "preferredLanguage",
+    "locale",
+    "timezone",
+    "profileUrl",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -163,16 +163,7 @@ fn user_schema(mapped: &BTreeMap<String, String>, external_id: bool) -> Vec<Valu
     if !name_parts.is_empty() {
         attrs.push(complex("name", false, "The user's name", name_parts));
     }
-    for simple in [
-        "displayName",
-        "nickName",
-        "title",
-        "userType",
-        "preferredLanguage",
-        "locale",
-        "timezone",
-        "profileUrl",
-    ] {
+    for simple in crate::builtin::SIMPLE_USER_ATTRIBUTES {
         if has(simple) {
             attrs.push(attr(simple, "string", simple));
         }

@@ -21,16 +21,7 @@ const NAME_PARTS: [&str; 6] = [
     "honorificPrefix",
     "honorificSuffix",
 ];
-const SIMPLE: [&str; 8] = [
-    "displayName",
-    "nickName",
-    "title",
-    "userType",
-    "preferredLanguage",
-    "locale",
-    "timezone",
-    "profileUrl",
-];
+const SIMPLE: [&str; 8] = crate::builtin::SIMPLE_USER_ATTRIBUTES;
 const EMAIL_TYPES: [&str; 3] = ["work", "home", "other"];
 const PHONE_TYPES: [&str; 6] = ["work", "home", "mobile", "fax", "pager", "other"];
 const ADDRESS_PARTS: [&str; 6] = [
