@@ -74,6 +74,9 @@ async fn at_max_connections_a_fourth_client_waits_until_one_closes_and_admin_sti
     // each, and the admin listener answers: the cap is on gateway connections only.
     for round in 0..5 {
         for (i, sender) in held.iter_mut().enumerate().skip(1) {
+            // The client's connection task marks itself ready only once it has seen the last
+            // answer end; sending before that is refused by the client, not the gateway.
+            sender.ready().await.unwrap();
             let r = Resp::collect(
                 sender
                     .send_request(get(&host, &format!("/hello?held={}&round={round}", i + 1)))
@@ -181,6 +184,9 @@ async fn an_idle_keep_alive_connection_is_closed_and_a_busy_one_stays_open() {
         // Checked before the request, so every request counted below was sent after the idle
         // connection's end was seen.
         let idle_closed = idle.is_finished();
+        busy.ready()
+            .await
+            .unwrap_or_else(|e| panic!("busy connection broken after {sent} requests: {e}"));
         let r = busy
             .send_request(hello(sent))
             .await

@@ -377,6 +377,7 @@ async fn without_the_watcher_sighup_alone_swaps_the_certificate_and_open_connect
     assert_eq!(served_leaf(&gw).await.as_deref(), Some(&b.der[..]));
 
     // The connection made before the swap still works, on its own certificate.
+    open.ready().await.unwrap();
     let r = Resp::collect(open.send_request(get("localhost", "/hello")).await.unwrap())
         .await
         .unwrap();
