@@ -295,10 +295,16 @@ impl Drop for TestUpstream {
     }
 }
 
-/// An address on which nothing listens (bound then released).
+/// An address on which nothing listens, and nothing can start to while the test process runs:
+/// the port stays bound to a socket that never listens, so a connection is refused. (A port
+/// bound and released could be taken by another test's server meanwhile.)
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+    static HELD: Mutex<Vec<tokio::net::TcpSocket>> = Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    HELD.lock().unwrap().push(socket);
+    addr
 }
 
 fn query_param(uri: &http::Uri, name: &str) -> Option<String> {
