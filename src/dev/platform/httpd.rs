@@ -398,14 +398,7 @@ fn state_document(platform: &DevPlatform, parts: &Parts) -> Response<Body> {
         ));
     }
     match platform.read(|s| s.to_json()) {
-        Ok(bytes) => {
-            let mut response = Response::new(Full::new(Bytes::from(bytes)));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            response
-        }
+        Ok(bytes) => json_bytes_response(bytes),
         Err(_) => fault_response(&Fault::internal("The state could not be encoded")),
     }
 }
@@ -777,16 +770,18 @@ fn empty_response() -> Response<Body> {
 
 fn json_response(value: &Value) -> Response<Body> {
     match serde_json::to_vec(value) {
-        Ok(bytes) => {
-            let mut response = Response::new(Full::new(Bytes::from(bytes)));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            response
-        }
+        Ok(bytes) => json_bytes_response(bytes),
         Err(_) => fault_response(&Fault::internal("The result could not be encoded")),
     }
+}
+
+fn json_bytes_response(bytes: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
 }
 
 fn fault_response(fault: &Fault) -> Response<Body> {
