@@ -23,13 +23,11 @@
 
 mod common;
 
-use common::dev_env::{DevEnv, DevEnvSpec, ServedPlatform, TOKEN};
+use common::dev_env::{DevEnvSpec, ServedPlatform, TOKEN};
+use common::native::{Native, NativeEnv};
 use common::scim::{enc, group_id_of, id_of, ScimResp, Version};
-use http::{Method, Request};
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use http::Method;
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 const CORE1: &str = "urn:scim:schemas:core:1.0";
@@ -53,56 +51,7 @@ description = "Group provisioned by SCIM"
 // The platform's native REST API, spoken directly
 // ---------------------------------------------------------------------------------------------
 
-struct Native {
-    addr: SocketAddr,
-    key: String,
-}
-
 impl Native {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value, String) {
-        self.try_send(method.clone(), path, body, true)
-            .await
-            .unwrap_or_else(|e| panic!("native {method} {path}: {e}"))
-    }
-
-    /// A call that may go unanswered; `with_key` false sends no credentials.
-    async fn try_send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        with_key: bool,
-    ) -> Result<(u16, Value, String), hyper::Error> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", self.addr.to_string());
-        if with_key {
-            req = req.header("appKey", &self.key);
-        }
-        let req = req
-            .header("accept", "application/json")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))
-            .unwrap();
-        let resp = sender.send_request(req).await?;
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        ))
-    }
-
     async fn service(&self, path: &str, body: Value) -> Vec<Value> {
         let (status, json, text) = self.send(Method::POST, path, Some(body)).await;
         assert!(status == 200, "native POST {path}: HTTP {status} {text}");
@@ -222,22 +171,11 @@ struct GroupState {
 // Environment
 // ---------------------------------------------------------------------------------------------
 
-/// The shared environment, with the platform read and faulted through raw native calls.
-struct Env {
-    base: DevEnv,
-    tw: Native,
-}
-
-impl std::ops::Deref for Env {
-    type Target = DevEnv;
-    fn deref(&self) -> &DevEnv {
-        &self.base
-    }
-}
+type Env = NativeEnv;
 
 async fn start_env(deprovision: &str) -> Env {
     let provisioning = format!("deprovision = \"{deprovision}\"\n{POLICY}");
-    let base = DevEnv::start(DevEnvSpec {
+    let env = NativeEnv::start(DevEnvSpec {
         provisioning: &provisioning,
         // A `slow` answer must come after the gateway gave up on it: 500 ms against 1.2 s.
         upstream: "request_timeout = \"500ms\"",
@@ -247,11 +185,6 @@ async fn start_env(deprovision: &str) -> Env {
         ..Default::default()
     })
     .await;
-    let tw = Native {
-        addr: base.platform_addr,
-        key: base.key.clone(),
-    };
-    let env = Env { base, tw };
     for name in ["alice", "bob"] {
         env.tw.create_user(name).await;
     }

@@ -56,14 +56,12 @@
 mod common;
 
 use base64::Engine;
-use common::dev_env::{DevEnv, DevEnvSpec, TOKEN};
+use common::dev_env::{DevEnvSpec, TOKEN};
+use common::native::{Native, NativeEnv};
 use common::scim::{enc, id_of, ScimResp, Version};
 use http::{Method, Request};
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 
 const BASE2: &str = "/Thingworx/SCIMProvider/SCIM/v2";
 
@@ -97,43 +95,7 @@ fn group_id_of(name: &str) -> String {
 // The development platform's native REST API, spoken directly
 // ---------------------------------------------------------------------------------------------
 
-struct Native {
-    addr: SocketAddr,
-    key: String,
-}
-
 impl Native {
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value, String) {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = Request::builder()
-            .method(method.clone())
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("appKey", &self.key)
-            .header("accept", "application/json")
-            .header("content-type", "application/json")
-            .body(http_body_util::Full::new(bytes::Bytes::from(
-                body.map(|b| b.to_string()).unwrap_or_default(),
-            )))
-            .unwrap();
-        let resp = sender
-            .send_request(req)
-            .await
-            .unwrap_or_else(|e| panic!("native {method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        )
-    }
-
     /// A service call that must succeed; returns its rows.
     async fn service(&self, path: &str, body: Value) -> Vec<Value> {
         let (status, json, text) = self.send(Method::POST, path, Some(body.clone())).await;
@@ -284,31 +246,15 @@ impl Native {
 // Environment: platform + gateway + clients
 // ---------------------------------------------------------------------------------------------
 
-/// The shared environment, with the platform read through raw native calls.
-struct Env {
-    base: DevEnv,
-    tw: Native,
-}
-
-impl std::ops::Deref for Env {
-    type Target = DevEnv;
-    fn deref(&self) -> &DevEnv {
-        &self.base
-    }
-}
+type Env = NativeEnv;
 
 /// `provisioning`: keys of `[provisioning]` followed by any of its sub-tables.
 async fn start_env(provisioning: &str) -> Env {
-    let base = DevEnv::start(DevEnvSpec {
+    NativeEnv::start(DevEnvSpec {
         provisioning,
         ..Default::default()
     })
-    .await;
-    let tw = Native {
-        addr: base.platform_addr,
-        key: base.key.clone(),
-    };
-    Env { base, tw }
+    .await
 }
 
 /// The suite's gateway with its fixtures: `svc-backup` and `Protected Ops` created natively

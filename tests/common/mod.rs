@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dev_env;
+pub mod native;
 pub mod scim;
 
 use bytes::{Bytes, BytesMut};
