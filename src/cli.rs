@@ -144,8 +144,9 @@ struct DevArgs {
         value_name = "VERSION"
     )]
     platform_flavor: crate::dev::platform::Flavor,
-    /// Delay every native request to the development platform by this much before answering
-    /// (e.g. 10ms), to see a remote platform's behaviour locally. Units: ms, s, m, h.
+    /// Answer every native request to the development platform no sooner than this after it
+    /// arrived (e.g. 10ms; the platform's own work counts within it), to see a remote
+    /// platform's behaviour locally. Units: ms, s, m, h.
     #[arg(
         long,
         env = "SCIMGATE_DEV_PLATFORM_LATENCY",
@@ -163,6 +164,17 @@ struct DevArgs {
         value_parser = config::parse_duration
     )]
     platform_latency_jitter: Duration,
+    /// PBKDF2-HMAC-SHA256 iterations for the passwords the development platform is given
+    /// (at least 1000). Lower it only where the platform must not compete for CPU, e.g. a
+    /// benchmark on a small machine; each stored hash keeps the count it was made with.
+    #[arg(
+        long,
+        env = "SCIMGATE_DEV_PASSWORD_HASH_ITERATIONS",
+        default_value = "100000",
+        value_name = "N",
+        value_parser = crate::dev::platform::parse_password_iterations
+    )]
+    password_hash_iterations: std::num::NonZeroU32,
 }
 
 #[derive(Debug, Args)]
@@ -279,6 +291,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 faults: args.faults,
                 flavor: args.platform_flavor,
                 latency: (args.platform_latency, args.platform_latency_jitter),
+                password_iterations: args.password_hash_iterations,
             };
             match runtime.block_on(crate::dev::run(options)) {
                 Ok(()) => ExitCode::SUCCESS,

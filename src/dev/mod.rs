@@ -33,6 +33,8 @@ pub struct DevOptions {
     pub flavor: Flavor,
     /// Emulated platform latency and its jitter (`--platform-latency`, `--platform-latency-jitter`).
     pub latency: (std::time::Duration, std::time::Duration),
+    /// PBKDF2 iterations for passwords set from now on (`--password-hash-iterations`).
+    pub password_iterations: std::num::NonZeroU32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +67,7 @@ pub async fn run(options: DevOptions) -> Result<(), DevError> {
     std::fs::create_dir_all(&options.data_dir).map_err(io_error(&options.data_dir))?;
     let data_dir = std::fs::canonicalize(&options.data_dir).map_err(io_error(&options.data_dir))?;
 
-    let platform = DevPlatform::open_flavored(&data_dir, options.flavor)?;
+    let platform = DevPlatform::open_with(&data_dir, options.flavor, options.password_iterations)?;
     tracing::info!(
         flavor = options.flavor.as_str(),
         "development platform flavor"

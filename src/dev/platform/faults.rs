@@ -292,7 +292,8 @@ impl Faults {
 }
 
 /// Emulated network and platform latency (`scimgate dev --platform-latency`): every native
-/// request waits `base` ± up to `jitter` (uniform) before it is answered, so a remote
+/// request is answered no sooner than `base` ± up to `jitter` (uniform) after it arrived, the
+/// platform's own work included, as a remote platform whose calls take that long; so a remote
 /// platform's behaviour (how many calls a SCIM operation makes, whether they overlap) shows on
 /// one machine. The wait is a timer, never a blocked thread.
 #[derive(Debug, Default)]

@@ -224,6 +224,10 @@ async fn respond(
     req: Request<Incoming>,
     hang_up: HangUp,
 ) -> Response<Body> {
+    // The platform's own work counts within the emulated latency, as it does in a remote
+    // platform's answer time.
+    let answer_by = platform.latency_delay();
+    let answer_by = (!answer_by.is_zero()).then(|| tokio::time::Instant::now() + answer_by);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     if path == FAULTS_PATH {
@@ -252,7 +256,6 @@ async fn respond(
     if path != "/Thingworx" && !path.starts_with("/Thingworx/") {
         return page(StatusCode::NOT_FOUND, NOT_FOUND_PAGE);
     }
-    emulate_latency(&platform).await;
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(_) => Err(Fault::new(
@@ -269,13 +272,15 @@ async fn respond(
     let slow = platform.lock_faults().slow_delay();
     match injected {
         Some((FaultKind::Reset, ..)) => {
+            emulate_latency(answer_by).await;
             hang_up.reset.store(true, Ordering::SeqCst);
             return hang_up_now(hang_up).await;
         }
         Some((FaultKind::Error500, service, entity)) => {
+            emulate_latency(answer_by).await;
             return fault_response(&Fault::internal(format!(
                 "Unable to Invoke Service {service} on {entity}"
-            )))
+            )));
         }
         _ => {}
     }
@@ -285,6 +290,7 @@ async fn respond(
         Ok(response) => response,
         Err(_) => fault_response(&Fault::internal("The request failed")),
     };
+    emulate_latency(answer_by).await;
     match injected {
         Some((FaultKind::Lost, ..)) => hang_up_now(hang_up).await,
         Some((FaultKind::Slow, ..)) => {
@@ -295,11 +301,11 @@ async fn respond(
     }
 }
 
-/// `--platform-latency`: the wait a remote platform's answer would take, on a timer.
-async fn emulate_latency(platform: &DevPlatform) {
-    let delay = platform.latency_delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+/// `--platform-latency`: a native call is answered no sooner than the emulated latency after
+/// it arrived, on a timer (never a blocked thread).
+async fn emulate_latency(answer_by: Option<tokio::time::Instant>) {
+    if let Some(answer_by) = answer_by {
+        tokio::time::sleep_until(answer_by).await;
     }
 }
 

@@ -90,6 +90,21 @@ impl From<NoRandom> for DevPlatformError {
     }
 }
 
+/// `--password-hash-iterations`: a whole number, at least [`secret::MIN_ITERATIONS`].
+pub fn parse_password_iterations(text: &str) -> Result<std::num::NonZeroU32, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of iterations"))?;
+    if n < secret::MIN_ITERATIONS {
+        return Err(format!(
+            "{n} iterations would make stored passwords cheap to guess; give at least {}",
+            secret::MIN_ITERATIONS
+        ));
+    }
+    std::num::NonZeroU32::new(n).ok_or_else(|| "iterations must be above zero".to_string())
+}
+
 pub struct DevPlatform {
     dir: PathBuf,
     flavor: Flavor,
@@ -103,6 +118,8 @@ pub struct DevPlatform {
     /// Checked when a Basic login names an unknown user or one without a password, so such a
     /// request costs as much time as a wrong password and does not reveal which names exist.
     decoy: PasswordHash,
+    /// PBKDF2 iterations for the passwords set from now on (each stored hash keeps its own).
+    password_iterations: std::num::NonZeroU32,
     faults: Mutex<faults::Faults>,
     latency: std::sync::RwLock<faults::Latency>,
 }
@@ -128,12 +145,25 @@ impl DevPlatform {
         data_dir: &Path,
         flavor: Flavor,
     ) -> Result<Arc<DevPlatform>, DevPlatformError> {
+        Self::open_with(data_dir, flavor, secret::DEFAULT_ITERATIONS)
+    }
+
+    /// [`DevPlatform::open_flavored`], hashing the passwords it sets with `password_iterations`
+    /// of PBKDF2 (`scimgate dev --password-hash-iterations`).
+    pub fn open_with(
+        data_dir: &Path,
+        flavor: Flavor,
+        password_iterations: std::num::NonZeroU32,
+    ) -> Result<Arc<DevPlatform>, DevPlatformError> {
         create_private_dir(data_dir)?;
         let (state, journal) = match journal::load(data_dir)? {
             Some(loaded) => loaded,
             None => {
                 let password = crate::random::password()?;
-                let state = State::fresh(PasswordHash::new(&password)?);
+                let state = State::fresh(PasswordHash::with_iterations(
+                    &password,
+                    password_iterations,
+                )?);
                 // The password file goes first: a state file never exists without it, and a
                 // crash in between just means a new password on the next start.
                 let password_path = data_dir.join(PASSWORD_FILE);
@@ -156,7 +186,9 @@ impl DevPlatform {
             state: Mutex::new(state),
             journal: Mutex::new(journal),
             sessions: Mutex::new(Sessions::default()),
-            decoy: PasswordHash::new("decoy")?,
+            // As costly as a real user's check, so timing does not tell which names exist.
+            decoy: PasswordHash::with_iterations("decoy", password_iterations)?,
+            password_iterations,
             faults: Mutex::new(faults::Faults::new(DEFAULT_SLOW)),
             latency: Default::default(),
         }))
@@ -218,14 +250,21 @@ impl DevPlatform {
         self.lock_faults().set_slow_default(slow);
     }
 
-    /// Delays every native request by `base` ± up to `jitter` (uniform) from now on, as a
-    /// remote platform would; zero for both (the default) answers at once.
+    /// Answers every native request no sooner than `base` ± up to `jitter` (uniform) after it
+    /// arrived, from now on, as a remote platform would; zero for both (the default) answers
+    /// as soon as the work is done.
     pub fn set_latency(&self, base: std::time::Duration, jitter: std::time::Duration) {
         *self.latency.write().unwrap_or_else(|e| e.into_inner()) =
             faults::Latency::new(base, jitter);
         if !base.is_zero() || !jitter.is_zero() {
             tracing::info!(?base, ?jitter, "development platform: emulated latency set");
         }
+    }
+
+    /// Hashes a password the platform is given, at the configured cost.
+    fn hash_password(&self, password: &str) -> Result<PasswordHash, Fault> {
+        PasswordHash::with_iterations(password, self.password_iterations)
+            .map_err(|_| Fault::internal("No secure random numbers available"))
     }
 
     /// The emulated latency's next delay (zero unless [`DevPlatform::set_latency`] set one).
@@ -557,5 +596,33 @@ mod tests {
         assert!(d >= std::time::Duration::from_millis(45), "{d:?}");
         p.set_latency(std::time::Duration::ZERO, std::time::Duration::ZERO);
         assert_eq!(p.latency_delay(), std::time::Duration::ZERO);
+    }
+
+    /// `--password-hash-iterations`: the passwords the platform is given from then on (and its
+    /// decoy) are hashed at that cost, and still check; too low a count is refused by name.
+    #[test]
+    fn password_iterations_are_configurable_but_not_below_the_minimum() {
+        assert_eq!(parse_password_iterations("1000").unwrap().get(), 1000);
+        assert!(parse_password_iterations("999")
+            .unwrap_err()
+            .contains("at least 1000"));
+        assert!(parse_password_iterations("0").is_err());
+        assert!(parse_password_iterations("lots").is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let iterations = parse_password_iterations("1000").unwrap();
+        let p = DevPlatform::open_with(dir.path(), Flavor::default(), iterations).unwrap();
+        let stored =
+            |hash: &PasswordHash| serde_json::to_value(hash).unwrap()["iterations"].clone();
+        let hash = p.hash_password("correct horse battery").unwrap();
+        assert_eq!(stored(&hash), 1000);
+        assert!(hash.verify("correct horse battery"));
+        assert_eq!(stored(&p.decoy), 1000);
+        let other_dir = tempfile::tempdir().unwrap();
+        let default = DevPlatform::open(other_dir.path()).unwrap();
+        assert_eq!(
+            stored(&default.hash_password("x").unwrap()),
+            secret::DEFAULT_ITERATIONS.get()
+        );
     }
 }

@@ -9,7 +9,10 @@ use std::num::NonZeroU32;
 
 /// High enough to make an offline guess at a stolen state file expensive, low enough that a
 /// Basic-authenticated request stays well under the time a test tolerates.
-const ITERATIONS: NonZeroU32 = NonZeroU32::MIN.saturating_add(99_999);
+pub(crate) const DEFAULT_ITERATIONS: NonZeroU32 = NonZeroU32::MIN.saturating_add(99_999);
+/// The least `scimgate dev --password-hash-iterations` accepts: below it a stolen state file
+/// gives its passwords up to a plain dictionary run.
+pub(crate) const MIN_ITERATIONS: u32 = 1_000;
 const SALT_BYTES: usize = 16;
 const HASH_BYTES: usize = 32;
 
@@ -34,19 +37,24 @@ impl fmt::Debug for PasswordHash {
 }
 
 impl PasswordHash {
+    #[cfg(test)]
     pub fn new(password: &str) -> Result<Self, NoRandom> {
+        Self::with_iterations(password, DEFAULT_ITERATIONS)
+    }
+
+    pub fn with_iterations(password: &str, iterations: NonZeroU32) -> Result<Self, NoRandom> {
         let salt = crate::random::bytes::<SALT_BYTES>()?;
         let mut out = [0u8; HASH_BYTES];
         pbkdf2::derive(
             pbkdf2::PBKDF2_HMAC_SHA256,
-            ITERATIONS,
+            iterations,
             &salt,
             password.as_bytes(),
             &mut out,
         );
         Ok(PasswordHash {
             algorithm: ALGORITHM.to_string(),
-            iterations: ITERATIONS.get(),
+            iterations: iterations.get(),
             salt: STANDARD.encode(salt),
             hash: STANDARD.encode(out),
         })

@@ -200,14 +200,13 @@ fn unknown_service(service: &str, on: &str) -> Fault {
     Fault::no_such_service(format!("Service [{service}] does not exist on [{on}]"))
 }
 
-fn hash(password: &str) -> Result<PasswordHash, Fault> {
-    PasswordHash::new(password).map_err(|_| Fault::internal("No secure random numbers available"))
-}
-
 /// An empty password means none: such a user exists but cannot log in.
-fn optional_hash(password: Option<String>) -> Result<Option<PasswordHash>, Fault> {
+fn optional_hash(
+    platform: &DevPlatform,
+    password: Option<String>,
+) -> Result<Option<PasswordHash>, Fault> {
     match password.filter(|p| !p.is_empty()) {
-        Some(p) => hash(&p).map(Some),
+        Some(p) => platform.hash_password(&p).map(Some),
         None => Ok(None),
     }
 }
@@ -360,7 +359,7 @@ impl DevPlatform {
                 new.tags = p.tags("tags")?;
                 let password = p.optional("password")?;
                 self.check_optional_password(password.as_deref())?;
-                new.password = optional_hash(password)?;
+                new.password = optional_hash(self, password)?;
                 self.commit(|s| s.create_user(new))?;
                 Ok(Reply::Nothing)
             }
@@ -387,7 +386,7 @@ impl DevPlatform {
                 }
                 let password = cell(row, "password")?;
                 self.check_optional_password(password.as_deref())?;
-                new.password = optional_hash(password)?;
+                new.password = optional_hash(self, password)?;
                 self.commit(|s| s.create_user(new))?;
                 Ok(Reply::Nothing)
             }
@@ -584,7 +583,7 @@ impl DevPlatform {
                     ));
                 }
                 self.check_password(&password)?;
-                let hashed = hash(&password)?;
+                let hashed = self.hash_password(&password)?;
                 set(&|u| u.password = Some(hashed.clone()))
             }
             "GetGroups" => self.read(|s| {
