@@ -17,6 +17,7 @@ pub mod fsutil;
 pub mod gateway;
 pub mod live_check;
 pub mod logging;
+pub mod malloc_arenas;
 pub mod metrics;
 pub mod pem;
 pub mod platform;
