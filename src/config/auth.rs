@@ -1,7 +1,10 @@
 //! The `[auth]` section: how SCIM clients authenticate (static bearer token, HTTP Basic, JWT
 //! providers, token introspection).
 
-use super::*;
+use super::secret::Secret;
+use super::{raw, AuthConfig, IntrospectionConfig, JwtAlgorithm, JwtProviderConfig, Validator};
+use std::net::IpAddr;
+use std::time::Duration;
 
 impl Validator<'_> {
     /// An IdP endpoint: https, except on loopback where a local test or development issuer runs.

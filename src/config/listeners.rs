@@ -1,7 +1,7 @@
 //! The `[[listener]]` sections: addresses, TLS (files or generated), HSTS, and the upgrades a
 //! listener passes through.
 
-use super::*;
+use super::{is_tchar, raw, ListenerConfig, TlsSource, Validator};
 
 impl Validator<'_> {
     /// Upgrade tokens are protocol names (RFC 9110 §7.8), optionally with `/version`; anything

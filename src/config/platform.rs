@@ -1,7 +1,10 @@
 //! The `[platform]` section (how the gateway calls the platform's native API) and the
 //! `[import]` of the platform's own settings files.
 
-use super::*;
+use super::secret::{Secret, SecretSource};
+use super::{
+    import, raw, ExtensionAccess, NameLookup, PlatformConfig, PlatformCredentials, Validator,
+};
 
 impl Validator<'_> {
     /// The platform's own settings files; scimgate's TOML wins wherever both speak.

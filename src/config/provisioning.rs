@@ -2,7 +2,10 @@
 //! that would surprise an operator, group mappings into excluded groups, and group mappings
 //! that disagree with the SSO authenticator's.
 
-use super::*;
+use super::{
+    import, raw, AuthConfig, DeprovisionMode, GroupDefaults, ListenerConfig, ProvisioningConfig,
+    UserDefaults, Validator, DEFAULT_PASSWORD_MIN_LENGTH,
+};
 
 impl Validator<'_> {
     /// Valid but likely not what the operator meant: reported by `check` and at start.

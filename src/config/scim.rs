@@ -1,6 +1,7 @@
 //! The `[scim]` section: the SCIM base path and the service's own switches.
 
-use super::*;
+use super::secret::SecretSource;
+use super::{raw, ScimSettings, Validator, DEFAULT_SCIM_BASE_PATH};
 
 impl Validator<'_> {
     pub(super) fn scim_settings(&mut self, raw: &raw::RawScim) -> ScimSettings {

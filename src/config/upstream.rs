@@ -1,7 +1,9 @@
 //! The `[upstream]` section: the platform's URL, its CA bundle and client identity, and the
 //! connection pool.
 
-use super::*;
+use super::secret::SecretSource;
+use super::{raw, ClientIdentity, UpstreamConfig, UpstreamScheme, Validator};
+use std::time::Duration;
 
 impl Validator<'_> {
     pub(super) fn upstream(&mut self, raw: Option<raw::RawUpstream>) -> Option<UpstreamConfig> {

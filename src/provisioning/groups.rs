@@ -3,7 +3,14 @@
 //! `membership.rs`.
 
 use super::membership::{member_id, member_name, member_ref, MemberWrite};
-use super::*;
+use super::policy::Policy;
+use super::{
+    gateway_fault, group_id_for, group_name_for, is_unfinished, keep_found, not_found_as,
+    read_again, undo_with_retries, with_external_id, write_idempotent, Actor, Change, GroupChange,
+    GroupRecord, MemberRef, MembersChange, ProvisionError, Provisioner, Rule, Trail,
+    LIST_READ_CONCURRENCY, UNFINISHED,
+};
+use crate::platform::{names, Member, MemberKind, NewGroup, PlatformError};
 
 impl Provisioner {
     /// Platform names of the groups the identity provider may see.

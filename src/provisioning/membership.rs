@@ -1,7 +1,12 @@
 //! Group membership: member references resolved to platform principals under the policy,
 //! the writes a change needs planned, then made in parallel and undone on failure.
 
-use super::*;
+use super::policy::Policy;
+use super::{
+    group_id_for, group_name_for, id_for, is_group_id, is_unfinished, name_for, read_again,
+    undo_with_retries, write_idempotent, Actor, MemberRef, ProvisionError, Provisioner, Rule,
+};
+use crate::platform::{names, Member, MemberKind, PlatformError};
 
 /// A member reference resolved to a platform principal, or the reason it is left alone.
 enum Resolved {

@@ -14,16 +14,19 @@ mod users;
 
 pub use defaults::{missing_defaults, named_entities, MissingDefault};
 
-use crate::builtin::MAX_PASSWORD_CHARS;
-use crate::config::{DeprovisionMode, Secret};
-use crate::platform::{
-    names, Extensions, Member, MemberKind, NewGroup, NewUser, Platform, PlatformError,
-};
+use crate::config::Secret;
+use crate::platform::{names, MemberKind, Platform, PlatformError};
 use audit::{Audit, Outcome};
 use base64::Engine;
 use policy::Policy;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
+
+// Used only by fake_tests.rs, which reaches them through its `use super::*;`.
+#[cfg(test)]
+use crate::config::DeprovisionMode;
+#[cfg(test)]
+use crate::platform::{Extensions, Member, NewGroup, NewUser};
 
 /// A user's `id`: the platform cannot store ours nor rename entities, so the id is derived from
 /// the name: base64url of the case-folded name. Stable, reversible, URL-safe, and the same for

@@ -1,7 +1,17 @@
 //! Users: reading them (the listing, one by id, the lookups by externalId), creating,
 //! updating and deleting them, each step undone when a later one fails.
 
-use super::*;
+use super::policy::Policy;
+use super::{
+    gateway_fault, group_id_for, id_for, is_unfinished, keep_found, may_have_happened, name_for,
+    not_found_as, read_again, undo_with_retries, with_external_id, write_idempotent, Actor, Change,
+    GroupRef, ProvisionError, Provisioner, Rule, Trail, UserChange, UserRecord,
+    LIST_READ_CONCURRENCY, UNFINISHED,
+};
+use crate::builtin::MAX_PASSWORD_CHARS;
+use crate::config::DeprovisionMode;
+use crate::platform::{names, Extensions, MemberKind, NewUser, PlatformError};
+use std::collections::BTreeMap;
 
 impl Provisioner {
     /// Names of the users the identity provider may see.

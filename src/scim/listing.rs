@@ -1,11 +1,16 @@
 //! Listings and searches (`GET` on a collection, `.search`): equality filters answered by
 //! lookups, anything else by reading and filtering the whole collection, then sorted and paged.
 
+use super::error::{ScimError, Version};
+use super::filter::{self, AttrPath, Filter};
 use super::query::{
     case_exact, distinct, group_lookup_keys, respond, sort, user_lookup_keys, GroupKey, Query,
     UserKey, GROUP_ATTRIBUTES, USER_ATTRIBUTES,
 };
-use super::*;
+use super::{v1, v2, Context, Reply, Resource, ScimService};
+use crate::provisioning::{group_id_for, id_for, Provisioner};
+use http::StatusCode;
+use serde_json::{json, Value};
 
 impl ScimService {
     pub(super) async fn read(

@@ -2,9 +2,16 @@
 //! single resources, discovery documents, and Bulk, with the audit lines and error mapping of
 //! writes.
 
+use super::error::{ScimError, Version};
 use super::listing::list;
 use super::query::{respond, Query};
-use super::*;
+use super::{
+    discovery, mapping, method_not_allowed, only_get, urn, v1, v2, Conditions, Context, Endpoint,
+    Reply, Resource, ScimService, BULK_MAX_OPERATIONS,
+};
+use crate::provisioning::Provisioner;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
 
 impl ScimService {
     /// One SCIM operation, independent of HTTP so Bulk can run it too.

@@ -2,7 +2,11 @@
 //! the lookups an equality filter names, sorting, and projecting a resource onto the
 //! requested attributes.
 
-use super::*;
+use super::error::{ScimError, Version};
+use super::filter::{self, AttrPath, Dialect, Filter};
+use super::{urn, v1};
+use crate::platform::names;
+use serde_json::Value;
 
 /// Attributes a user filter may name: what the gateway stores (plus `groups`, read back).
 pub(super) const USER_ATTRIBUTES: &[&str] = &[
@@ -527,6 +531,7 @@ fn exclude(resource: Value, excluded: &[String]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn queries_parse_leniently() {

@@ -1,7 +1,12 @@
 //! Reading the platform's answers: infotables, entity objects, tags and dates in the forms
 //! the supported versions send them.
 
-use super::*;
+use super::transport::unexpected;
+use crate::platform::infotable::text;
+use crate::platform::{names, EntitySummary, PlatformError};
+use crate::tag::Tag;
+use bytes::Bytes;
+use serde_json::{Map, Value};
 
 /// An infotable answer as the gateway reads it: its rows. The data shape is skipped without
 /// being built, as nothing here reads it and it is often most of a small answer.

@@ -14,7 +14,6 @@ use super::{
     ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, MemberKind, NewGroup,
     NewUser, Platform, PlatformError, User, VocabularyState,
 };
-use crate::body::{empty, full};
 use crate::config::{
     ExtensionAccess, NameLookup, PlatformConfig, PlatformCredentials, Secret, UpstreamConfig,
 };
@@ -23,13 +22,12 @@ use crate::tag::Tag;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http::{header, HeaderValue, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// Everything but RFC 3986 unreserved characters is escaped, so `@`, spaces, `%` and non-ASCII
@@ -771,6 +769,7 @@ impl Platform for ThingWorx {
 mod tests {
     use super::transport::classify;
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn names_are_escaped_into_one_segment() {

@@ -1,7 +1,14 @@
 //! One service call on the wire: the concurrency bound, the one repeat a refused connection
 //! allows, the size limit on answers, and the platform's status turned into a typed error.
 
-use super::*;
+use super::{Repeat, ThingWorx, MAX_ERROR_TEXT, MAX_RESPONSE_BYTES};
+use crate::body::{empty, full};
+use crate::platform::PlatformError;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+use std::time::{Duration, Instant};
 
 impl ThingWorx {
     /// One logical call: waits for a slot under the concurrency bound, and repeats only

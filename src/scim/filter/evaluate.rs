@@ -1,6 +1,11 @@
 //! Evaluating a [`Filter`] against a resource as rendered for the client.
 
-use super::*;
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+use serde_json::{Map, Number, Value};
+
+use super::{AttrPath, CompareOp, Filter, CORE_URNS};
 
 pub(super) fn eval(
     filter: &Filter,

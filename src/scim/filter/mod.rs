@@ -4,11 +4,9 @@
 //! Positions in [`FilterError`] are 0-based character (not byte) offsets into the filter text,
 //! because they end up in messages read by people comparing them with what they typed.
 
-use std::borrow::Cow;
-use std::cmp::Ordering;
 use std::fmt;
 
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 mod evaluate;
 mod parser;

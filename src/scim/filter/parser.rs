@@ -1,7 +1,12 @@
 //! The recursive-descent parser for both grammars: the [`Dialect`] decides which operators and
 //! value forms are accepted, and positions in errors count characters, not bytes.
 
-use super::*;
+use serde_json::Value;
+
+use super::{
+    AttrPath, CompareOp, Dialect, Filter, FilterError, MAX_DEPTH, MAX_TERMS, V1_OPERATORS,
+    V2_OPERATORS,
+};
 
 pub fn parse(input: &str, dialect: Dialect) -> Result<Filter, FilterError> {
     let mut parser = Parser {
