@@ -3,8 +3,10 @@
 
 use super::*;
 use crate::builtin::default_user_attributes;
-use crate::config::{GroupDefaults, ProvisioningConfig, Secret, UserDefaults};
-use crate::platform::{ActiveUser, EntityKind, EntitySummary, Group, User};
+use crate::config::{DeprovisionMode, GroupDefaults, ProvisioningConfig, Secret, UserDefaults};
+use crate::platform::{
+    ActiveUser, EntityKind, EntitySummary, Extensions, Group, Member, NewGroup, NewUser, User,
+};
 use crate::tag::Tag;
 use std::collections::BTreeSet;
 use std::sync::Mutex;

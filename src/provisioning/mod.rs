@@ -22,12 +22,6 @@ use policy::Policy;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-// Used only by fake_tests.rs, which reaches them through its `use super::*;`.
-#[cfg(test)]
-use crate::config::DeprovisionMode;
-#[cfg(test)]
-use crate::platform::{Extensions, Member, NewGroup, NewUser};
-
 /// A user's `id`: the platform cannot store ours nor rename entities, so the id is derived from
 /// the name: base64url of the case-folded name. Stable, reversible, URL-safe, and the same for
 /// every spelling the (case-insensitive) platform treats as one entity.
