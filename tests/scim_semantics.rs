@@ -652,3 +652,68 @@ async fn a_property_the_platform_lacks_is_a_configuration_error() {
     );
     assert!(!note.contains("nickName"), "{note}");
 }
+
+/// A plain listing (no filter; sorted by userName or not sorted) is ordered and paged by names
+/// alone; it must give exactly what the general path does, which a filter that keeps every
+/// user (`userName pr`) still takes: the same users, in the same order, page by page, both ways.
+#[tokio::test]
+async fn a_plain_listing_pages_in_the_order_of_the_general_path() {
+    let env = default_env().await;
+    for name in [
+        "b.Mixed", "A.upper", "c.lower", "a.second", "B.again", "zed", "Älvsjö",
+    ] {
+        let r = env.call("POST", "/Users", Some(user(name))).await;
+        assert_eq!(r.status, 201, "{name}: {r}");
+    }
+    let names = |r: &ScimResp| -> Vec<String> {
+        r.body["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["userName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = env.call("GET", "/Users?count=1000", None).await;
+    assert_eq!(all.status, 200, "{all}");
+    let total = all.body["totalResults"].as_u64().unwrap();
+    assert!(total >= 7, "{all}");
+    for order in [
+        "",
+        "&sortBy=userName",
+        "&sortOrder=descending&sortBy=username",
+    ] {
+        for (start, count) in [(1, 1000), (1, 3), (4, 3), (7, 2), (2, 100)] {
+            let page = format!("startIndex={start}&count={count}{order}");
+            let plain = env.call("GET", &format!("/Users?{page}"), None).await;
+            let general = env
+                .call(
+                    "GET",
+                    &format!("/Users?filter={}&{page}", enc("userName pr")),
+                    None,
+                )
+                .await;
+            assert_eq!(plain.status, 200, "{page}: {plain}");
+            assert_eq!(names(&plain), names(&general), "{page}");
+            assert_eq!(plain.body["totalResults"], general.body["totalResults"]);
+            assert_eq!(plain.body["startIndex"], general.body["startIndex"]);
+        }
+    }
+    let ascending = names(
+        &env.call("GET", "/Users?count=1000&sortBy=userName", None)
+            .await,
+    );
+    let mut descending = names(
+        &env.call(
+            "GET",
+            "/Users?count=1000&sortBy=userName&sortOrder=descending",
+            None,
+        )
+        .await,
+    );
+    descending.reverse();
+    assert_eq!(ascending, descending);
+    let folded: Vec<String> = ascending.iter().map(|n| n.to_lowercase()).collect();
+    let mut sorted = folded.clone();
+    sorted.sort();
+    assert_eq!(folded, sorted, "{ascending:?}");
+}

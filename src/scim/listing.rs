@@ -8,6 +8,7 @@ use super::query::{
     UserKey, GROUP_ATTRIBUTES, USER_ATTRIBUTES,
 };
 use super::{v1, v2, Context, Reply, Resource, ScimService};
+use crate::platform::names;
 use crate::provisioning::{group_id_for, id_for, Provisioner};
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -142,7 +143,30 @@ impl ScimService {
                     .await;
             }
         }
-        let names = p.user_names().await?;
+        let mut names = p.user_names().await?;
+        let by_user_name = query.sort_by.as_ref().is_none_or(|path| {
+            path.urn.is_none()
+                && path.sub_attr.is_none()
+                && path.attr.eq_ignore_ascii_case("userName")
+        });
+        if filter.is_none() && by_user_name {
+            // A plain listing, as an identity provider's import pages through it: the order the
+            // general path gives (userName compared folded, stable), without a JSON object per
+            // name the platform holds.
+            if query.descending {
+                names.sort_by_cached_key(|n| std::cmp::Reverse(names::fold(n)));
+            } else {
+                names.sort_by_cached_key(|n| names::fold(n));
+            }
+            let (total, start, page) = self.page(names, query);
+            let items = p
+                .read_users(page)
+                .await?
+                .iter()
+                .map(|u| ctx.render_user(u))
+                .collect();
+            return Ok((total, start, items));
+        }
         let cheap = |path: &AttrPath| {
             path.urn.is_none()
                 && path.sub_attr.is_none()
