@@ -242,7 +242,7 @@ impl DevPlatform {
             Kind::User => summaries(
                 s.users()
                     .take(max)
-                    .map(|u| (u.name.as_str(), u.description.as_str())),
+                    .map(|u| (u.name.as_str(), &*u.description)),
             ),
             Kind::Group => summaries(
                 s.groups()
@@ -544,13 +544,13 @@ impl DevPlatform {
             "IsEnabled" => Ok(result("BOOLEAN", get(&|u| json!(u.enabled))?)),
             "SetDescription" => {
                 let v = p.text("description")?;
-                set(&|u| u.description = v.clone())
+                set(&|u| u.description = v.as_str().into())
             }
             "SetTags" => {
                 let tags = p.tags("tags")?;
                 self.commit(|s| {
                     s.admit_tags(&tags)?;
-                    s.user_mut(name)?.tags = tags;
+                    s.user_mut(name)?.tags = tags.into();
                     Ok(())
                 })?;
                 Ok(Reply::Nothing)
@@ -561,17 +561,17 @@ impl DevPlatform {
             }
             "SetProjectName" => {
                 let v = p.text("projectName")?;
-                set(&|u| u.project_name = v.clone())
+                set(&|u| u.project_name = v.as_str().into())
             }
             "GetProjectName" => Ok(result("PROJECTNAME", get(&|u| json!(u.project_name))?)),
             "SetHomeMashup" => {
                 let v = p.text("name")?;
-                set(&|u| u.home_mashup = v.clone())
+                set(&|u| u.home_mashup = v.as_str().into())
             }
             "GetHomeMashup" => Ok(result("MASHUPNAME", get(&|u| json!(u.home_mashup))?)),
             "SetMobileMashup" => {
                 let v = p.text("name")?;
-                set(&|u| u.mobile_mashup = v.clone())
+                set(&|u| u.mobile_mashup = v.as_str().into())
             }
             "GetMobileMashup" => Ok(result("MASHUPNAME", get(&|u| json!(u.mobile_mashup))?)),
             "AssignNewPassword" => {
@@ -696,7 +696,7 @@ impl DevPlatform {
                 let tags = p.tags("tags")?;
                 self.commit(|s| {
                     s.admit_tags(&tags)?;
-                    s.group_mut(name)?.tags = tags;
+                    s.group_mut(name)?.tags = tags.into();
                     Ok(())
                 })?;
                 Ok(Reply::Nothing)

@@ -3,13 +3,13 @@
 
 use super::error::{DevPlatformError, Fault};
 use super::model::{
-    seeded_mashups, seeded_projects, seeded_vocabularies, AppKey, Delta, Group, Kind, Member,
-    ModelEntity, NewGroup, NewUser, Tag, User, Vocabulary, ADMINISTRATOR, ADMIN_GROUPS, ALL_USERS,
-    BUILTIN_GROUPS, BUILTIN_USERS, FORMER_DEFAULT_PROPERTY, STATE_VERSION,
+    seeded_mashups, seeded_projects, seeded_vocabularies, AppKey, Delta, Extensions, Group, Kind,
+    Member, ModelEntity, NewGroup, NewUser, Tag, User, Vocabulary, ADMINISTRATOR, ADMIN_GROUPS,
+    ALL_USERS, BUILTIN_GROUPS, BUILTIN_USERS, FORMER_DEFAULT_PROPERTY, STATE_VERSION,
     USER_EXTENSION_PROPERTIES,
 };
 use super::secret::PasswordHash;
-use super::tracked::{Tracked, TrackedList};
+use super::tracked::{Loading, Tracked, TrackedList};
 use crate::platform::names::{fold, invalid_reason, same};
 use crate::platform::EntityKind;
 use serde::{Deserialize, Serialize};
@@ -105,7 +105,7 @@ impl State {
         }
         if let Some(admins) = state.groups.get_mut(&fold("Administrators")) {
             admins.members.push(Member {
-                name: ADMINISTRATOR.to_string(),
+                name: ADMINISTRATOR.into(),
                 kind: Kind::User,
             });
         }
@@ -207,45 +207,34 @@ impl State {
                 return Err("two vocabularies share a name".to_string());
             }
         }
+        // A name given twice is found once all are read, but reported as when each entry was
+        // inserted as it was read: before a damaged entry that comes after the second one.
+        const USERS_SHARE: &str = "two users share a name";
+        const GROUPS_SHARE: &str = "two groups share a name";
+        let mut users = Loading::with_capacity(stored.users.len());
         for user in stored.users {
-            if let Some(reason) = invalid_reason(&user.name) {
-                return Err(format!("user name {:?}: {reason}", user.name));
+            if let Err(reason) = state.admit_loaded_user(&user) {
+                return Err(if users.repeats_a_key() {
+                    USERS_SHARE.to_string()
+                } else {
+                    reason
+                });
             }
-            if let Some(hash) = &user.password {
-                hash.check_form()
-                    .map_err(|e| format!("user {:?}: {e}", user.name))?;
-            }
-            if user.extensions.contains_key(FORMER_DEFAULT_PROPERTY)
-                && !state.has_extension_property(FORMER_DEFAULT_PROPERTY)
-            {
-                state
-                    .added_properties
-                    .push(FORMER_DEFAULT_PROPERTY.to_string());
-            }
-            if let Some(unknown) = user
-                .extensions
-                .keys()
-                .find(|k| !state.has_extension_property(k))
-            {
-                return Err(format!(
-                    "user {:?} has an unknown extension property {unknown:?}",
-                    user.name
-                ));
-            }
-            let key = fold(&user.name);
-            if state.users.insert(key, user).is_some() {
-                return Err("two users share a name".to_string());
-            }
+            users.push(fold(&user.name), user);
         }
+        state.users = users.finish().ok_or(USERS_SHARE)?;
+        let mut groups = Loading::with_capacity(stored.groups.len());
         for group in stored.groups {
             if let Some(reason) = invalid_reason(&group.name) {
-                return Err(format!("group name {:?}: {reason}", group.name));
+                return Err(if groups.repeats_a_key() {
+                    GROUPS_SHARE.to_string()
+                } else {
+                    format!("group name {:?}: {reason}", group.name)
+                });
             }
-            let key = fold(&group.name);
-            if state.groups.insert(key, group).is_some() {
-                return Err("two groups share a name".to_string());
-            }
+            groups.push(fold(&group.name), group);
         }
+        state.groups = groups.finish().ok_or(GROUPS_SHARE)?;
         for (kind, entities) in [
             (EntityKind::Project, stored.projects),
             (EntityKind::Mashup, stored.mashups),
@@ -300,6 +289,35 @@ impl State {
         state.app_keys = stored.application_keys.into();
         state.settle();
         Ok(state)
+    }
+
+    /// Checks a user of a saved state; a user with the property an earlier development
+    /// platform had by default brings it back as an added property.
+    fn admit_loaded_user(&mut self, user: &User) -> Result<(), String> {
+        if let Some(reason) = invalid_reason(&user.name) {
+            return Err(format!("user name {:?}: {reason}", user.name));
+        }
+        if let Some(hash) = &user.password {
+            hash.check_form()
+                .map_err(|e| format!("user {:?}: {e}", user.name))?;
+        }
+        if user.extensions.contains_key(FORMER_DEFAULT_PROPERTY)
+            && !self.has_extension_property(FORMER_DEFAULT_PROPERTY)
+        {
+            self.added_properties
+                .push(FORMER_DEFAULT_PROPERTY.to_string());
+        }
+        if let Some(unknown) = user
+            .extensions
+            .keys()
+            .find(|k| !self.has_extension_property(k))
+        {
+            return Err(format!(
+                "user {:?} has an unknown extension property {unknown:?}",
+                user.name
+            ));
+        }
+        Ok(())
     }
 
     /// Persistence hook, at the end of a change made in place: sets `lastModifiedDate` on every
@@ -479,15 +497,15 @@ impl State {
         self.admit_tags(&new.tags)?;
         let user = User {
             name: new.name.clone(),
-            description: new.description,
+            description: new.description.into(),
             enabled: true,
             password: new.password,
-            project_name: new.project_name,
-            home_mashup: new.home_mashup,
-            mobile_mashup: new.mobile_mashup,
-            language: new.language,
-            tags: new.tags,
-            extensions: BTreeMap::new(),
+            project_name: new.project_name.into(),
+            home_mashup: new.home_mashup.into(),
+            mobile_mashup: new.mobile_mashup.into(),
+            language: new.language.into(),
+            tags: new.tags.into(),
+            extensions: Extensions::default(),
             last_modified_date: 0,
         };
         self.users.insert(key, user);
@@ -527,7 +545,7 @@ impl State {
         self.admit_tags(&new.tags)?;
         let mut group = Group::new(&new.name, &new.description);
         group.project_name = new.project_name;
-        group.tags = new.tags;
+        group.tags = new.tags.into();
         self.groups.insert(key, group);
         Ok(())
     }
@@ -568,7 +586,7 @@ impl State {
         let target = self.group_mut(group)?;
         if !target.has(kind, member) {
             target.members.push(Member {
-                name: display,
+                name: display.into(),
                 kind,
             });
         }
@@ -597,7 +615,7 @@ impl State {
             out.extend(
                 self.users
                     .values()
-                    .map(|u| (u.name.as_str(), u.description.as_str(), Kind::User)),
+                    .map(|u| (u.name.as_str(), &*u.description, Kind::User)),
             );
         }
         for m in &g.members {
@@ -606,7 +624,7 @@ impl State {
                 Kind::User => self
                     .users
                     .get(&fold(&m.name))
-                    .map(|u| (u.name.as_str(), u.description.as_str())),
+                    .map(|u| (u.name.as_str(), &*u.description)),
                 Kind::Group => self
                     .groups
                     .get(&fold(&m.name))
@@ -683,7 +701,7 @@ impl State {
             .extension_properties()
             .into_iter()
             .map(|p| {
-                let value = user.extensions.get(&p).cloned().unwrap_or_default();
+                let value = user.extensions.get(&p).unwrap_or_default().to_string();
                 (p, value)
             })
             .collect())
@@ -738,7 +756,9 @@ impl State {
             if v.is_empty() {
                 user.extensions.remove(&k);
             } else {
-                user.extensions.insert(k, v);
+                user.extensions
+                    .insert(&k, &v)
+                    .map_err(|e| Fault::bad_request(e.to_string()))?;
             }
         }
         Ok(())
@@ -1038,7 +1058,10 @@ mod tests {
         }
         let older = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
         assert_eq!(older.user("fay").unwrap().last_modified_date, 0);
-        assert_eq!(older.user("fay").unwrap().extensions["city"], "Bern");
+        assert_eq!(
+            older.user("fay").unwrap().extensions.get("city"),
+            Some("Bern")
+        );
     }
 
     #[test]
@@ -1060,6 +1083,256 @@ mod tests {
         assert!(err.contains("ghost"), "{err}");
         value["version"] = serde_json::json!(99);
         assert!(State::from_json(&serde_json::to_vec(&value).unwrap()).is_err());
+    }
+
+    /// A state document in the shape every earlier version wrote (field names and order, the
+    /// stored password form, extension values as an object in name order): loading and saving
+    /// it gives back the same bytes.
+    const SAVED_STATE: &str = r#"{
+  "version": 1,
+  "users": [
+    {
+      "name": "Administrator",
+      "description": "Platform administrator",
+      "enabled": true,
+      "password": {
+        "algorithm": "pbkdf2-hmac-sha256",
+        "iterations": 100000,
+        "salt": "AAECAwQFBgcICQoLDA0ODw==",
+        "hash": "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM="
+      },
+      "projectName": "",
+      "homeMashup": "",
+      "mobileMashup": "",
+      "language": "",
+      "tags": [],
+      "extensions": {},
+      "lastModifiedDate": 0
+    },
+    {
+      "name": "jdoe@example.com",
+      "description": "He said \"hi\" \\ \t\u0001 ünïcødé",
+      "enabled": false,
+      "password": null,
+      "projectName": "MyProject",
+      "homeMashup": "Home",
+      "mobileMashup": "MobileHome",
+      "language": "de",
+      "tags": [
+        {
+          "vocabulary": "SCIMExternalId",
+          "vocabularyTerm": "ext-1"
+        },
+        {
+          "vocabulary": "Applications",
+          "vocabularyTerm": "SCIM"
+        }
+      ],
+      "extensions": {
+        "city": "Zürich",
+        "emailAddress": "jdoe@example.com",
+        "firstName": "Jane",
+        "lastName": "Doe \"Q\"",
+        "scimExternalId": "ext-1"
+      },
+      "lastModifiedDate": 1700000000123
+    },
+    {
+      "name": "Zoë",
+      "description": "",
+      "enabled": true,
+      "password": {
+        "algorithm": "pbkdf2-hmac-sha256",
+        "iterations": 1,
+        "salt": "AAECAwQFBgc=",
+        "hash": "ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM="
+      },
+      "projectName": "",
+      "homeMashup": "",
+      "mobileMashup": "",
+      "language": "",
+      "tags": [
+        {
+          "vocabulary": "Applications",
+          "vocabularyTerm": "SCIM"
+        }
+      ],
+      "extensions": {
+        "fullName": ""
+      },
+      "lastModifiedDate": 5
+    }
+  ],
+  "groups": [
+    {
+      "name": "Administrators",
+      "description": "Platform administrators",
+      "projectName": "",
+      "homeMashup": "",
+      "tags": [],
+      "members": [
+        {
+          "name": "Administrator",
+          "type": "User"
+        },
+        {
+          "name": "Team Zürich",
+          "type": "Group"
+        }
+      ],
+      "lastModifiedDate": 0
+    },
+    {
+      "name": "Team Zürich",
+      "description": "",
+      "projectName": "MyProject",
+      "homeMashup": "Home",
+      "tags": [
+        {
+          "vocabulary": "SCIMExternalId",
+          "vocabularyTerm": "g-1"
+        }
+      ],
+      "members": [
+        {
+          "name": "Zoë",
+          "type": "User"
+        },
+        {
+          "name": "jdoe@example.com",
+          "type": "User"
+        }
+      ],
+      "lastModifiedDate": 1700000000124
+    }
+  ],
+  "projects": [
+    {
+      "name": "MyProject",
+      "description": "Example project"
+    }
+  ],
+  "mashups": [
+    {
+      "name": "Home",
+      "description": "Example home mashup"
+    },
+    {
+      "name": "MobileHome",
+      "description": "Example mobile home mashup"
+    }
+  ],
+  "applicationKeys": [
+    {
+      "name": "gateway",
+      "keyId": "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk",
+      "user": "Administrator"
+    }
+  ],
+  "addedExtensionProperties": [
+    "scimExternalId"
+  ],
+  "vocabularies": [
+    {
+      "name": "Applications",
+      "dynamic": false,
+      "terms": [
+        "SCIM"
+      ]
+    },
+    {
+      "name": "SCIMExternalId",
+      "dynamic": true,
+      "terms": [
+        "ext-1",
+        "g-1"
+      ]
+    }
+  ]
+}"#;
+
+    #[test]
+    fn a_saved_state_is_written_back_byte_for_byte() {
+        let s = State::from_json(SAVED_STATE.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(s.to_json().unwrap()).unwrap(),
+            SAVED_STATE
+        );
+
+        let jdoe = s.user("JDOE@example.com").unwrap();
+        assert_eq!(jdoe.extensions.get("lastName"), Some("Doe \"Q\""));
+        assert_eq!(jdoe.extensions.get("title"), None);
+        assert_eq!(&*jdoe.description, "He said \"hi\" \\ \t\u{1} ünïcødé");
+        assert_eq!(jdoe.tags.len(), 2);
+        assert!(s.user("administrator").unwrap().password.is_some());
+        assert_eq!(
+            s.members("team zürich").unwrap(),
+            vec![
+                ("Zoë", "", Kind::User),
+                (
+                    "jdoe@example.com",
+                    "He said \"hi\" \\ \t\u{1} ünïcødé",
+                    Kind::User
+                )
+            ]
+        );
+
+        // Listed out of order (as a hand-edited or generated file may be), it loads the same.
+        let mut value: serde_json::Value = serde_json::from_str(SAVED_STATE).unwrap();
+        for list in ["users", "groups"] {
+            value[list].as_array_mut().unwrap().reverse();
+        }
+        let reordered = State::from_json(&serde_json::to_vec(&value).unwrap()).unwrap();
+        assert_eq!(reordered, s);
+        assert_eq!(
+            String::from_utf8(reordered.to_json().unwrap()).unwrap(),
+            SAVED_STATE
+        );
+    }
+
+    #[test]
+    fn a_name_given_twice_is_reported_as_before() {
+        let value: serde_json::Value = serde_json::from_str(SAVED_STATE).unwrap();
+        let load = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = value.clone();
+            edit(&mut v);
+            State::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err()
+        };
+        let twice = |list: &str| {
+            let list = list.to_string();
+            move |v: &mut serde_json::Value| {
+                let copy = v[&list][0].clone();
+                v[&list].as_array_mut().unwrap().push(copy);
+            }
+        };
+        assert_eq!(load(&twice("users")), "two users share a name");
+        assert_eq!(load(&twice("groups")), "two groups share a name");
+        // The first problem in the order the entries are listed is the one reported.
+        let damaged_then_twice = |v: &mut serde_json::Value| {
+            v["users"][1]["extensions"]["shoeSize"] = "9".into();
+            twice("users")(v);
+        };
+        assert!(load(&damaged_then_twice).contains("shoeSize"));
+        let twice_then_damaged = |v: &mut serde_json::Value| {
+            twice("users")(v);
+            let mut bad = v["users"][2].clone();
+            bad["name"] = "a/b".into();
+            v["users"].as_array_mut().unwrap().push(bad);
+        };
+        assert_eq!(load(&twice_then_damaged), "two users share a name");
+        let groups_twice_then_damaged = |v: &mut serde_json::Value| {
+            twice("groups")(v);
+            let mut bad = v["groups"][1].clone();
+            bad["name"] = "a/b".into();
+            v["groups"].as_array_mut().unwrap().push(bad);
+        };
+        assert_eq!(load(&groups_twice_then_damaged), "two groups share a name");
+        let name_case = |v: &mut serde_json::Value| {
+            let mut copy = v["users"][1].clone();
+            copy["name"] = "JDoe@Example.com".into();
+            v["users"].as_array_mut().unwrap().push(copy);
+        };
+        assert_eq!(load(&name_case), "two users share a name");
     }
 
     fn model_names(s: &State, kind: EntityKind) -> Vec<&str> {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 /// change is rolled back from what was remembered, with no copy of the whole state.
 #[derive(Debug, Clone)]
 pub(crate) struct Tracked<T> {
-    map: BTreeMap<String, T>,
-    before: BTreeMap<String, Option<T>>,
+    map: BTreeMap<Box<str>, T>,
+    before: BTreeMap<Box<str>, Option<T>>,
 }
 
 impl<T> Default for Tracked<T> {
@@ -40,14 +40,14 @@ impl<T: Clone + PartialEq> Tracked<T> {
         self.map.contains_key(key)
     }
 
-    pub fn values(&self) -> std::collections::btree_map::Values<'_, String, T> {
+    pub fn values(&self) -> std::collections::btree_map::Values<'_, Box<str>, T> {
         self.map.values()
     }
 
     fn remember(&mut self, key: &str) {
         if !self.before.contains_key(key) {
             let old = self.map.get(key).cloned();
-            self.before.insert(key.to_string(), old);
+            self.before.insert(key.into(), old);
         }
     }
 
@@ -60,7 +60,7 @@ impl<T: Clone + PartialEq> Tracked<T> {
 
     pub fn insert(&mut self, key: String, value: T) -> Option<T> {
         self.remember(&key);
-        self.map.insert(key, value)
+        self.map.insert(key.into_boxed_str(), value)
     }
 
     pub fn remove(&mut self, key: &str) -> Option<T> {
@@ -71,8 +71,8 @@ impl<T: Clone + PartialEq> Tracked<T> {
     }
 
     /// Every value, mutably: each is remembered first, so this costs the size of the map.
-    pub fn values_mut(&mut self) -> std::collections::btree_map::ValuesMut<'_, String, T> {
-        let keys: Vec<String> = self
+    pub fn values_mut(&mut self) -> std::collections::btree_map::ValuesMut<'_, Box<str>, T> {
+        let keys: Vec<Box<str>> = self
             .map
             .keys()
             .filter(|k| !self.before.contains_key(*k))
@@ -87,10 +87,10 @@ impl<T: Clone + PartialEq> Tracked<T> {
     /// Visits the keys the change in progress touched whose value differs from before it, in
     /// key order, each with its mutable new value (`None`: removed). Costs what was touched.
     pub fn for_each_changed(&mut self, mut visit: impl FnMut(&str, Option<&mut T>)) {
-        let changed: Vec<String> = self
+        let changed: Vec<Box<str>> = self
             .before
             .iter()
-            .filter(|(k, old)| old.as_ref() != self.map.get(k.as_str()))
+            .filter(|(k, old)| old.as_ref() != self.map.get(&**k))
             .map(|(k, _)| k.clone())
             .collect();
         for key in changed {
@@ -115,6 +115,46 @@ impl<T: Clone + PartialEq> Tracked<T> {
                 }
             }
         }
+    }
+}
+
+/// The entries of a [`Tracked`] map being loaded, gathered in a list and built into the map at
+/// once, which fills its nodes: inserted one by one, even in key order, a `BTreeMap` leaves each
+/// node about half empty, and for tens of thousands of users that is a good part of the memory
+/// they take.
+pub(crate) struct Loading<T> {
+    entries: Vec<(Box<str>, T)>,
+}
+
+impl<T> Loading<T> {
+    pub fn with_capacity(entries: usize) -> Self {
+        Loading {
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    pub fn push(&mut self, key: String, value: T) {
+        self.entries.push((key.into_boxed_str(), value));
+    }
+
+    /// Whether a key was pushed twice so far.
+    pub fn repeats_a_key(&self) -> bool {
+        let mut keys: Vec<&str> = self.entries.iter().map(|(k, _)| &**k).collect();
+        keys.sort_unstable();
+        keys.windows(2).any(|pair| pair[0] == pair[1])
+    }
+
+    /// The map; `None` when a key was pushed twice.
+    pub fn finish(mut self) -> Option<Tracked<T>> {
+        // In place: a stable sort would take a scratch copy of the entries.
+        self.entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if self.entries.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+            return None;
+        }
+        Some(Tracked {
+            map: self.entries.into_iter().collect(),
+            before: BTreeMap::new(),
+        })
     }
 }
 
