@@ -988,7 +988,20 @@ def scale_benchmarks(args, work, summary):
           f"{SCALE_PASSWORD_ITERATIONS}` (a call answered no sooner than {SCALE_LATENCY_MS} ms "
           f"after it arrives); floor = native calls x "
           f"{SCALE_LATENCY_MS} ms / {SCALE_MAX_CONCURRENCY}")
-    big = seed_platform(work, "seed-big", args.scale_list_users, 1000)
+    parts = set(args.scale_part or ["platform", "sync", "listing"])
+    big = None
+    if parts & {"platform", "listing"}:
+        big = seed_platform(work, "seed-big", args.scale_list_users, 1000)
+    if "platform" in parts:
+        scale_platform_alone(args, work, summary, big)
+    if "sync" in parts:
+        scale_sync(args, work, summary)
+    if "listing" in parts:
+        scale_listing(args, work, summary, big)
+
+
+def scale_platform_alone(args, work, summary, big):
+    rounds = args.rounds
     small = seed_platform(work, "seed-small", 1000, 20)
     creates_small, creates_big, restarts, rss_restart, rss_creates = [], [], [], [], []
     for r in range(rounds):
@@ -1019,6 +1032,10 @@ def scale_benchmarks(args, work, summary):
     summary["scale platform"] = {"creates/s small": creates_small, "creates/s big": creates_big,
                                  "restart s": restarts, "RSS after restart MiB": rss_restart,
                                  "RSS after creates MiB": rss_creates}
+
+
+def scale_sync(args, work, summary):
+    rounds = args.rounds
     sync = []
     for r in range(rounds):
         sync.append(initial_sync(work, args, r))
@@ -1030,6 +1047,10 @@ def scale_benchmarks(args, work, summary):
                   for k in keys], rounds)
     summary["scale sync"] = sync
 
+
+
+def scale_listing(args, work, summary, big):
+    rounds = args.rounds
     listing = []
     for r in range(rounds):
         listing.append(paged_listing(work, big, r))
@@ -1065,6 +1086,8 @@ def main():
                     help="scale: users in the paged listing and the platform-alone figures")
     ap.add_argument("--scale-create-seconds", type=int, default=5,
                     help="scale: seconds of creates at each size")
+    ap.add_argument("--scale-part", choices=["platform", "sync", "listing"], action="append",
+                    help="scale: run only this part (repeatable; default all three)")
     args = ap.parse_args()
     only = set(args.only or ["proxy", "memory"])
     needed = ("nginx", "wrk", "h2load", "openssl", "taskset") if only - {"scale"} else ("wrk",)

@@ -227,7 +227,7 @@ async fn respond(
     // The platform's own work counts within the emulated latency, as it does in a remote
     // platform's answer time.
     let answer_by = platform.latency_delay();
-    let answer_by = (!answer_by.is_zero()).then(|| tokio::time::Instant::now() + answer_by);
+    let answer_by = (!answer_by.is_zero()).then(|| std::time::Instant::now() + answer_by);
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     if path == FAULTS_PATH {
@@ -272,12 +272,12 @@ async fn respond(
     let slow = platform.lock_faults().slow_delay();
     match injected {
         Some((FaultKind::Reset, ..)) => {
-            emulate_latency(answer_by).await;
+            emulate_latency(&platform, answer_by).await;
             hang_up.reset.store(true, Ordering::SeqCst);
             return hang_up_now(hang_up).await;
         }
         Some((FaultKind::Error500, service, entity)) => {
-            emulate_latency(answer_by).await;
+            emulate_latency(&platform, answer_by).await;
             return fault_response(&Fault::internal(format!(
                 "Unable to Invoke Service {service} on {entity}"
             )));
@@ -285,12 +285,13 @@ async fn respond(
         _ => {}
     }
     // Password hashing and the fsync of every change block, so the work runs off the runtime.
-    let response = match tokio::task::spawn_blocking(move || process(&platform, &parts, body)).await
+    let working = platform.clone();
+    let response = match tokio::task::spawn_blocking(move || process(&working, &parts, body)).await
     {
         Ok(response) => response,
         Err(_) => fault_response(&Fault::internal("The request failed")),
     };
-    emulate_latency(answer_by).await;
+    emulate_latency(&platform, answer_by).await;
     match injected {
         Some((FaultKind::Lost, ..)) => hang_up_now(hang_up).await,
         Some((FaultKind::Slow, ..)) => {
@@ -302,10 +303,10 @@ async fn respond(
 }
 
 /// `--platform-latency`: a native call is answered no sooner than the emulated latency after
-/// it arrived, on a timer (never a blocked thread).
-async fn emulate_latency(answer_by: Option<tokio::time::Instant>) {
+/// it arrived, on a timer (never a thread blocked per request).
+async fn emulate_latency(platform: &DevPlatform, answer_by: Option<std::time::Instant>) {
     if let Some(answer_by) = answer_by {
-        tokio::time::sleep_until(answer_by).await;
+        platform.wait_until(answer_by).await;
     }
 }
 

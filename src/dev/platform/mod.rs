@@ -9,6 +9,7 @@ pub mod faults;
 mod httpd;
 mod journal;
 mod model;
+mod precise_timer;
 pub(crate) mod secret;
 mod services;
 mod session;
@@ -122,6 +123,8 @@ pub struct DevPlatform {
     password_iterations: std::num::NonZeroU32,
     faults: Mutex<faults::Faults>,
     latency: std::sync::RwLock<faults::Latency>,
+    /// Started with the first latency set; `None` if its thread could not be.
+    latency_timer: std::sync::OnceLock<Option<precise_timer::PreciseTimer>>,
 }
 
 impl std::fmt::Debug for DevPlatform {
@@ -191,6 +194,7 @@ impl DevPlatform {
             password_iterations,
             faults: Mutex::new(faults::Faults::new(DEFAULT_SLOW)),
             latency: Default::default(),
+            latency_timer: std::sync::OnceLock::new(),
         }))
     }
 
@@ -257,6 +261,14 @@ impl DevPlatform {
         *self.latency.write().unwrap_or_else(|e| e.into_inner()) =
             faults::Latency::new(base, jitter);
         if !base.is_zero() || !jitter.is_zero() {
+            self.latency_timer.get_or_init(|| {
+                precise_timer::PreciseTimer::start()
+                    .map_err(|e| {
+                        tracing::warn!(error = %e,
+                            "development platform: no precise latency timer; waits are rounded up to whole milliseconds")
+                    })
+                    .ok()
+            });
             tracing::info!(?base, ?jitter, "development platform: emulated latency set");
         }
     }
@@ -265,6 +277,15 @@ impl DevPlatform {
     fn hash_password(&self, password: &str) -> Result<PasswordHash, Fault> {
         PasswordHash::with_iterations(password, self.password_iterations)
             .map_err(|_| Fault::internal("No secure random numbers available"))
+    }
+
+    /// Waits until `at`, for the emulated latency: to within a fraction of a millisecond when
+    /// the precise timer runs.
+    async fn wait_until(&self, at: std::time::Instant) {
+        match self.latency_timer.get() {
+            Some(Some(timer)) => timer.sleep_until(at).await,
+            _ => tokio::time::sleep_until(at.into()).await,
+        }
     }
 
     /// The emulated latency's next delay (zero unless [`DevPlatform::set_latency`] set one).
