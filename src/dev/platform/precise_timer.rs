@@ -128,10 +128,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_deadline_already_past_returns_at_once_and_dropping_the_timer_ends_the_thread() {
+    async fn a_deadline_already_past_returns_at_once() {
         let timer = PreciseTimer::start().unwrap();
         let past = Instant::now();
         timer.sleep_until(past).await;
-        drop(timer);
     }
 }
