@@ -693,6 +693,32 @@ def sync_plan(users, groups, patches, seed=18):
     return sizes, members, changes
 
 
+def emulated_call_ms(platform_port, data, calls=200):
+    """Mean and median milliseconds of sequential `GetEntityList` calls straight to the
+    development platform: what one native call takes under the emulated latency, against which
+    the floor counts 10 ms."""
+    import http.client
+    with open(os.path.join(data, "gateway.appkey")) as f:
+        key = f.read().strip()
+    conn = http.client.HTTPConnection("127.0.0.1", platform_port, timeout=10)
+    body = json.dumps({"type": "User", "maxItems": 10})
+    headers = {"appKey": key, "Content-Type": "application/json", "Accept": "application/json"}
+    took = []
+    try:
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            conn.request("POST", "/Thingworx/Resources/EntityServices/Services/GetEntityList",
+                         body, headers)
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise RuntimeError(f"GetEntityList answered {answer.status}")
+            took.append((time.perf_counter() - t0) * 1000)
+    finally:
+        conn.close()
+    return statistics.mean(took), statistics.median(took)
+
+
 def initial_sync(work, args, round_no):
     """One initial sync as Entra ID / PingFederate make it; returns the figures."""
     data = os.path.join(work, f"sync-{round_no}")
@@ -702,6 +728,7 @@ def initial_sync(work, args, round_no):
     gateway = None
     try:
         wait_http(f"http://127.0.0.1:{dev_ports['admin']}/readyz")
+        call_mean, call_median = emulated_call_ms(dev_ports["platform"], data)
         port, admin_port = free_port(), free_port()
         conf = os.path.join(work, f"sync-gateway-{round_no}.toml")
         with open(conf, "w") as f:
@@ -786,6 +813,8 @@ def initial_sync(work, args, round_no):
         peaks = sampler.stop()
         floor = calls * SCALE_LATENCY_MS / 1000.0 / SCALE_MAX_CONCURRENCY
         return {
+            f"native call at {SCALE_LATENCY_MS} ms latency, mean ms": call_mean,
+            f"native call at {SCALE_LATENCY_MS} ms latency, median ms": call_median,
             "wall s": wall,
             **figures,
             "native calls": calls,
