@@ -65,42 +65,38 @@ fn percent_decode(s: &str) -> String {
 
 /// SCIM attributes a user extension property can hold, named by SCIM path with the
 /// multi-valued `type` as a segment (`emails.work`, `addresses.work.locality`).
-const SLOTS: &[&str] = &[
-    "name.givenName",
-    "name.middleName",
-    "name.familyName",
-    "name.formatted",
-    "name.honorificPrefix",
-    "name.honorificSuffix",
-    "displayName",
-    "nickName",
-    "title",
-    "userType",
-    "preferredLanguage",
-    "locale",
-    "timezone",
-    "profileUrl",
-    "emails.work",
-    "emails.home",
-    "emails.other",
-    "phoneNumbers.work",
-    "phoneNumbers.home",
-    "phoneNumbers.mobile",
-    "phoneNumbers.fax",
-    "phoneNumbers.pager",
-    "phoneNumbers.other",
-    "addresses.work.streetAddress",
-    "addresses.work.locality",
-    "addresses.work.region",
-    "addresses.work.postalCode",
-    "addresses.work.country",
-    "addresses.work.formatted",
-    "enterprise.employeeNumber",
-    "enterprise.costCenter",
-    "enterprise.organization",
-    "enterprise.division",
-    "enterprise.department",
-];
+const SLOTS: [&str; 34] = around_simple_user_attributes(
+    [
+        "name.givenName",
+        "name.middleName",
+        "name.familyName",
+        "name.formatted",
+        "name.honorificPrefix",
+        "name.honorificSuffix",
+    ],
+    [
+        "emails.work",
+        "emails.home",
+        "emails.other",
+        "phoneNumbers.work",
+        "phoneNumbers.home",
+        "phoneNumbers.mobile",
+        "phoneNumbers.fax",
+        "phoneNumbers.pager",
+        "phoneNumbers.other",
+        "addresses.work.streetAddress",
+        "addresses.work.locality",
+        "addresses.work.region",
+        "addresses.work.postalCode",
+        "addresses.work.country",
+        "addresses.work.formatted",
+        "enterprise.employeeNumber",
+        "enterprise.costCenter",
+        "enterprise.organization",
+        "enterprise.division",
+        "enterprise.department",
+    ],
+);
 
 pub fn known_slots() -> Vec<&'static str> {
     SLOTS.to_vec()
@@ -150,9 +146,45 @@ pub const SIMPLE_USER_ATTRIBUTES: [&str; 8] = [
     "profileUrl",
 ];
 
+/// `before`, the simple user attributes, then `after`: a list of user attributes in the
+/// schema's order that spells the simple ones only here. Evaluated when compiled; a length that
+/// does not add up is a compile error.
+pub const fn around_simple_user_attributes<const B: usize, const A: usize, const N: usize>(
+    before: [&'static str; B],
+    after: [&'static str; A],
+) -> [&'static str; N] {
+    assert!(N == B + SIMPLE_USER_ATTRIBUTES.len() + A);
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < B {
+        out[i] = before[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < SIMPLE_USER_ATTRIBUTES.len() {
+        out[B + i] = SIMPLE_USER_ATTRIBUTES[i];
+        i += 1;
+    }
+    let mut i = 0;
+    while i < A {
+        out[B + SIMPLE_USER_ATTRIBUTES.len() + i] = after[i];
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_simple_attributes_stand_in_the_schemas_place() {
+        assert_eq!(SLOTS[5], "name.honorificSuffix");
+        assert_eq!(SLOTS[6..14], SIMPLE_USER_ATTRIBUTES);
+        assert_eq!(SLOTS[14], "emails.work");
+        assert_eq!(SLOTS[33], "enterprise.department");
+        assert!(is_known_slot("profileUrl") && is_known_slot("addresses.work.formatted"));
+    }
 
     #[test]
     fn default_mapping_uses_only_known_slots() {

@@ -5,29 +5,16 @@
 use super::error::{ScimError, Version};
 use super::filter::{self, AttrPath, Dialect, Filter};
 use super::{urn, v1};
+use crate::builtin::around_simple_user_attributes;
 use crate::platform::names;
 use serde_json::Value;
 
 /// Attributes a user filter may name: what the gateway stores (plus `groups`, read back).
-pub(super) const USER_ATTRIBUTES: &[&str] = &[
-    "id",
-    "externalId",
-    "userName",
-    "name",
-    "displayName",
-    "nickName",
-    "title",
-    "userType",
-    "preferredLanguage",
-    "locale",
-    "timezone",
-    "profileUrl",
-    "active",
-    "emails",
-    "phoneNumbers",
-    "addresses",
-    "groups",
-];
+pub(super) const USER_ATTRIBUTES: &[&str] = &USER_ATTRIBUTE_LIST;
+const USER_ATTRIBUTE_LIST: [&str; 17] = around_simple_user_attributes(
+    ["id", "externalId", "userName", "name"],
+    ["active", "emails", "phoneNumbers", "addresses", "groups"],
+);
 pub(super) const GROUP_ATTRIBUTES: &[&str] = &["id", "displayName", "members", "externalId"];
 const ENTERPRISE_ATTRIBUTES: &[&str] = &[
     "employeeNumber",
