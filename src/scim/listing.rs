@@ -158,14 +158,7 @@ impl ScimService {
             } else {
                 names.sort_by_cached_key(|n| names::fold(n));
             }
-            let (total, start, page) = self.page(names, query);
-            let items = p
-                .read_users(page)
-                .await?
-                .iter()
-                .map(|u| ctx.render_user(u))
-                .collect();
-            return Ok((total, start, items));
+            return self.user_page(ctx, p, names, query).await;
         }
         let cheap = |path: &AttrPath| {
             path.urn.is_none()
@@ -191,14 +184,8 @@ impl ScimService {
                 })
                 .collect();
             sort(&mut kept, query, |(_, v)| v, "userName");
-            let (total, start, page) = self.page(kept, query);
-            let items = p
-                .read_users(page.into_iter().map(|(n, _)| n).collect())
-                .await?
-                .iter()
-                .map(|u| ctx.render_user(u))
-                .collect();
-            return Ok((total, start, items));
+            let names = kept.into_iter().map(|(n, _)| n).collect();
+            return self.user_page(ctx, p, names, query).await;
         }
         if names.len() > self.settings.max_filter_candidates {
             return Err(ScimError::bad_request(
@@ -320,6 +307,24 @@ impl ScimService {
         });
         sort(&mut rendered, query, |v| v, "displayName");
         Ok(self.page(rendered, query))
+    }
+
+    /// The page of `names` (filtered and in order) the query asks for, read and rendered.
+    async fn user_page(
+        &self,
+        ctx: &Context,
+        p: &Provisioner,
+        names: Vec<String>,
+        query: &Query,
+    ) -> Result<(usize, usize, Vec<Value>), ScimError> {
+        let (total, start, page) = self.page(names, query);
+        let items = p
+            .read_users(page)
+            .await?
+            .iter()
+            .map(|u| ctx.render_user(u))
+            .collect();
+        Ok((total, start, items))
     }
 
     /// 1-based paging; without `count`, everything up to `scim.max_results` (some identity
