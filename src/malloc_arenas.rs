@@ -7,15 +7,12 @@
 //! directories"). Two arenas keep contention low on the cores a sidecar gets.
 
 /// The arena limit used unless `MALLOC_ARENA_MAX` says otherwise.
-pub const DEFAULT_MAX: usize = 2;
+pub const DEFAULT_MAX: i32 = 2;
 
 /// The limit to set, or `None` when the operator chose one in the environment (glibc read it
-/// before `main`) or it could not be expressed.
+/// before `main`).
 pub fn wanted(from_environment: Option<&std::ffi::OsStr>) -> Option<i32> {
-    match from_environment {
-        Some(_) => None,
-        None => i32::try_from(DEFAULT_MAX).ok(),
-    }
+    from_environment.is_none().then_some(DEFAULT_MAX)
 }
 
 /// Limits the arenas; call first thing in `main`, before any other thread exists, since glibc
