@@ -33,6 +33,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// The peer's IP address as text, written once per connection rather than per access line.
     pub peer_ip: Arc<str>,
+    /// The client as pass-through's forwarded headers name it.
+    pub forwarded_as: Arc<crate::proxy::ClientIdentity>,
     pub scheme: &'static str,
     pub activity: Arc<Activity>,
     /// `Strict-Transport-Security` for every answer on this (TLS) listener.
@@ -91,7 +93,11 @@ impl Gateway {
             r
         } else {
             match route {
-                Route::PassThrough => match self.proxy.forward(req, conn.peer, conn.scheme).await {
+                Route::PassThrough => match self
+                    .proxy
+                    .forward(req, &conn.forwarded_as, conn.scheme)
+                    .await
+                {
                     Ok(forwarded) => {
                         line.upstream_time = Some(forwarded.upstream_time);
                         forwarded.response
@@ -106,7 +112,9 @@ impl Gateway {
                         client: conn.peer.ip(),
                         origin: self.origin(&req, conn),
                     };
-                    self.scim.handle(req, info).await
+                    // Boxed so the SCIM state machine is not part of every pass-through
+                    // request's future, which is allocated and moved once per request.
+                    Box::pin(self.scim.handle(req, info)).await
                 }
                 Route::Ambiguous => {
                     tracing::info!(target = %line.target, "ambiguous path under the SCIM provider refused");
@@ -237,28 +245,20 @@ pub fn record_request(route: Route, status: u16, elapsed: Duration, upstream: Op
 
 impl Drop for AccessLine {
     fn drop(&mut self) {
-        record_request(
-            self.route,
-            self.status,
-            self.started.elapsed(),
-            self.upstream_time,
-        );
-        // Text values rather than `%`/`?` ones: each of those runs the formatting machinery
-        // once per request, a visible share of a small pass-through request's CPU.
-        tracing::info!(
-            target: "scimgate::access",
-            method = self.method.as_str(),
-            path = self.target.as_str(),
-            version = version_name(self.version),
-            status = self.status,
-            bytes = self.bytes,
-            duration_ms = millis(self.started.elapsed()),
-            upstream_ms = self.upstream_time.map(millis),
-            client = &*self.client,
-            route = self.route.as_str(),
-            complete = self.finished,
-            "access"
-        );
+        let elapsed = self.started.elapsed();
+        record_request(self.route, self.status, elapsed, self.upstream_time);
+        crate::logging::access(&crate::logging::AccessRecord {
+            method: self.method.as_str(),
+            path: &self.target,
+            version: version_name(self.version),
+            status: self.status,
+            bytes: self.bytes,
+            duration_ms: millis(elapsed),
+            upstream_ms: self.upstream_time.map(millis),
+            client: &self.client,
+            route: self.route.as_str(),
+            complete: self.finished,
+        });
     }
 }
 

@@ -78,13 +78,20 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers, including any the sender named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+    // One look at each name present instead of a removal per hop-by-hop name: most messages
+    // carry none or only `Connection`, and this runs twice per pass-through request.
+    let fixed = fixed_hop_by_hop();
+    let mut found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| fixed.contains(name))
+        .cloned()
         .collect();
-    for name in named {
-        headers.remove(name);
+    if found.contains(&header::CONNECTION) {
+        found.extend(
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+        );
     }
-    for name in fixed_hop_by_hop() {
+    for name in found {
         headers.remove(name);
     }
 }
@@ -97,8 +104,35 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocols: &[String]) {
     }
 }
 
+/// A connection's client as the forwarded headers name it, written once per connection.
+pub struct ClientIdentity {
+    ip: IpAddr,
+    /// For `X-Forwarded-For`.
+    ip_text: String,
+    /// For `Forwarded`'s `for=` (RFC 7239 §6: an IPv6 address is bracketed and quoted).
+    node: String,
+}
+
+impl ClientIdentity {
+    pub fn new(ip: IpAddr) -> Self {
+        let node = match ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        Self {
+            ip,
+            ip_text: ip.to_string(),
+            node,
+        }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 pub struct ClientFacts<'a> {
-    pub client_ip: IpAddr,
+    pub client: &'a ClientIdentity,
     /// Scheme the client used to reach the gateway.
     pub scheme: &'static str,
     /// Host the client asked for (Host header or `:authority`).
@@ -137,12 +171,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, facts: &ClientFacts<'_>, trusted: 
         headers.remove(name);
     }
 
-    let ip = facts.client_ip.to_string();
-    let xff = match prior_for {
-        Some(prior) => format!("{prior}, {ip}"),
-        None => ip.clone(),
-    };
-    insert(headers, &X_FORWARDED_FOR, &xff);
+    let ip = &facts.client.ip_text;
+    match prior_for {
+        Some(prior) => insert(headers, &X_FORWARDED_FOR, &format!("{prior}, {ip}")),
+        None => insert(headers, &X_FORWARDED_FOR, ip),
+    }
     insert(
         headers,
         &X_FORWARDED_PROTO,
@@ -152,18 +185,28 @@ pub fn set_forwarded(headers: &mut HeaderMap, facts: &ClientFacts<'_>, trusted: 
         insert(headers, &X_FORWARDED_HOST, host);
     }
 
-    let node = match facts.client_ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={node};proto={}", facts.scheme);
-    if let Some(host) = facts.host.filter(|h| is_forwarded_safe(h)) {
-        element.push_str(&format!(";host=\"{host}\""));
+    let safe_host = facts.host.filter(|h| is_forwarded_safe(h));
+    let mut forwarded = String::with_capacity(
+        prior_forwarded.as_ref().map_or(0, |p| p.len() + 2)
+            + 4
+            + facts.client.node.len()
+            + 7
+            + facts.scheme.len()
+            + safe_host.map_or(0, |h| h.len() + 8),
+    );
+    if let Some(prior) = &prior_forwarded {
+        forwarded.push_str(prior);
+        forwarded.push_str(", ");
     }
-    let forwarded = match prior_forwarded {
-        Some(prior) => format!("{prior}, {element}"),
-        None => element,
-    };
+    forwarded.push_str("for=");
+    forwarded.push_str(&facts.client.node);
+    forwarded.push_str(";proto=");
+    forwarded.push_str(facts.scheme);
+    if let Some(host) = safe_host {
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
+    }
     insert(headers, &header::FORWARDED, &forwarded);
 }
 
@@ -184,8 +227,10 @@ mod tests {
     use super::*;
 
     fn facts() -> ClientFacts<'static> {
+        static CLIENT: std::sync::LazyLock<ClientIdentity> =
+            std::sync::LazyLock::new(|| ClientIdentity::new("10.1.2.3".parse().unwrap()));
         ClientFacts {
-            client_ip: "10.1.2.3".parse().unwrap(),
+            client: &CLIENT,
             scheme: "https",
             host: Some("gw.example.com:8443"),
         }
@@ -232,10 +277,83 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_is_quoted_in_forwarded() {
+    fn every_hop_by_hop_header_and_every_value_goes() {
+        let mut h = HeaderMap::new();
+        h.append("connection", "keep-alive".parse().unwrap());
+        h.append("connection", "X-Named, close".parse().unwrap());
+        h.append("x-named", "1".parse().unwrap());
+        h.append("x-named", "2".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        for name in [
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            h.insert(HeaderName::from_static(name), "x".parse().unwrap());
+        }
+        h.insert("x-end-to-end", "kept".parse().unwrap());
+        h.append("set-cookie", "a=1".parse().unwrap());
+        h.append("set-cookie", "b=2".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<(&str, &str)> = h
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("x-end-to-end", "kept")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_trusted_forwarded_chain_is_extended_and_an_unsafe_host_left_out() {
+        let mut h = HeaderMap::new();
+        h.append("forwarded", "for=1.1.1.1".parse().unwrap());
+        h.append("forwarded", "for=2.2.2.2;proto=http".parse().unwrap());
+        let f = ClientFacts {
+            host: Some("evil\";by=x"),
+            ..facts()
+        };
+        set_forwarded(&mut h, &f, true);
+        assert_eq!(
+            h["forwarded"],
+            "for=1.1.1.1, for=2.2.2.2;proto=http, for=10.1.2.3;proto=https"
+        );
+        assert_eq!(h.get_all("forwarded").iter().count(), 1);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_named_plainly_in_x_forwarded_for() {
+        let client = ClientIdentity::new("2001:db8::7".parse().unwrap());
         let mut h = HeaderMap::new();
         let f = ClientFacts {
-            client_ip: "::1".parse().unwrap(),
+            client: &client,
+            scheme: "https",
+            host: Some("gw"),
+        };
+        set_forwarded(&mut h, &f, false);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert_eq!(
+            h["forwarded"],
+            "for=\"[2001:db8::7]\";proto=https;host=\"gw\""
+        );
+    }
+
+    #[test]
+    fn ipv6_is_quoted_in_forwarded() {
+        let mut h = HeaderMap::new();
+        let client = ClientIdentity::new("::1".parse().unwrap());
+        let f = ClientFacts {
+            client: &client,
             scheme: "http",
             host: None,
         };

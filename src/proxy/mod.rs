@@ -3,7 +3,7 @@
 
 mod headers;
 
-pub use headers::is_trusted;
+pub use headers::{is_trusted, ClientIdentity};
 
 use crate::body::{text_response, Body, BoxError, ClientBody, ClientBodyError};
 use crate::config::{UpstreamConfig, UpstreamScheme};
@@ -99,6 +99,8 @@ pub struct Proxy {
     /// Upgrades can only ride HTTP/1.1, so they never share the pool with HTTP/2 connections.
     upgrade_client: UpstreamClient,
     upstream: UpstreamConfig,
+    /// `Host` for the upstream when the client's is not preserved: parsed once, not per request.
+    upstream_host: Option<HeaderValue>,
     trusted: Vec<IpNet>,
     /// Lower-cased `proxy.allowed_upgrades`.
     allowed_upgrades: Vec<String>,
@@ -119,9 +121,11 @@ impl Proxy {
     ) -> Result<Self, ProxyBuildError> {
         let client = build_upstream_client(&upstream)?;
         let upgrade_client = build_client(&upstream, client_tls_config(&upstream)?, true);
+        let upstream_host = HeaderValue::from_str(upstream.authority.as_str()).ok();
         Ok(Self {
             client,
             upgrade_client,
+            upstream_host,
             upstream,
             trusted,
             allowed_upgrades,
@@ -148,7 +152,7 @@ impl Proxy {
     pub async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        client: &ClientIdentity,
         scheme: &'static str,
     ) -> Result<Forwarded, ProxyError> {
         // Past a 101 the connection is a raw tunnel the router never sees again, so a switch is
@@ -169,45 +173,47 @@ impl Proxy {
         }
         // `:authority` (HTTP/2) or the absolute-form target is the URI's authority; framing
         // checks made sure a Host header beside it agrees.
-        let client_host = parts.uri.authority().map(|a| a.to_string()).or_else(|| {
-            parts
+        let client_host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            None => parts
                 .headers
                 .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        });
+                .filter(|h| h.to_str().is_ok())
+                .cloned(),
+        };
 
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        parts.uri = Uri::builder()
-            .scheme(self.upstream.scheme.as_str())
-            .authority(self.upstream.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        // The client's path and query are kept as they arrived (no second parse); only the
+        // scheme and authority become the upstream's.
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        uri.scheme = Some(match self.upstream.scheme {
+            UpstreamScheme::Https => http::uri::Scheme::HTTPS,
+            UpstreamScheme::Http => http::uri::Scheme::HTTP,
+        });
+        uri.authority = Some(self.upstream.authority.clone());
+        parts.uri = Uri::from_parts(uri)
             .map_err(|_| ProxyError::BadRequest("the request target is not a valid path"))?;
         parts.version = Version::HTTP_11;
 
         headers::strip_hop_by_hop(&mut parts.headers);
-        let client_ip = canonical_ip(peer.ip());
         headers::set_forwarded(
             &mut parts.headers,
             &headers::ClientFacts {
-                client_ip,
+                client,
                 scheme,
-                host: client_host.as_deref(),
+                host: client_host.as_ref().and_then(|h| h.to_str().ok()),
             },
-            is_trusted(client_ip, &self.trusted),
+            is_trusted(client.ip(), &self.trusted),
         );
         let host = if self.upstream.preserve_host {
-            client_host.unwrap_or_else(|| self.upstream.authority.to_string())
+            client_host.or_else(|| self.upstream_host.clone())
         } else {
-            self.upstream.authority.to_string()
+            self.upstream_host.clone()
         };
-        if let Ok(h) = HeaderValue::from_str(&host) {
-            parts.headers.insert(header::HOST, h);
+        if let Some(host) = host {
+            parts.headers.insert(header::HOST, host);
         }
         if let Some(protocols) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocols);
@@ -322,6 +328,11 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
         }
         Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
     }
+}
+
+/// The forwarded headers' view of a connection's client, made once when it connects.
+pub fn client_identity(peer: SocketAddr) -> ClientIdentity {
+    ClientIdentity::new(canonical_ip(peer.ip()))
 }
 
 /// `::ffff:10.0.0.1` is an IPv4 client on a dual-stack socket; CIDR rules are written for IPv4.

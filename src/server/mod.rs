@@ -742,6 +742,7 @@ async fn serve_http<I>(
     let connection = Connection {
         peer,
         peer_ip: peer.ip().to_string().into(),
+        forwarded_as: Arc::new(crate::proxy::client_identity(peer)),
         scheme,
         activity: activity.clone(),
         hsts,
