@@ -2,6 +2,7 @@
 //! both directions, and protocol upgrades (the platform's edge devices use WebSockets).
 
 mod headers;
+mod pool;
 
 pub use headers::{is_trusted, ClientIdentity};
 
@@ -96,6 +97,8 @@ pub struct Forwarded {
 
 pub struct Proxy {
     client: UpstreamClient,
+    /// Pass-through's own HTTP/1.1 pool, for a plain-HTTP platform spoken to in HTTP/1.1.
+    pool: Option<Arc<pool::Http1Pool>>,
     /// Upgrades can only ride HTTP/1.1, so they never share the pool with HTTP/2 connections.
     upgrade_client: UpstreamClient,
     upstream: UpstreamConfig,
@@ -120,10 +123,30 @@ impl Proxy {
         on_upstream_answer: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, ProxyBuildError> {
         let client = build_upstream_client(&upstream)?;
-        let upgrade_client = build_client(&upstream, client_tls_config(&upstream)?, true);
         let upstream_host = HeaderValue::from_str(upstream.authority.as_str()).ok();
+        let tls = client_tls_config(&upstream)?;
+        let upgrade_client = build_client(&upstream, tls.clone(), true);
+        let origin = http::uri::Builder::new()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(upstream.authority.clone())
+            .path_and_query("/")
+            .build();
+        let pool = match origin {
+            Ok(origin)
+                if upstream.scheme == UpstreamScheme::Http && !upstream.http2_prior_knowledge =>
+            {
+                Some(pool::Http1Pool::new(
+                    tcp_connector(upstream.connect_timeout),
+                    origin,
+                    upstream.pool_max_idle_per_host,
+                    upstream.pool_idle_timeout,
+                ))
+            }
+            _ => None,
+        };
         Ok(Self {
             client,
+            pool,
             upgrade_client,
             upstream_host,
             upstream,
@@ -188,11 +211,19 @@ impl Proxy {
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        uri.scheme = Some(match self.upstream.scheme {
-            UpstreamScheme::Https => http::uri::Scheme::HTTPS,
-            UpstreamScheme::Http => http::uri::Scheme::HTTP,
-        });
-        uri.authority = Some(self.upstream.authority.clone());
+        let pool = self.pool.as_ref().filter(|_| upgrade.is_none());
+        if pool.is_some() {
+            // The pool writes the target as it is: origin-form, as HTTP/1.1 asks of a client
+            // that is not talking to a proxy.
+            uri.scheme = None;
+            uri.authority = None;
+        } else {
+            uri.scheme = Some(match self.upstream.scheme {
+                UpstreamScheme::Https => http::uri::Scheme::HTTPS,
+                UpstreamScheme::Http => http::uri::Scheme::HTTP,
+            });
+            uri.authority = Some(self.upstream.authority.clone());
+        }
         parts.uri = Uri::from_parts(uri)
             .map_err(|_| ProxyError::BadRequest("the request target is not a valid path"))?;
         parts.version = Version::HTTP_11;
@@ -242,20 +273,34 @@ impl Proxy {
             }
         };
         let upstream_req = Request::from_parts(parts, body);
-        let client = if upgrade.is_some() {
-            &self.upgrade_client
-        } else {
-            &self.client
-        };
         let started = Instant::now();
-        let mut response =
-            match tokio::time::timeout(self.upstream.request_timeout, client.request(upstream_req))
-                .await
-            {
-                Err(_) => return Err(ProxyError::Timeout(self.upstream.request_timeout)),
-                Ok(Err(e)) => return Err(classify_client_error(&e)),
-                Ok(Ok(r)) => r,
-            };
+        let exchange = async {
+            match pool {
+                Some(pool) => pool.send(upstream_req).await.map_err(|e| match e {
+                    pool::PoolError::Connect(e) => classify(&*e, true),
+                    pool::PoolError::Exchange(e) => classify(&e, false),
+                }),
+                None => {
+                    let client = if upgrade.is_some() {
+                        &self.upgrade_client
+                    } else {
+                        &self.client
+                    };
+                    match client.request(upstream_req).await {
+                        Ok(response) => {
+                            Ok(response.map(|body| body.map_err(BoxError::from).boxed()))
+                        }
+                        Err(e) => Err(classify(&e, e.is_connect())),
+                    }
+                }
+            }
+        };
+        let mut response = match tokio::time::timeout(self.upstream.request_timeout, exchange).await
+        {
+            Err(_) => return Err(ProxyError::Timeout(self.upstream.request_timeout)),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(r)) => r,
+        };
         let upstream_time = started.elapsed();
         (self.on_upstream_answer)();
 
@@ -299,7 +344,7 @@ impl Proxy {
                 parts.headers.remove(header::CONTENT_LENGTH);
                 crate::body::empty()
             } else {
-                body.map_err(BoxError::from).boxed()
+                body
             };
         Ok(Forwarded {
             response: Response::from_parts(parts, body),
@@ -346,9 +391,12 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-fn classify_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
+/// What went wrong in an upstream exchange, from the error and its sources; `connect` says the
+/// request never left the gateway because no connection could be opened.
+fn classify(e: &(dyn std::error::Error + 'static), connect: bool) -> ProxyError {
     let mut detail = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut timed_out = false;
+    let mut source = e.source();
     while let Some(s) = source {
         // The client's own body failed (stalled, too large, malformed): the client's fault.
         if let Some(body) = s.downcast_ref::<ClientBodyError>() {
@@ -360,21 +408,19 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> ProxyError {
                 }
             });
         }
+        timed_out |= s
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
         detail.push_str(": ");
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    if e.is_connect() {
+    timed_out |= e
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+    if connect {
         // hyper-util words its own connect_timeout as tokio's "deadline has elapsed"; name it,
         // so an operator reading the log knows the platform never answered the connect.
-        let mut timed_out = false;
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            timed_out |= s
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-            source = s.source();
-        }
         if timed_out {
             ProxyError::Unreachable(format!("connect timed out: {detail}"))
         } else {
@@ -455,17 +501,23 @@ fn build_client(
         .build(connector(tls, upstream.connect_timeout, http1_only))
 }
 
+/// TCP with no Nagle delay and keep-alive probes.
+fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http
+}
+
 /// TCP (no Nagle delay, keep-alive probes) with TLS where the URL says https.
 fn connector(
     tls: rustls::ClientConfig,
     connect_timeout: Duration,
     http1_only: bool,
 ) -> hyper_rustls::HttpsConnector<HttpConnector> {
-    let mut http = HttpConnector::new();
+    let mut http = tcp_connector(connect_timeout);
     http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(60)));
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http();
