@@ -57,6 +57,26 @@ impl Router {
     }
 
     pub fn classify(&self, path: &str) -> Route {
+        if is_simple(path) {
+            return self.classify_simple(path);
+        }
+        self.classify_general(path)
+    }
+
+    /// [`Router::classify_general`] for a simple path, without its copies: such a path reads the
+    /// same under both normalisations, apart from case and a trailing slash (which `under`
+    /// accepts either way).
+    fn classify_simple(&self, path: &str) -> Route {
+        if under_ignoring_case(path, &self.scim_base) {
+            return Route::Scim;
+        }
+        if under_ignoring_case(path, &self.guarded) && !self.plain(path) {
+            return Route::Ambiguous;
+        }
+        Route::PassThrough
+    }
+
+    fn classify_general(&self, path: &str) -> Route {
         let normalized = normalize(path).to_ascii_lowercase();
         if under(&normalized, &self.scim_base) {
             return Route::Scim;
@@ -78,6 +98,25 @@ impl Router {
                     && !segment.contains(['%', '\\', ';'])
             })
     }
+}
+
+/// Letters, digits, `-`, `_`, `~` and single slashes, from a leading slash: nothing any
+/// normalisation decodes, drops, folds or resolves (no `%`, `\\`, `;`, dots, spaces or empty
+/// segments). Most pass-through requests are spelt so, and routing runs for every request.
+fn is_simple(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains("//")
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'~'))
+}
+
+/// [`under`] for a lower-cased `prefix`, whatever the case of `path`.
+fn under_ignoring_case(path: &str, prefix: &str) -> bool {
+    let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+    path.len() >= prefix.len()
+        && path[..prefix.len()].eq_ignore_ascii_case(prefix)
+        && (path.len() == prefix.len() || path[prefix.len()] == b'/')
 }
 
 fn under(path: &str, prefix: &str) -> bool {
@@ -249,6 +288,72 @@ mod tests {
             "%",
         ] {
             assert_eq!(r.classify(p), Route::PassThrough, "{p}");
+        }
+    }
+
+    /// The shortcut for simple paths must route every one of them as the general rules do:
+    /// every spelling made of the simple alphabet, around and inside the SCIM base, in every
+    /// case, with and without a trailing slash.
+    #[test]
+    fn simple_paths_route_as_the_general_rules_do() {
+        for base in ["/Thingworx/SCIMProvider/SCIM", "/scim", "/a-b/C_d~/v2/"] {
+            let r = Router::new(base);
+            let mut pieces: Vec<String> = ["", "x", "Users", "v2", "-", "_", "~", "SCIMx", "a1"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            for segment in base.split('/').filter(|s| !s.is_empty()) {
+                pieces.push(segment.to_string());
+                pieces.push(segment.to_ascii_lowercase());
+                pieces.push(segment.to_ascii_uppercase());
+                pieces.push(format!("{segment}x"));
+                pieces.push(segment[..segment.len() - 1].to_string());
+            }
+            // Every path of up to four segments from a seeded walk over the pieces.
+            let mut seed: u64 = 0x5eed;
+            let mut next = |n: usize| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) as usize % n
+            };
+            let mut checked = 0;
+            for _ in 0..20_000 {
+                let depth = 1 + next(5);
+                let mut path = String::new();
+                for _ in 0..depth {
+                    path.push('/');
+                    path.push_str(&pieces[next(pieces.len())]);
+                }
+                for candidate in [path.clone(), format!("{path}/")] {
+                    if is_simple(&candidate) {
+                        checked += 1;
+                        assert_eq!(
+                            r.classify(&candidate),
+                            r.classify_general(&candidate),
+                            "base {base}, path {candidate}"
+                        );
+                    }
+                }
+            }
+            // The base itself and what lies under it, in every case.
+            let trimmed = base.trim_end_matches('/');
+            for candidate in [
+                trimmed.to_string(),
+                trimmed.to_ascii_lowercase(),
+                trimmed.to_ascii_uppercase(),
+                format!("{trimmed}/Users"),
+                format!("{}/", trimmed.to_ascii_uppercase()),
+            ] {
+                assert_eq!(r.classify(&candidate), Route::Scim, "{candidate}");
+                assert_eq!(r.classify_general(&candidate), Route::Scim, "{candidate}");
+            }
+            assert!(checked > 10_000, "only {checked} simple paths checked");
+        }
+        for not_simple in [
+            "", "x", "/a//b", "/a/./b", "/a%2Fb", "/a;b", "/a\\b", "/a b", "/é",
+        ] {
+            assert!(!is_simple(not_simple), "{not_simple}");
         }
     }
 }

@@ -15,7 +15,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 /// in `Connection` must not get it through either.
 static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies conventionally drop.
+/// RFC 9110 §7.6.1 hop-by-hop headers, plus the non-standard ones proxies conventionally drop;
+/// `Connection` first.
 fn fixed_hop_by_hop() -> [&'static HeaderName; 10] {
     [
         &header::CONNECTION,
@@ -78,21 +79,31 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers, including any the sender named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One look at each name present instead of a removal per hop-by-hop name: most messages
-    // carry none or only `Connection`, and this runs twice per pass-through request.
+    // One look at each name present instead of a removal per hop-by-hop name, and no copies:
+    // most messages carry none or only `Connection`, and this runs twice per pass-through
+    // request.
     let fixed = fixed_hop_by_hop();
-    let mut found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| fixed.contains(name))
-        .cloned()
-        .collect();
-    if found.contains(&header::CONNECTION) {
-        found.extend(
-            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
-        );
+    let mut present = [false; 10];
+    for name in headers.keys() {
+        if let Some(i) = fixed.iter().position(|f| *f == name) {
+            present[i] = true;
+        }
     }
-    for name in found {
-        headers.remove(name);
+    if present[0] {
+        // `Connection` (first in the list): the names it lists go too. Fixed ones are removed
+        // below anyway, so only other names are parsed (and copied).
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !fixed.iter().any(|f| f.as_str().eq_ignore_ascii_case(t)))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for (name, present) in fixed.iter().zip(present) {
+        if present {
+            headers.remove(*name);
+        }
     }
 }
 
@@ -109,6 +120,8 @@ pub struct ClientIdentity {
     ip: IpAddr,
     /// For `X-Forwarded-For`.
     ip_text: String,
+    /// `ip_text` as a header value, shared by every request on the connection.
+    ip_value: Option<HeaderValue>,
     /// For `Forwarded`'s `for=` (RFC 7239 §6: an IPv6 address is bracketed and quoted).
     node: String,
 }
@@ -119,9 +132,11 @@ impl ClientIdentity {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("\"[{v6}]\""),
         };
+        let ip_text = ip.to_string();
         Self {
             ip,
-            ip_text: ip.to_string(),
+            ip_value: HeaderValue::from_str(&ip_text).ok(),
+            ip_text,
             node,
         }
     }
@@ -136,7 +151,7 @@ pub struct ClientFacts<'a> {
     /// Scheme the client used to reach the gateway.
     pub scheme: &'static str,
     /// Host the client asked for (Host header or `:authority`).
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
 }
 
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -171,21 +186,38 @@ pub fn set_forwarded(headers: &mut HeaderMap, facts: &ClientFacts<'_>, trusted: 
         headers.remove(name);
     }
 
-    let ip = &facts.client.ip_text;
-    match prior_for {
-        Some(prior) => insert(headers, &X_FORWARDED_FOR, &format!("{prior}, {ip}")),
-        None => insert(headers, &X_FORWARDED_FOR, ip),
+    match (prior_for, &facts.client.ip_value) {
+        (Some(prior), _) => insert(
+            headers,
+            &X_FORWARDED_FOR,
+            &format!("{prior}, {}", facts.client.ip_text),
+        ),
+        (None, Some(ip)) => {
+            headers.insert(X_FORWARDED_FOR.clone(), ip.clone());
+        }
+        (None, None) => {}
     }
-    insert(
-        headers,
-        &X_FORWARDED_PROTO,
-        prior_proto.as_deref().unwrap_or(facts.scheme),
-    );
-    if let Some(host) = prior_host.as_deref().or(facts.host) {
-        insert(headers, &X_FORWARDED_HOST, host);
+    match prior_proto {
+        Some(proto) => insert(headers, &X_FORWARDED_PROTO, &proto),
+        None => {
+            headers.insert(
+                X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static(facts.scheme),
+            );
+        }
+    }
+    match (prior_host, facts.host) {
+        (Some(prior), _) => insert(headers, &X_FORWARDED_HOST, &prior),
+        (None, Some(host)) => {
+            headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+        }
+        (None, None) => {}
     }
 
-    let safe_host = facts.host.filter(|h| is_forwarded_safe(h));
+    let safe_host = facts
+        .host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| is_forwarded_safe(h));
     let mut forwarded = String::with_capacity(
         prior_forwarded.as_ref().map_or(0, |p| p.len() + 2)
             + 4
@@ -207,7 +239,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, facts: &ClientFacts<'_>, trusted: 
         forwarded.push_str(host);
         forwarded.push('"');
     }
-    insert(headers, &header::FORWARDED, &forwarded);
+    // The text becomes the value's buffer as it is, without a copy.
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
+        headers.insert(header::FORWARDED, value);
+    }
 }
 
 /// A host goes into a quoted-string; refuse anything that could break out of it.
@@ -227,12 +262,13 @@ mod tests {
     use super::*;
 
     fn facts() -> ClientFacts<'static> {
+        static HOST: HeaderValue = HeaderValue::from_static("gw.example.com:8443");
         static CLIENT: std::sync::LazyLock<ClientIdentity> =
             std::sync::LazyLock::new(|| ClientIdentity::new("10.1.2.3".parse().unwrap()));
         ClientFacts {
             client: &CLIENT,
             scheme: "https",
-            host: Some("gw.example.com:8443"),
+            host: Some(&HOST),
         }
     }
 
@@ -319,8 +355,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("forwarded", "for=1.1.1.1".parse().unwrap());
         h.append("forwarded", "for=2.2.2.2;proto=http".parse().unwrap());
+        let evil = HeaderValue::from_static("evil\";by=x");
         let f = ClientFacts {
-            host: Some("evil\";by=x"),
+            host: Some(&evil),
             ..facts()
         };
         set_forwarded(&mut h, &f, true);
@@ -338,7 +375,7 @@ mod tests {
         let f = ClientFacts {
             client: &client,
             scheme: "https",
-            host: Some("gw"),
+            host: Some(&HeaderValue::from_static("gw")),
         };
         set_forwarded(&mut h, &f, false);
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");

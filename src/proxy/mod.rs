@@ -234,7 +234,7 @@ impl Proxy {
             &headers::ClientFacts {
                 client,
                 scheme,
-                host: client_host.as_ref().and_then(|h| h.to_str().ok()),
+                host: client_host.as_ref(),
             },
             is_trusted(client.ip(), &self.trusted),
         );
