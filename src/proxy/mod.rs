@@ -256,7 +256,8 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let body = if http_body::Body::is_end_stream(&body) {
-            body.map_err(BoxError::from).boxed()
+            // Nothing to read: a body with no state, which boxes without an allocation.
+            crate::body::empty()
         } else {
             let body = ClientBody::new(body, self.body_read_timeout, self.max_body_bytes);
             match declared {
