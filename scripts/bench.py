@@ -311,7 +311,7 @@ def ratio(a, b):
     return a / b if b else float("nan")
 
 
-def print_table(title, rows):
+def print_table(title, rows, runs=None):
     print(f"\n{title}")
     print(f"  {'path':<10} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7}  (errors: all rounds)")
     for name, r in rows:
@@ -323,6 +323,13 @@ def print_table(title, rows):
     g, n, direct = d.get("scimgate"), d.get("nginx"), d.get("direct")
     if g and n:
         print(f"  scimgate/nginx:  req/s x{ratio(g.rps, n.rps):.2f}   p99 x{ratio(g.p99, n.p99):.2f}")
+        if runs and len(runs.get("scimgate", ())) > 1:
+            # The spread: each round's ratio, scimgate against the nginx run of the same round.
+            per_round = [(ratio(a.rps, b.rps), ratio(a.p99, b.p99))
+                         for a, b in zip(runs["scimgate"], runs["nginx"])]
+            rps_r, p99_r = [x for x, _ in per_round], [y for _, y in per_round]
+            print(f"  scimgate/nginx per round: req/s x{min(rps_r):.2f}-{max(rps_r):.2f}   "
+                  f"p99 x{min(p99_r):.2f}-{max(p99_r):.2f}")
     if g and direct:
         print(f"  scimgate/direct: req/s x{ratio(g.rps, direct.rps):.2f}   p99 x{ratio(g.p99, direct.p99):.2f}")
     return d
@@ -392,7 +399,7 @@ def proxy_benchmarks(args, work, binary, summary):
                     runs[name].append(run(targets[name], d))
             pin_all(nginx_pids(upstream), load_core)
             rows = [(name, median_result(runs[name])) for name in names]
-            summary[title] = print_table(title, rows)
+            summary[title] = print_table(title, rows, runs)
         gw_pid = gateway.p.pid
         summary["scimgate RSS after the runs (MiB)"] = rss_kib(gw_pid) / 1024
         print(f"\nscimgate resident memory after these runs: {rss_kib(gw_pid) / 1024:.1f} MiB")
