@@ -7,7 +7,10 @@ use common::*;
 use http::{Method, Request};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn plain_gateway(upstream: &TestUpstream, extra: &str) -> Gateway {
     Gateway::start(&config_toml(&plain_listener(), &upstream.url(), "", extra)).await
@@ -679,5 +682,132 @@ async fn small_bodies_are_forwarded_whole_and_a_stalled_one_times_out() {
         upstream.requests(),
         before,
         "the upstream saw the stalled request"
+    );
+}
+
+/// A platform with every keep-alive habit a real one may have: it closes a connection right
+/// after an answer without saying so, answers HEAD with a length and no body, sends 204s, and
+/// ends a body by closing. Returns its address and how many connections it accepted.
+async fn quirky_platform() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&seen[..end]).to_string();
+                    seen.drain(..end + 4);
+                    let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let (answer, close) = match target.as_str() {
+                        "/close" => ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nclose", true),
+                        "/head" => ("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n", false),
+                        "/nocontent" => ("HTTP/1.1 204 No Content\r\n\r\n", false),
+                        "/eof" => ("HTTP/1.1 200 OK\r\n\r\nuntil the end", true),
+                        _ => ("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nkept", false),
+                    };
+                    if socket.write_all(answer.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// However the platform ends its connections, no pass-through request fails for it: a
+/// connection it closed is never used again, and one whose answer was not read to its end is
+/// never handed to another request. Sequential and concurrent, over a client connection each
+/// and over kept-alive client connections.
+#[tokio::test]
+async fn a_platform_closing_keep_alive_connections_never_fails_a_request() {
+    let (platform, accepted) = quirky_platform().await;
+    let gw = Gateway::start(&config_toml(
+        &plain_listener(),
+        &format!("http://{platform}"),
+        "",
+        "",
+    ))
+    .await;
+    let host = gw.host_header();
+    let expected = |path: &str| -> (u16, &'static str) {
+        match path {
+            "/close" => (200, "close"),
+            "/head" => (200, ""),
+            "/nocontent" => (204, ""),
+            "/eof" => (200, "until the end"),
+            _ => (200, "kept"),
+        }
+    };
+    let paths = ["/close", "/kept", "/head", "/nocontent", "/eof", "/kept"];
+    let method = |path: &str| {
+        if path == "/head" {
+            Method::HEAD
+        } else {
+            Method::GET
+        }
+    };
+
+    // A new client connection per request.
+    for round in 0..60 {
+        let path = paths[round % paths.len()];
+        let r = send_plain(gw.gateway_addr, request(method(path), &host, path, empty()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status.as_u16(), r.text().as_str()),
+            expected(path),
+            "request {round} ({path})"
+        );
+    }
+
+    // Eight kept-alive client connections at once, each sending every kind in turn.
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let host = host.clone();
+            let addr = gw.gateway_addr;
+            tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut sender = h1_handshake(tcp).await.unwrap();
+                for round in 0..30 {
+                    let path = paths[(round + c) % paths.len()];
+                    sender.ready().await.unwrap();
+                    let r = sender
+                        .send_request(request(method(path), &host, path, empty()))
+                        .await
+                        .unwrap();
+                    let r = Resp::collect(r).await.unwrap();
+                    assert_eq!(
+                        (r.status.as_u16(), r.text().as_str()),
+                        expected(path),
+                        "client {c}, request {round} ({path})"
+                    );
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    // Connections were reused where the platform allowed it, and only there: every `/close`
+    // and `/eof` answer ended its connection, so at least those (100 of the 300 requests) took
+    // a new one, and the kept-alive answers did not each need one.
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(
+        (100..300).contains(&opened),
+        "{opened} platform connections for 300 requests"
     );
 }
