@@ -69,6 +69,85 @@ impl http_body::Body for Chunks {
     }
 }
 
+/// What a [`Watched`] body reports while it is read.
+pub trait BodyWatch {
+    /// A data frame of `bytes` bytes went by.
+    fn data(&mut self, _bytes: usize) {}
+    /// The body was read to its end; called at most once.
+    fn ended(&mut self);
+    /// The body failed before its end.
+    fn failed(&mut self) {}
+}
+
+/// A body that tells its watcher what happens to it. The end is reported as soon as the inner
+/// body says it has ended: hyper stops polling a body at that point, so `None` may never come.
+pub struct Watched<B, W> {
+    inner: B,
+    watch: W,
+    ended: bool,
+}
+
+impl<B, W> Watched<B, W> {
+    pub fn new(inner: B, watch: W) -> Self {
+        Self {
+            inner,
+            watch,
+            ended: false,
+        }
+    }
+
+    fn end(&mut self)
+    where
+        W: BodyWatch,
+    {
+        if !self.ended {
+            self.ended = true;
+            self.watch.ended();
+        }
+    }
+}
+
+impl<B, W> http_body::Body for Watched<B, W>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    W: BodyWatch + Unpin,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len();
+                    self.watch.data(len);
+                }
+                if self.inner.is_end_stream() {
+                    self.end();
+                }
+            }
+            Poll::Ready(None) => self.end(),
+            Poll::Ready(Some(Err(_))) => self.watch.failed(),
+            Poll::Pending => {}
+        }
+        polled.map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A short plain-text answer from the gateway itself.
 pub fn text_response(status: http::StatusCode, text: &str) -> http::Response<Body> {
     let mut response = http::Response::new(full(format!("{text}\n")));
@@ -248,6 +327,51 @@ async fn drain<B: http_body::Body<Data = Bytes>>(body: B) {
 mod tests {
     use super::*;
     use http_body::Body as _;
+
+    #[derive(Default)]
+    struct Seen {
+        bytes: usize,
+        ended: usize,
+        failed: usize,
+    }
+
+    impl BodyWatch for &mut Seen {
+        fn data(&mut self, bytes: usize) {
+            self.bytes += bytes;
+        }
+        fn ended(&mut self) {
+            self.ended += 1;
+        }
+        fn failed(&mut self) {
+            self.failed += 1;
+        }
+    }
+
+    /// The end is reported with the last frame (hyper polls no further), once, and a failure is
+    /// not an end.
+    #[tokio::test]
+    async fn a_watched_body_reports_its_bytes_and_its_end_once() {
+        let mut seen = Seen::default();
+        let mut body = Watched::new(full("twelve bytes"), &mut seen);
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.data_ref().map(|d| d.len()), Some(12));
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
+        drop(body);
+        assert_eq!((seen.bytes, seen.ended, seen.failed), (12, 1, 0));
+
+        let mut seen = Seen::default();
+        let pieces: Vec<Result<http_body::Frame<Bytes>, BoxError>> = vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"abc"))),
+            Err("cut off".into()),
+        ];
+        let streamed = http_body_util::StreamBody::new(futures_util::stream::iter(pieces));
+        let mut body = Watched::new(streamed, &mut seen);
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err());
+        drop(body);
+        assert_eq!((seen.bytes, seen.ended, seen.failed), (3, 0, 1));
+    }
 
     #[tokio::test]
     async fn chunks_keep_the_pieces_in_order_with_an_exact_length() {

@@ -2,20 +2,17 @@
 //! write its access-log line when the response body is finished (so bytes and duration are true).
 
 use crate::activity::{Activity, InFlight};
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::framing::{self, FramingError, FramingLimits};
 use crate::proxy::Proxy;
 use crate::router::{Route, Router};
 use crate::scim::{RequestInfo, ScimService};
-use bytes::Bytes;
 use http::{Request, Response};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub struct Gateway {
@@ -132,7 +129,7 @@ impl Gateway {
         }
         // hyper never polls a body that is already at its end.
         line.finished = body.is_end_stream();
-        let body = LoggedBody { inner: body, line }.boxed();
+        let body = crate::body::Watched::new(body, line).boxed();
         Response::from_parts(parts, body)
     }
 
@@ -279,42 +276,14 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-struct LoggedBody {
-    inner: Body,
-    line: AccessLine,
-}
-
-impl HttpBody for LoggedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.line.bytes += data.len() as u64;
-                }
-                // hyper stops polling once the body reports its end, so `None` may never come.
-                if self.inner.is_end_stream() {
-                    self.line.finished = true;
-                }
-            }
-            Poll::Ready(None) => self.line.finished = true,
-            _ => {}
-        }
-        polled
+/// The access line learns the bytes sent and whether the body ended from the body itself.
+impl crate::body::BodyWatch for AccessLine {
+    fn data(&mut self, bytes: usize) {
+        self.bytes += bytes as u64;
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn ended(&mut self) {
+        self.finished = true;
     }
 }
 

@@ -12,18 +12,15 @@
 //! that a reused connection refused before sending it (the platform closed it meanwhile) is sent
 //! once more on another connection, never one that may have reached the platform.
 
-use crate::body::{Body, BoxError};
-use bytes::Bytes;
+use crate::body::{Body, BodyWatch, BoxError, Watched};
 use http::{Request, Response, Uri};
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::Body as HttpBody;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
@@ -143,11 +140,13 @@ impl Http1Pool {
             self.give_back(sender);
             http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(body, BoxError::from))
         } else {
-            http_body_util::BodyExt::boxed(GivesBack {
-                inner: body,
-                sender: Some(sender),
-                pool: Arc::downgrade(self),
-            })
+            http_body_util::BodyExt::boxed(Watched::new(
+                body,
+                GiveBack {
+                    sender: Some(sender),
+                    pool: Arc::downgrade(self),
+                },
+            ))
         };
         Response::from_parts(parts, body)
     }
@@ -208,56 +207,38 @@ impl Http1Pool {
     }
 }
 
-/// A response body that gives its connection back once read to the end. Dropped before that,
-/// the connection is not reused (hyper closes it: the rest of the body is still on it).
-struct GivesBack {
-    inner: Incoming,
+/// Gives a response's connection back once its body has been read to the end. A body dropped
+/// before that keeps it from the pool: hyper closes it, since the rest of the body is still on it.
+struct GiveBack {
     sender: Option<SendRequest<Body>>,
     pool: Weak<Http1Pool>,
 }
 
-impl GivesBack {
-    fn finished(&mut self) {
+impl BodyWatch for GiveBack {
+    fn ended(&mut self) {
         if let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) {
             pool.give_back(sender);
         }
     }
-}
 
-impl HttpBody for GivesBack {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finished(),
-            Poll::Ready(None) => self.finished(),
-            Poll::Ready(Some(Err(_))) => self.sender = None,
-            _ => {}
-        }
-        polled.map_err(BoxError::from)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+    fn failed(&mut self) {
+        self.sender = None;
     }
 }
+
+/// The pass-through tests' scripted platform, shared rather than written twice.
+#[cfg(test)]
+#[path = "../../tests/common/scripted_platform.rs"]
+mod scripted_platform;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    use super::scripted_platform::{scripted_platform, Answer};
 
     /// How the test platform treats each connection after answering.
     #[derive(Clone, Copy)]
@@ -271,41 +252,14 @@ mod tests {
 
     /// A platform answering every request with `body`; counts the connections it accepted.
     async fn platform(after: After, body: &'static str) -> (Uri, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    let mut seen = Vec::new();
-                    loop {
-                        let Ok(n) = socket.read(&mut buf).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            seen.drain(..end + 4);
-                            let answer = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
-                                body.len()
-                            );
-                            if socket.write_all(answer.as_bytes()).await.is_err() {
-                                return;
-                            }
-                            if let After::CloseSilently = after {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
+        let (addr, accepted) = scripted_platform(move |_, _| Answer {
+            bytes: format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            ),
+            close: matches!(after, After::CloseSilently),
+        })
+        .await;
         (format!("http://{addr}/").parse().unwrap(), accepted)
     }
 

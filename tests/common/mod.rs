@@ -5,6 +5,7 @@
 pub mod dev_env;
 pub mod native;
 pub mod scim;
+pub mod scripted_platform;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
