@@ -10,7 +10,11 @@
 //! The rules are hyper-util's: the most recently used idle connection is taken first; at most
 //! `max_idle` are kept, the rest closed; an idle one is closed after `idle_timeout`; a request
 //! that a reused connection refused before sending it (the platform closed it meanwhile) is sent
-//! again on another connection; a request that may have reached the platform never is.
+//! again on another connection. Beyond hyper-util, as nginx does with its kept-alive upstream
+//! connections: an idempotent request without a body that a reused connection lost before any
+//! answer (the platform closed it just as it was sent) is sent once more on a new connection;
+//! RFC 9110 §9.2.2 allows exactly that retry. Anything else that may have reached the platform
+//! is never sent twice.
 
 use crate::body::{Body, BodyWatch, BoxError, Watched};
 use http::{Request, Response, Uri};
@@ -79,11 +83,17 @@ impl Http1Pool {
         self: &Arc<Self>,
         mut req: Request<Body>,
     ) -> Result<Response<Body>, PoolError> {
+        let mut may_replay = true;
         loop {
             let (mut sender, reused) = match self.take_idle() {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
+            // Copied before the send takes the request; only a reused connection can have been
+            // closed by the platform under it, and only once per request.
+            let replay = (reused && may_replay)
+                .then(|| replayable_copy(&req))
+                .flatten();
             // An idle connection whose last response was just read may not have been told yet
             // that it is free; one the platform closed fails here, before anything is sent.
             // A fresh connection that fails here goes on to the send, which says why.
@@ -92,10 +102,18 @@ impl Http1Pool {
             }
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.give_back_after(sender, response)),
-                Err(mut refused) => match refused.take_message() {
+                Err(mut refused) => match (refused.take_message(), replay) {
                     // Never sent: safe to send again, but only if this connection was an old
                     // one (a fresh one failing says the platform refuses, not that it closed).
-                    Some(unsent) if reused => req = unsent,
+                    (Some(unsent), _) if reused => req = unsent,
+                    (None, Some(copy)) if lost_before_any_answer(refused.error()) => {
+                        tracing::debug!(
+                            error = %refused.error(),
+                            "a kept-alive platform connection closed under a request; sending it again"
+                        );
+                        may_replay = false;
+                        req = copy;
+                    }
                     _ => return Err(PoolError::Exchange(refused.into_error())),
                 },
             }
@@ -205,6 +223,42 @@ impl Http1Pool {
     fn idle_count(&self) -> usize {
         self.idle().len()
     }
+}
+
+/// A copy of `req` to send again if its connection is lost before any answer: only for an
+/// idempotent method (RFC 9110 §9.2.2) and a request without a body, since a body already read
+/// cannot be read again.
+fn replayable_copy(req: &Request<Body>) -> Option<Request<Body>> {
+    if !req.method().is_idempotent() || !HttpBody::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// The connection ended before any of the answer arrived: closed or reset by the platform.
+fn lost_before_any_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Gives a response's connection back once its body has been read to the end. A body dropped
@@ -323,6 +377,72 @@ mod tests {
             }
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 20);
+    }
+
+    /// A platform that lets a kept-alive connection go just as a request arrives (it reads the
+    /// request and closes without answering, once per target): an idempotent request without a
+    /// body is sent again on a new connection; a POST is not, and neither is a request whose
+    /// connection was new (the platform refusing it is not a stale connection).
+    #[tokio::test]
+    async fn a_request_lost_on_a_kept_alive_connection_is_resent_only_when_safe() {
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let (addr, accepted) = scripted_platform(move |method, target| {
+            let mut log = log.lock().unwrap();
+            log.push(format!("{method} {target}"));
+            let first_time = log.iter().filter(|l| l.ends_with(target)).count() == 1;
+            if target.starts_with("/lost") && first_time {
+                Answer {
+                    bytes: String::new(),
+                    close: true,
+                }
+            } else {
+                Answer {
+                    bytes: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_string(),
+                    close: false,
+                }
+            }
+        })
+        .await;
+        let origin: Uri = format!("http://{addr}/").parse().unwrap();
+        let pool = pool_for(origin.clone(), 4);
+        let send = |method: http::Method, path: &str| {
+            pool.send(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header(http::header::HOST, origin.authority().unwrap().as_str())
+                    .body(crate::body::empty())
+                    .unwrap(),
+            )
+        };
+
+        // A new connection lost: not resent.
+        assert!(send(http::Method::GET, "/lost-new").await.is_err());
+        // Warm a connection, then lose a GET on it: resent on a new one.
+        assert_eq!(
+            text(send(http::Method::GET, "/warm").await.unwrap()).await,
+            "ok"
+        );
+        assert_eq!(
+            text(send(http::Method::GET, "/lost-get").await.unwrap()).await,
+            "ok"
+        );
+        // A POST lost the same way is not resent: it may have been applied.
+        assert!(send(http::Method::POST, "/lost-post").await.is_err());
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "GET /lost-new",
+                "GET /warm",
+                "GET /lost-get",
+                "GET /lost-get",
+                "POST /lost-post"
+            ]
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
