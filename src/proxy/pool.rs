@@ -55,6 +55,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open, and idle for less than `idle_timeout`.
+    fn is_live(&self, idle_timeout: Duration) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < idle_timeout
+    }
+}
+
 impl Http1Pool {
     pub fn new(
         connector: HttpConnector,
@@ -123,7 +130,7 @@ impl Http1Pool {
     fn take_idle(&self) -> Option<SendRequest<Body>> {
         let mut idle = self.idle();
         while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.idle_timeout {
+            if entry.is_live(self.idle_timeout) {
                 return Some(entry.sender);
             }
         }
@@ -209,7 +216,7 @@ impl Http1Pool {
             let mut idle = self.idle();
             let keep = idle
                 .iter()
-                .position(|e| e.since.elapsed() < self.idle_timeout && !e.sender.is_closed())
+                .position(|e| e.is_live(self.idle_timeout))
                 .unwrap_or(idle.len());
             // Oldest first, so everything before the first live one has expired or closed; a
             // closed one further up is skipped when it is taken.
