@@ -124,25 +124,26 @@ impl Proxy {
     ) -> Result<Self, ProxyBuildError> {
         let client = build_upstream_client(&upstream)?;
         let upstream_host = HeaderValue::from_str(upstream.authority.as_str()).ok();
-        let tls = client_tls_config(&upstream)?;
-        let upgrade_client = build_client(&upstream, tls.clone(), true);
-        let origin = http::uri::Builder::new()
-            .scheme(http::uri::Scheme::HTTP)
-            .authority(upstream.authority.clone())
-            .path_and_query("/")
-            .build();
-        let pool = match origin {
-            Ok(origin)
-                if upstream.scheme == UpstreamScheme::Http && !upstream.http2_prior_knowledge =>
-            {
-                Some(pool::Http1Pool::new(
-                    tcp_connector(upstream.connect_timeout),
-                    origin,
-                    upstream.pool_max_idle_per_host,
-                    upstream.pool_idle_timeout,
-                ))
-            }
-            _ => None,
+        let upgrade_client = build_client(&upstream, client_tls_config(&upstream)?, true);
+        let pool = if upstream.scheme == UpstreamScheme::Http && !upstream.http2_prior_knowledge {
+            // The authority was validated with the configuration, so this builds; if it ever
+            // did not, hyper-util's client would carry pass-through as it does for https.
+            http::uri::Builder::new()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(upstream.authority.clone())
+                .path_and_query("/")
+                .build()
+                .ok()
+                .map(|origin| {
+                    pool::Http1Pool::new(
+                        tcp_connector(upstream.connect_timeout),
+                        origin,
+                        upstream.pool_max_idle_per_host,
+                        upstream.pool_idle_timeout,
+                    )
+                })
+        } else {
+            None
         };
         Ok(Self {
             client,
