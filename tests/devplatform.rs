@@ -1668,3 +1668,32 @@ async fn the_running_state_is_served_to_administrators_as_the_snapshot_holds_it(
         serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
     assert_eq!(snapshot, running);
 }
+
+/// As Tomcat under the real platform does (RFC 9112 §3.2): an HTTP/1.1 request without `Host`
+/// is refused before anything else, even with a valid app key.
+#[tokio::test]
+async fn an_http11_request_without_host_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start().await;
+    let call = |host: &'static str| {
+        let (addr, key) = (server.addr, server.key.clone());
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST /Thingworx/Resources/CurrentSessionInfo/Services/GetCurrentUser HTTP/1.1\r\n\
+                 {host}appKey: {key}\r\naccept: application/json\r\ncontent-type: application/json\r\n\
+                 content-length: 2\r\nconnection: close\r\n\r\n{{}}"
+            );
+            tcp.write_all(head.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            tcp.read_to_string(&mut answer).await.unwrap();
+            answer
+        }
+    };
+    let without = call("").await;
+    assert!(without.starts_with("HTTP/1.1 400"), "{without}");
+    let with = call("host: localhost\r\n").await;
+    assert!(with.starts_with("HTTP/1.1 200"), "{with}");
+    assert!(with.contains("Administrator"), "{with}");
+    server.shut_down().await;
+}

@@ -48,6 +48,8 @@ const LANDING_PAGE: &str =
 </body></html>\n";
 const NOT_FOUND_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head>\
 <body><h1>Not Found</h1><p>The requested resource is not available.</p></body></html>\n";
+const BAD_REQUEST_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>400 Bad Request</title></head>\
+<body><h1>Bad Request</h1><p>The request has no Host header.</p></body></html>\n";
 
 pub(crate) async fn serve(
     platform: Arc<DevPlatform>,
@@ -229,6 +231,11 @@ async fn respond(
     let answer_by = platform.latency_delay();
     let answer_by = (!answer_by.is_zero()).then(|| std::time::Instant::now() + answer_by);
     let (parts, body) = req.into_parts();
+    // RFC 9112 §3.2, as Tomcat under the real platform enforces it: an HTTP/1.1 request without
+    // `Host` is refused, so a client that forgets it fails here and not first in production.
+    if parts.version == http::Version::HTTP_11 && !parts.headers.contains_key(http::header::HOST) {
+        return page(StatusCode::BAD_REQUEST, BAD_REQUEST_PAGE);
+    }
     let path = parts.uri.path();
     if path == FAULTS_PATH {
         let body = Limited::new(body, MAX_BODY_BYTES)
