@@ -6,6 +6,7 @@ mod common;
 
 use common::dev_env::ServedPlatform;
 use common::full;
+use futures_util::StreamExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use scimgate::config::{self, Overrides, Secret};
@@ -527,4 +528,104 @@ async fn slow_platform_is_a_timeout_and_absent_one_is_unavailable() {
         .await,
         Err(PlatformError::Unavailable(_))
     ));
+}
+
+/// A fake platform that records each request's target and `Host`, and answers `GetCurrentUser`
+/// with `answer` sent in `pieces` separately written chunks.
+async fn recording_platform(
+    answer: &'static str,
+    pieces: usize,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<(String, String)>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_out = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let host = req
+                        .headers()
+                        .get(hyper::header::HOST)
+                        .map(|h| h.to_str().unwrap().to_string())
+                        .unwrap_or_default();
+                    seen.lock().unwrap().push((req.uri().to_string(), host));
+                    async move {
+                        let size = answer.len().div_ceil(pieces);
+                        let chunks: Vec<Result<_, Infallible>> = answer
+                            .as_bytes()
+                            .chunks(size)
+                            .map(|c| Ok(hyper::body::Frame::data(bytes::Bytes::from(c))))
+                            .collect();
+                        let body = http_body_util::StreamBody::new(
+                            futures_util::stream::iter(chunks).then(|c| async move {
+                                tokio::task::yield_now().await;
+                                c
+                            }),
+                        );
+                        Ok::<_, Infallible>(hyper::Response::new(body))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen_out)
+}
+
+/// What reaches the platform is what a real one (Tomcat) requires of an HTTP/1.1 client: an
+/// origin-form target and a `Host` naming the configured authority, on every call, over a fresh
+/// connection and a reused one; and an answer that arrives in pieces is read whole.
+#[tokio::test]
+async fn native_calls_carry_the_platform_host_and_an_origin_form_target() {
+    let answer = r#"{"dataShape":{"fieldDefinitions":{}},"rows":[{"result":"Administrator"}]}"#;
+    for pieces in [1, 7] {
+        let (addr, seen) = recording_platform(answer, pieces).await;
+        let tw = client_with(addr, "app_key = \"k\"", "");
+        for _ in 0..3 {
+            assert_eq!(tw.current_user().await.unwrap(), "Administrator");
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3);
+        for (target, host) in seen {
+            assert_eq!(
+                target,
+                "/Thingworx/Resources/CurrentSessionInfo/Services/GetCurrentUser"
+            );
+            assert_eq!(host, addr.to_string());
+        }
+    }
+}
+
+/// An answer past the client's limit (64 MiB) is refused as it arrives, not held whole.
+#[tokio::test]
+async fn an_oversized_answer_is_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|_req| async {
+                    let mib = bytes::Bytes::from(vec![b' '; 1 << 20]);
+                    let chunks = (0..65)
+                        .map(move |_| Ok::<_, Infallible>(hyper::body::Frame::data(mib.clone())));
+                    let body = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+                    Ok::<_, Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let tw = client_with(addr, "app_key = \"k\"", "");
+    match tw.current_user().await {
+        Err(PlatformError::NoAnswer(message)) => {
+            assert!(message.contains("over"), "{message}")
+        }
+        other => panic!("expected the answer refused, got {other:?}"),
+    }
 }

@@ -22,8 +22,76 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
-/// The pooled client to the platform, shared by pass-through and the native REST client.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+/// hyper-util's client: for an HTTPS or HTTP/2 platform, upgrades and the identity provider.
+pub type HyperClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// The pooled connections to the platform, shared by pass-through and the native REST client:
+/// the gateway's own HTTP/1.1 pool for a plain-HTTP platform, hyper-util's client otherwise.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pool: Option<Arc<pool::Http1Pool>>,
+    client: HyperClient,
+    /// Put before the target for hyper-util's client.
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    /// `Host` for a request sent through the pool, which writes the target as it is given.
+    host: Option<HeaderValue>,
+}
+
+/// Why a request to the platform got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made: nothing reached the platform.
+    #[error("{0}")]
+    Connect(String),
+    /// The connection was made, so the request may have reached the platform.
+    #[error("{0}")]
+    Exchange(String),
+    /// Nothing was sent: the target cannot be written as a URI.
+    #[error("the request target is not a valid URI")]
+    BadTarget,
+}
+
+impl UpstreamClient {
+    /// Sends `req`, whose URI is the target's path and query, to the platform.
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, UpstreamError> {
+        if let Some(pool) = &self.pool {
+            if let Some(host) = &self.host {
+                req.headers_mut()
+                    .entry(header::HOST)
+                    .or_insert_with(|| host.clone());
+            }
+            return pool.send(req).await.map_err(|e| match e {
+                pool::PoolError::Connect(e) => UpstreamError::Connect(error_chain(&*e)),
+                pool::PoolError::Exchange(e) => UpstreamError::Exchange(error_chain(&e)),
+            });
+        }
+        let mut uri = std::mem::take(req.uri_mut()).into_parts();
+        uri.scheme = Some(self.scheme.clone());
+        uri.authority = Some(self.authority.clone());
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        *req.uri_mut() = Uri::from_parts(uri).map_err(|_| UpstreamError::BadTarget)?;
+        match self.client.request(req).await {
+            Ok(response) => Ok(response.map(|body| body.map_err(BoxError::from).boxed())),
+            Err(e) if e.is_connect() => Err(UpstreamError::Connect(error_chain(&e))),
+            Err(e) => Err(UpstreamError::Exchange(error_chain(&e))),
+        }
+    }
+}
+
+/// An error with each of its causes, for the operator.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyBuildError {
@@ -96,11 +164,11 @@ pub struct Forwarded {
 }
 
 pub struct Proxy {
+    /// Pass-through's connections: its own HTTP/1.1 pool for a plain-HTTP platform spoken to
+    /// in HTTP/1.1, hyper-util's client otherwise. The native REST client shares them.
     client: UpstreamClient,
-    /// Pass-through's own HTTP/1.1 pool, for a plain-HTTP platform spoken to in HTTP/1.1.
-    pool: Option<Arc<pool::Http1Pool>>,
     /// Upgrades can only ride HTTP/1.1, so they never share the pool with HTTP/2 connections.
-    upgrade_client: UpstreamClient,
+    upgrade_client: HyperClient,
     upstream: UpstreamConfig,
     /// `Host` for the upstream when the client's is not preserved: parsed once, not per request.
     upstream_host: Option<HeaderValue>,
@@ -123,33 +191,11 @@ impl Proxy {
         on_upstream_answer: Box<dyn Fn() + Send + Sync>,
     ) -> Result<Self, ProxyBuildError> {
         let client = build_upstream_client(&upstream)?;
-        let upstream_host = HeaderValue::from_str(upstream.authority.as_str()).ok();
         let upgrade_client = build_client(&upstream, client_tls_config(&upstream)?, true);
-        let pool = if upstream.scheme == UpstreamScheme::Http && !upstream.http2_prior_knowledge {
-            // The authority was validated with the configuration, so this builds; if it ever
-            // did not, hyper-util's client would carry pass-through as it does for https.
-            http::uri::Builder::new()
-                .scheme(http::uri::Scheme::HTTP)
-                .authority(upstream.authority.clone())
-                .path_and_query("/")
-                .build()
-                .ok()
-                .map(|origin| {
-                    pool::Http1Pool::new(
-                        tcp_connector(upstream.connect_timeout),
-                        origin,
-                        upstream.pool_max_idle_per_host,
-                        upstream.pool_idle_timeout,
-                    )
-                })
-        } else {
-            None
-        };
         Ok(Self {
+            upstream_host: client.host.clone(),
             client,
-            pool,
             upgrade_client,
-            upstream_host,
             upstream,
             trusted,
             allowed_upgrades,
@@ -212,18 +258,15 @@ impl Proxy {
         if uri.path_and_query.is_none() {
             uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        let pool = self.pool.as_ref().filter(|_| upgrade.is_none());
+        let pool = self.client.pool.as_ref().filter(|_| upgrade.is_none());
         if pool.is_some() {
             // The pool writes the target as it is: origin-form, as HTTP/1.1 asks of a client
             // that is not talking to a proxy.
             uri.scheme = None;
             uri.authority = None;
         } else {
-            uri.scheme = Some(match self.upstream.scheme {
-                UpstreamScheme::Https => http::uri::Scheme::HTTPS,
-                UpstreamScheme::Http => http::uri::Scheme::HTTP,
-            });
-            uri.authority = Some(self.upstream.authority.clone());
+            uri.scheme = Some(self.client.scheme.clone());
+            uri.authority = Some(self.client.authority.clone());
         }
         parts.uri = Uri::from_parts(uri)
             .map_err(|_| ProxyError::BadRequest("the request target is not a valid path"))?;
@@ -286,7 +329,7 @@ impl Proxy {
                     let client = if upgrade.is_some() {
                         &self.upgrade_client
                     } else {
-                        &self.client
+                        &self.client.client
                     };
                     match client.request(upstream_req).await {
                         Ok(response) => {
@@ -474,7 +517,7 @@ fn client_tls_config(upstream: &UpstreamConfig) -> Result<rustls::ClientConfig, 
 pub fn client_with_roots(
     roots: rustls::RootCertStore,
     connect_timeout: Duration,
-) -> Result<UpstreamClient, ProxyBuildError> {
+) -> Result<HyperClient, ProxyBuildError> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -486,14 +529,45 @@ pub fn client_with_roots(
 
 /// A pooled client to the configured upstream (HTTP/1.1 and, where offered, HTTP/2).
 pub fn build_upstream_client(upstream: &UpstreamConfig) -> Result<UpstreamClient, ProxyBuildError> {
-    Ok(build_client(upstream, client_tls_config(upstream)?, false))
+    let client = build_client(upstream, client_tls_config(upstream)?, false);
+    let scheme = match upstream.scheme {
+        UpstreamScheme::Https => http::uri::Scheme::HTTPS,
+        UpstreamScheme::Http => http::uri::Scheme::HTTP,
+    };
+    let pool = if upstream.scheme == UpstreamScheme::Http && !upstream.http2_prior_knowledge {
+        // The authority was validated with the configuration, so this builds; if it ever did
+        // not, hyper-util's client would carry the requests as it does for https.
+        http::uri::Builder::new()
+            .scheme(scheme.clone())
+            .authority(upstream.authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()
+            .map(|origin| {
+                pool::Http1Pool::new(
+                    tcp_connector(upstream.connect_timeout),
+                    origin,
+                    upstream.pool_max_idle_per_host,
+                    upstream.pool_idle_timeout,
+                )
+            })
+    } else {
+        None
+    };
+    Ok(UpstreamClient {
+        pool,
+        client,
+        scheme,
+        authority: upstream.authority.clone(),
+        host: HeaderValue::from_str(upstream.authority.as_str()).ok(),
+    })
 }
 
 fn build_client(
     upstream: &UpstreamConfig,
     tls: rustls::ClientConfig,
     http1_only: bool,
-) -> UpstreamClient {
+) -> HyperClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(upstream.pool_max_idle_per_host)
         .pool_idle_timeout(upstream.pool_idle_timeout)

@@ -68,6 +68,46 @@ fn summary_rows(bytes: &Bytes) -> Result<Vec<SummaryRow>, PlatformError> {
         .map_err(|e| unexpected("the answer is not an infotable", e))
 }
 
+/// A name/value table (`GetConfigurationTable` of `UserExtensions`) as pairs, with `None` when
+/// it has rows but none has a `name` column. Rows are read into two fields each rather than a
+/// map per row: on a user read this table was the largest answer to parse.
+pub(super) fn name_value_rows(
+    bytes: &Bytes,
+) -> Result<Option<Vec<(String, String)>>, PlatformError> {
+    #[derive(Default, serde::Deserialize)]
+    struct NameValueAnswer {
+        #[serde(default)]
+        rows: Vec<NameValueRow>,
+    }
+    #[derive(serde::Deserialize)]
+    struct NameValueRow {
+        /// `Some` when the column is there, null included.
+        #[serde(default, deserialize_with = "present")]
+        name: Option<Value>,
+        #[serde(default)]
+        value: Value,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+        serde::Deserialize::deserialize(d).map(Some)
+    }
+
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Some(Vec::new()));
+    }
+    let answer: NameValueAnswer = serde_json::from_slice(bytes)
+        .map_err(|e| unexpected("the answer is not an infotable", e))?;
+    if !answer.rows.is_empty() && answer.rows.iter().all(|r| r.name.is_none()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        answer
+            .rows
+            .into_iter()
+            .map(|r| (field_text(r.name.unwrap_or_default()), field_text(r.value)))
+            .collect(),
+    ))
+}
+
 /// A field as [`text`] reads it from a row: text as is, nothing as empty, anything else as JSON.
 fn field_text(value: Value) -> String {
     match value {
@@ -156,4 +196,62 @@ pub(super) fn last_modified(entity: &Map<String, Value>) -> Option<String> {
     (-62_135_596_800_000..=253_402_300_799_999)
         .contains(&millis)
         .then(|| rfc3339_from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(text: &str) -> Option<Vec<(String, String)>> {
+        name_value_rows(&Bytes::from(text.to_string())).unwrap()
+    }
+
+    #[test]
+    fn a_name_value_table_reads_as_the_map_per_row_reading_did() {
+        let pairs = |list: &[(&str, &str)]| {
+            Some(
+                list.iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        // Strings as they are, null and missing as empty, anything else as its JSON text, and
+        // other columns and the data shape skipped.
+        assert_eq!(
+            rows(
+                r#"{"dataShape":{"fieldDefinitions":{"name":{"name":"name","baseType":"STRING"}}},
+                "rows":[{"name":"emailAddress","value":"a@b.c","extra":[1]},
+                {"name":"city","value":null},{"name":"zip"},{"name":7,"value":1.5},
+                {"name":"flag","value":true},{"name":"o","value":{"k":"v"}},{"value":"nameless"}]}"#
+            ),
+            pairs(&[
+                ("emailAddress", "a@b.c"),
+                ("city", ""),
+                ("zip", ""),
+                ("7", "1.5"),
+                ("flag", "true"),
+                ("o", r#"{"k":"v"}"#),
+                ("", "nameless"),
+            ])
+        );
+        assert_eq!(rows(" \n"), pairs(&[]));
+        assert_eq!(rows(r#"{"rows":[]}"#), pairs(&[]));
+        assert_eq!(rows("{}"), pairs(&[]));
+        // A name column that is there but null still counts as there.
+        assert_eq!(
+            rows(r#"{"rows":[{"name":null,"value":"v"}]}"#),
+            pairs(&[("", "v")])
+        );
+        // Rows, none with a name column: not a name/value table.
+        assert_eq!(
+            rows(r#"{"rows":[{"key":"a","value":"b"},{"value":"c"}]}"#),
+            None
+        );
+        for broken in [r#"{"rows":{}}"#, "[1]", "{\"rows\":[", "<html>"] {
+            assert!(
+                name_value_rows(&Bytes::from(broken)).is_err(),
+                "{broken} was accepted"
+            );
+        }
+    }
 }

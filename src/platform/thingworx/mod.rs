@@ -5,7 +5,9 @@
 mod answers;
 mod transport;
 
-use answers::{bool_result, entity_object, last_modified, parse_tags, summaries, table};
+use answers::{
+    bool_result, entity_object, last_modified, name_value_rows, parse_tags, summaries, table,
+};
 use transport::{sensitive, unexpected};
 
 use super::infotable::{text, InfoTable};
@@ -60,7 +62,6 @@ enum Repeat {
 
 pub struct ThingWorx {
     client: UpstreamClient,
-    base: String,
     /// `appKey` or `Authorization`, marked sensitive so it never shows in debug output.
     credential: (header::HeaderName, HeaderValue),
     limiter: Arc<Semaphore>,
@@ -100,7 +101,6 @@ impl ThingWorx {
         };
         Ok(Self {
             client,
-            base: format!("{}://{}", upstream.scheme.as_str(), upstream.authority),
             credential,
             limiter: Arc::new(Semaphore::new(platform.max_concurrency)),
             retries: platform.retries,
@@ -221,19 +221,13 @@ impl ThingWorx {
                 json!({ "tableName": "UserExtensions" }),
             )
             .await?;
-        let answer = table(&bytes)?;
-        if !answer.rows.is_empty() && answer.rows.iter().all(|r| !r.contains_key("name")) {
+        let Some(rows) = name_value_rows(&bytes)? else {
             return Err(unexpected(
                 "the UserExtensions configuration table has no name column",
                 user,
             ));
-        }
-        Ok(answer
-            .rows
-            .iter()
-            .map(|r| (text(r, "name"), text(r, "value")))
-            .filter(|(k, _)| !k.is_empty())
-            .collect())
+        };
+        Ok(rows.into_iter().filter(|(k, _)| !k.is_empty()).collect())
     }
 
     /// A user or group entity by name, in any case: on a platform that finds names only as

@@ -2,11 +2,12 @@
 //! allows, the size limit on answers, and the platform's status turned into a typed error.
 
 use super::{Repeat, ThingWorx, MAX_ERROR_TEXT, MAX_RESPONSE_BYTES};
-use crate::body::{empty, full};
+use crate::body::{empty, full, Body, BoxError};
 use crate::platform::PlatformError;
-use bytes::Bytes;
+use crate::proxy::UpstreamError;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -70,7 +71,7 @@ impl ThingWorx {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, Bytes), Failure> {
-        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|_| {
+        let uri: Uri = path.parse().map_err(|_| {
             Failure::Other(PlatformError::Rejected(format!(
                 "{path} is not a valid request path"
             )))
@@ -97,24 +98,22 @@ impl ThingWorx {
 
         let started = Instant::now();
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    Failure::Connect(error_chain(&e))
-                } else {
-                    // Sent, perhaps carried out, but the connection broke before the answer.
-                    Failure::Other(PlatformError::NoAnswer(error_chain(&e)))
+            let response = self.client.send(request).await.map_err(|e| match e {
+                UpstreamError::Connect(message) => Failure::Connect(message),
+                // Sent, perhaps carried out, but the connection broke before the answer.
+                UpstreamError::Exchange(message) => {
+                    Failure::Other(PlatformError::NoAnswer(message))
                 }
+                UpstreamError::BadTarget => Failure::Other(PlatformError::Rejected(format!(
+                    "{path} is not a valid request path"
+                ))),
             })?;
             let status = response.status();
-            let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| {
-                    Failure::Other(PlatformError::NoAnswer(format!(
-                        "reading the platform's answer failed: {e}"
-                    )))
-                })?
-                .to_bytes();
+            let bytes = read_answer(response.into_body()).await.map_err(|e| {
+                Failure::Other(PlatformError::NoAnswer(format!(
+                    "reading the platform's answer failed: {e}"
+                )))
+            })?;
             Ok((status, bytes))
         };
         let result = tokio::time::timeout(self.timeout, exchange)
@@ -126,6 +125,38 @@ impl ThingWorx {
         }
         result
     }
+}
+
+/// The answer's body, refused past `MAX_RESPONSE_BYTES`. An answer in one piece, the usual
+/// case, is kept as it arrived rather than copied.
+async fn read_answer(body: Body) -> Result<Bytes, BoxError> {
+    let mut body = std::pin::pin!(body);
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut length = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        length += data.len();
+        if length > MAX_RESPONSE_BYTES {
+            return Err(format!("the answer is over {MAX_RESPONSE_BYTES} bytes").into());
+        }
+        match (&mut joined, first.take()) {
+            (Some(joined), _) => joined.extend_from_slice(&data),
+            (None, None) => first = Some(data),
+            (None, Some(earlier)) => {
+                let mut both = BytesMut::with_capacity(earlier.len() + data.len());
+                both.extend_from_slice(&earlier);
+                both.extend_from_slice(&data);
+                joined = Some(both);
+            }
+        }
+    }
+    Ok(match joined {
+        Some(joined) => joined.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 fn platform_call_result(result: Result<(), &PlatformError>) {
@@ -154,17 +185,6 @@ pub(super) fn sensitive(value: &str) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(value).ok()?;
     v.set_sensitive(true);
     Some(v)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Turns the platform's status into a typed error; the text is kept for the operator only.
