@@ -34,7 +34,8 @@ pub struct UpstreamClient {
     /// Put before the target for hyper-util's client.
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
-    /// `Host` for a request sent through the pool, which writes the target as it is given.
+    /// The platform's `Host`, parsed once: for a request sent through the pool, which writes the
+    /// target as it is given, and for pass-through when the client's is not preserved.
     host: Option<HeaderValue>,
 }
 
@@ -170,8 +171,6 @@ pub struct Proxy {
     /// Upgrades can only ride HTTP/1.1, so they never share the pool with HTTP/2 connections.
     upgrade_client: HyperClient,
     upstream: UpstreamConfig,
-    /// `Host` for the upstream when the client's is not preserved: parsed once, not per request.
-    upstream_host: Option<HeaderValue>,
     trusted: Vec<IpNet>,
     /// Lower-cased `proxy.allowed_upgrades`.
     allowed_upgrades: Vec<String>,
@@ -193,7 +192,6 @@ impl Proxy {
         let client = build_upstream_client(&upstream)?;
         let upgrade_client = build_client(&upstream, client_tls_config(&upstream)?, true);
         Ok(Self {
-            upstream_host: client.host.clone(),
             client,
             upgrade_client,
             upstream,
@@ -283,9 +281,9 @@ impl Proxy {
             is_trusted(client.ip(), &self.trusted),
         );
         let host = if self.upstream.preserve_host {
-            client_host.or_else(|| self.upstream_host.clone())
+            client_host.or_else(|| self.client.host.clone())
         } else {
-            self.upstream_host.clone()
+            self.client.host.clone()
         };
         if let Some(host) = host {
             parts.headers.insert(header::HOST, host);
