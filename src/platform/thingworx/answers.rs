@@ -10,9 +10,7 @@ use serde_json::{Map, Value};
 
 /// An infotable answer as the gateway reads it: its rows. The data shape is skipped without
 /// being built, as nothing here reads it and it is often most of a small answer.
-#[derive(Default, serde::Deserialize)]
 pub(super) struct Answer {
-    #[serde(default)]
     pub(super) rows: Vec<Map<String, Value>>,
 }
 
@@ -25,14 +23,27 @@ impl Answer {
 
 /// Service results are infotables; services that return nothing may answer with no body at all.
 pub(super) fn table(bytes: &Bytes) -> Result<Answer, PlatformError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Answer::default());
+    rows(bytes).map(|rows| Answer { rows })
+}
+
+/// An infotable's rows, each read as `R` reads it (the data shape and the fields `R` does not
+/// name are skipped without being built); no body at all is no rows.
+fn rows<R: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<Vec<R>, PlatformError> {
+    #[derive(serde::Deserialize)]
+    struct Rows<R> {
+        #[serde(default = "Vec::new")]
+        rows: Vec<R>,
     }
-    serde_json::from_slice(bytes).map_err(|e| unexpected("the answer is not an infotable", e))
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice::<Rows<R>>(bytes)
+        .map(|answer| answer.rows)
+        .map_err(|e| unexpected("the answer is not an infotable", e))
 }
 
 pub(super) fn summaries(bytes: &Bytes) -> Result<Vec<EntitySummary>, PlatformError> {
-    Ok(summary_rows(bytes)?
+    Ok(rows::<SummaryRow>(bytes)?
         .into_iter()
         .map(|r| EntitySummary {
             name: field_text(r.name),
@@ -53,32 +64,12 @@ struct SummaryRow {
     description: Value,
 }
 
-#[derive(Default, serde::Deserialize)]
-struct SummaryAnswer {
-    #[serde(default)]
-    rows: Vec<SummaryRow>,
-}
-
-fn summary_rows(bytes: &Bytes) -> Result<Vec<SummaryRow>, PlatformError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice::<SummaryAnswer>(bytes)
-        .map(|answer| answer.rows)
-        .map_err(|e| unexpected("the answer is not an infotable", e))
-}
-
 /// A name/value table (`GetConfigurationTable` of `UserExtensions`) as pairs, with `None` when
 /// it has rows but none has a `name` column. Rows are read into two fields each rather than a
 /// map per row: on a user read this table was the largest answer to parse.
 pub(super) fn name_value_rows(
     bytes: &Bytes,
 ) -> Result<Option<Vec<(String, String)>>, PlatformError> {
-    #[derive(Default, serde::Deserialize)]
-    struct NameValueAnswer {
-        #[serde(default)]
-        rows: Vec<NameValueRow>,
-    }
     #[derive(serde::Deserialize)]
     struct NameValueRow {
         /// `Some` when the column is there, null included.
@@ -91,18 +82,12 @@ pub(super) fn name_value_rows(
         serde::Deserialize::deserialize(d).map(Some)
     }
 
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Some(Vec::new()));
-    }
-    let answer: NameValueAnswer = serde_json::from_slice(bytes)
-        .map_err(|e| unexpected("the answer is not an infotable", e))?;
-    if !answer.rows.is_empty() && answer.rows.iter().all(|r| r.name.is_none()) {
+    let rows = rows::<NameValueRow>(bytes)?;
+    if !rows.is_empty() && rows.iter().all(|r| r.name.is_none()) {
         return Ok(None);
     }
     Ok(Some(
-        answer
-            .rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| (field_text(r.name.unwrap_or_default()), field_text(r.value)))
             .collect(),
     ))

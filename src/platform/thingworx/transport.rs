@@ -5,7 +5,7 @@ use super::{Repeat, ThingWorx, MAX_ERROR_TEXT, MAX_RESPONSE_BYTES};
 use crate::body::{empty, full, Body, BoxError};
 use crate::platform::PlatformError;
 use crate::proxy::UpstreamError;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -131,31 +131,20 @@ impl ThingWorx {
 /// case, is kept as it arrived rather than copied.
 async fn read_answer(body: Body) -> Result<Bytes, BoxError> {
     let mut body = std::pin::pin!(body);
-    let mut first: Option<Bytes> = None;
-    let mut joined: Option<BytesMut> = None;
+    let mut pieces: Vec<Bytes> = Vec::new();
     let mut length = 0usize;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        length += data.len();
-        if length > MAX_RESPONSE_BYTES {
-            return Err(format!("the answer is over {MAX_RESPONSE_BYTES} bytes").into());
-        }
-        match (&mut joined, first.take()) {
-            (Some(joined), _) => joined.extend_from_slice(&data),
-            (None, None) => first = Some(data),
-            (None, Some(earlier)) => {
-                let mut both = BytesMut::with_capacity(earlier.len() + data.len());
-                both.extend_from_slice(&earlier);
-                both.extend_from_slice(&data);
-                joined = Some(both);
+        if let Ok(data) = frame?.into_data() {
+            length += data.len();
+            if length > MAX_RESPONSE_BYTES {
+                return Err(format!("the answer is over {MAX_RESPONSE_BYTES} bytes").into());
             }
+            pieces.push(data);
         }
     }
-    Ok(match joined {
-        Some(joined) => joined.freeze(),
-        None => first.unwrap_or_default(),
+    Ok(match pieces.len() {
+        1 => pieces.swap_remove(0),
+        _ => Bytes::from(pieces.concat()),
     })
 }
 
