@@ -83,7 +83,7 @@ impl Watch {
     pub fn start(
         what: &'static str,
         dirs: &[PathBuf],
-        relevant: impl Fn(&Path) -> bool + Send + Sync + 'static,
+        relevant: impl Fn(&Path) -> bool + Send + 'static,
     ) -> Option<Watch> {
         backend::Events::start(what, dirs, Box::new(relevant)).map(|events| Watch { events })
     }
@@ -113,7 +113,7 @@ pub async fn settled(watch: &mut Option<Watch>) -> Option<()> {
     }
 }
 
-type Relevant = Box<dyn Fn(&Path) -> bool + Send + Sync>;
+type Relevant = Box<dyn Fn(&Path) -> bool + Send>;
 
 #[cfg(target_os = "linux")]
 mod backend {
